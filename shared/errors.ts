@@ -1,0 +1,45 @@
+/** Error bodies in the shapes Ollama and OpenAI clients expect. */
+
+/** Ollama's error body: `{"error": "message"}`. */
+export function ollamaErrorBody(message: string): string {
+  return JSON.stringify({ error: message });
+}
+
+/** The OpenAI `type` Ollama uses for a status. */
+export function openaiErrorType(status: number): string {
+  if (status === 400 || status === 413 || status === 422) return "invalid_request_error";
+  if (status === 401) return "authentication_error";
+  if (status === 404) return "not_found_error";
+  return "api_error";
+}
+
+/** OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`. */
+export function openaiErrorBody(status: number, message: string): string {
+  return JSON.stringify({
+    error: { message, type: openaiErrorType(status), param: null, code: null },
+  });
+}
+
+/** Builds an Ollama-shaped JSON error response. */
+export function ollamaError(status: number, message: string, headers?: HeadersInit): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json; charset=utf-8");
+  return new Response(ollamaErrorBody(message), { status, headers: h });
+}
+
+/** Builds an OpenAI-shaped JSON error response. */
+export function openaiError(status: number, message: string, headers?: HeadersInit): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json");
+  return new Response(openaiErrorBody(status, message), { status, headers: h });
+}
+
+/** Describes the first problem of a failed zod parse in one sentence-case line. */
+export function describeIssues(
+  issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>,
+): string {
+  const first = issues[0];
+  if (!first) return "Invalid request body";
+  const where = first.path.map(String).join(".");
+  return where ? `Invalid field "${where}": ${first.message}` : first.message;
+}
