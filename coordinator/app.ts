@@ -1,0 +1,45 @@
+/**
+ * Every URL of the coordinator, mounted in one place. Find any handler from here in one hop.
+ */
+import { Hono } from "hono";
+import { ollamaError, openaiError } from "@oc/shared";
+import type { AppContext } from "./context.ts";
+import type { RequestLog } from "./request_log.ts";
+import { agentRoutes } from "./routes/agents.ts";
+import { OLLAMA_PATHS, ollamaRoutes } from "./routes/ollama.ts";
+import { OPENAI_PATHS, openaiRoutes } from "./routes/openai.ts";
+
+/** Builds the coordinator's HTTP application. */
+export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
+  const app = new Hono();
+  const deps = { ...ctx, log: ctx.log };
+
+  app.onError((err, c) => {
+    console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
+    return c.req.path.startsWith("/v1/")
+      ? openaiError(500, "Internal server error")
+      : ollamaError(500, "Internal server error");
+  });
+
+  app.route("/", agentRoutes(ctx));
+  app.route("/", ollamaRoutes(ctx, deps));
+  app.route("/", openaiRoutes(ctx, deps));
+
+  // A known path with the wrong method is 405, as Ollama answers.
+  for (const [path, methods] of Object.entries({ ...OLLAMA_PATHS, ...OPENAI_PATHS })) {
+    app.all(path, (c) => {
+      const allow = methods.join(", ");
+      const message = `Method ${c.req.method} is not allowed on ${path}`;
+      return path.startsWith("/v1/")
+        ? openaiError(405, message, { allow })
+        : ollamaError(405, message, { allow });
+    });
+  }
+
+  app.notFound((c) =>
+    c.req.path.startsWith("/v1/")
+      ? openaiError(404, `Unknown path ${c.req.path}`)
+      : ollamaError(404, "404 page not found")
+  );
+  return app;
+}

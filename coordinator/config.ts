@@ -1,0 +1,206 @@
+/**
+ * Coordinator settings: environment variables and command-line flags (flags win), validated
+ * with zod. A bad value stops start-up with one line naming the setting and the value.
+ */
+import { parseArgs } from "node:util";
+import { z } from "zod";
+
+const seconds = z.coerce.number().positive().max(86_400);
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** Every setting: env name, flag name, schema, default and help line. */
+const SETTINGS = {
+  host: {
+    env: "COORDINATOR_HOST",
+    flag: "host",
+    schema: z.string().trim().min(1),
+    default: "0.0.0.0",
+    help: "Address to listen on",
+  },
+  port: {
+    env: "COORDINATOR_PORT",
+    flag: "port",
+    schema: int(0, 65535),
+    default: "8080",
+    help: "Port to listen on (0 picks a free one)",
+  },
+  databaseUrl: {
+    env: "DATABASE_URL",
+    flag: "database-url",
+    schema: z.string().regex(
+      /^sqlite:(\/\/.+|:memory:)$/,
+      "expected sqlite://PATH or sqlite::memory:",
+    ),
+    default: "sqlite://coordinator.db",
+    help: "Registry database: sqlite://PATH or sqlite::memory:",
+  },
+  healthCheckInterval: {
+    env: "HEALTH_CHECK_INTERVAL",
+    flag: "health-check-interval",
+    schema: seconds,
+    default: "5",
+    help: "Seconds between health checks (silent agents, Ollama probes)",
+  },
+  agentTimeout: {
+    env: "AGENT_TIMEOUT",
+    flag: "agent-timeout",
+    schema: seconds,
+    default: "20",
+    help: "Seconds without a heartbeat before an agent is marked offline",
+  },
+  heartbeatInterval: {
+    env: "AGENT_HEARTBEAT_INTERVAL",
+    flag: "heartbeat-interval",
+    schema: seconds,
+    default: "5",
+    help: "Seconds between agent heartbeats (told to agents when they register)",
+  },
+  agentToken: {
+    env: "AGENT_TOKEN",
+    flag: "agent-token",
+    schema: z.string(),
+    default: "",
+    help: "Token agents must present to register (empty: no token required)",
+  },
+  probeTimeout: {
+    env: "PROBE_TIMEOUT",
+    flag: "probe-timeout",
+    schema: seconds,
+    default: "3",
+    help: "Seconds to wait for an agent's Ollama to answer a probe",
+  },
+  schedulerPolicy: {
+    env: "SCHEDULER_POLICY",
+    flag: "scheduler-policy",
+    schema: z.enum(["smart", "least_connections", "round_robin"]),
+    default: "smart",
+    help: "How to pick an agent: smart, least_connections or round_robin",
+  },
+  maxAttempts: {
+    env: "MAX_ATTEMPTS",
+    flag: "max-attempts",
+    schema: int(1, 10),
+    default: "3",
+    help: "Agents tried per request before giving up",
+  },
+  queueMaxLength: {
+    env: "QUEUE_MAX_LENGTH",
+    flag: "queue-max-length",
+    schema: int(0, 100_000),
+    default: "256",
+    help: "Requests per model that may wait for a free slot",
+  },
+  queueTimeout: {
+    env: "QUEUE_TIMEOUT",
+    flag: "queue-timeout",
+    schema: seconds,
+    default: "60",
+    help: "Seconds a request may wait for a free slot",
+  },
+  firstByteTimeout: {
+    env: "UPSTREAM_FIRST_BYTE_TIMEOUT",
+    flag: "upstream-first-byte-timeout",
+    schema: seconds,
+    default: "300",
+    help: "Seconds to wait for an agent's first byte (model load included) before trying another",
+  },
+  idleTimeout: {
+    env: "UPSTREAM_IDLE_TIMEOUT",
+    flag: "upstream-idle-timeout",
+    schema: seconds,
+    default: "120",
+    help: "Seconds a started stream may stay silent before it is ended with an error",
+  },
+  requestLogRetentionDays: {
+    env: "REQUEST_LOG_RETENTION_DAYS",
+    flag: "request-log-retention-days",
+    schema: z.coerce.number().min(0).max(3650),
+    default: "7",
+    help: "Days the request log is kept (0 keeps nothing)",
+  },
+  autoRegisterLocal: {
+    env: "AUTO_REGISTER_LOCAL_OLLAMA",
+    flag: "auto-register-local",
+    schema: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1"),
+    default: "true",
+    help: "Register an Ollama already running on this machine (127.0.0.1:11434)",
+  },
+  localOllamaUrl: {
+    env: "LOCAL_OLLAMA_URL",
+    flag: "local-ollama-url",
+    schema: z.url({ protocol: /^https?$/ }),
+    default: "http://127.0.0.1:11434",
+    help: "Where to look for a local Ollama to register",
+  },
+} as const;
+
+type Settings = typeof SETTINGS;
+/** The validated configuration. */
+export type Config = { [K in keyof Settings]: z.output<Settings[K]["schema"]> };
+
+/** Thrown for a bad setting; main prints the message as one line and exits. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Help text listing every setting with its env name, flag and default. */
+export function helpText(): string {
+  const lines = [
+    "Usage: deno task coordinator [flags]",
+    "",
+    "Settings (flag or environment variable; flags win):",
+  ];
+  for (const s of Object.values(SETTINGS)) {
+    lines.push(`  --${s.flag.padEnd(28)} ${s.env.padEnd(28)} ${s.help} (default: ${s.default})`);
+  }
+  lines.push("  --help                       Show this help");
+  return lines.join("\n");
+}
+
+/**
+ * Reads settings from `args` (flags) and `env`; flags win over env, env over defaults.
+ * Returns `"help"` when --help was asked for.
+ */
+export function loadConfig(
+  args: string[] = Deno.args,
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): Config | "help" {
+  const options: Record<string, { type: "string" }> = {};
+  for (const s of Object.values(SETTINGS)) options[s.flag] = { type: "string" };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: false,
+    });
+  } catch (e) {
+    throw new ConfigError(`Cannot read command line: ${(e as Error).message}`);
+  }
+  if (parsed.values.help) return "help";
+  const out: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(SETTINGS)) {
+    const flagValue = (parsed.values as Record<string, unknown>)[s.flag] as string | undefined;
+    const raw = flagValue ?? env[s.env] ?? s.default;
+    const source = flagValue !== undefined ? `--${s.flag}` : s.env;
+    const result = (s.schema as z.ZodType).safeParse(raw);
+    if (!result.success) {
+      throw new ConfigError(
+        `Invalid setting ${source}=${JSON.stringify(raw)}: ${result.error.issues[0]?.message}`,
+      );
+    }
+    out[key] = result.data;
+  }
+  return out as Config;
+}
+
+/** A configuration for tests: in-memory database, loopback, ephemeral port. */
+export function testConfig(overrides: Partial<Config> = {}): Config {
+  const c = loadConfig([], {
+    COORDINATOR_HOST: "127.0.0.1",
+    COORDINATOR_PORT: "0",
+    DATABASE_URL: "sqlite::memory:",
+    AUTO_REGISTER_LOCAL_OLLAMA: "false",
+  }) as Config;
+  return { ...c, ...overrides };
+}

@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { type Config, ConfigError, helpText, loadConfig } from "./config.ts";
+
+Deno.test("config - defaults detect a dead agent within 30 s", () => {
+  const c = loadConfig([], {}) as Config;
+  assert.equal(c.host, "0.0.0.0");
+  assert.equal(c.port, 8080);
+  assert.equal(c.databaseUrl, "sqlite://coordinator.db");
+  assert.ok(c.agentTimeout + c.healthCheckInterval <= 30);
+});
+
+Deno.test("config - flags win over environment variables", () => {
+  const c = loadConfig(["--port", "9000"], {
+    COORDINATOR_PORT: "7000",
+    AGENT_TIMEOUT: "12",
+  }) as Config;
+  assert.equal(c.port, 9000);
+  assert.equal(c.agentTimeout, 12);
+});
+
+Deno.test("config - a bad value names the setting and the value", () => {
+  assert.throws(() => loadConfig([], { COORDINATOR_PORT: "70000" }), (e: Error) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /COORDINATOR_PORT="70000"/);
+    return true;
+  });
+  assert.throws(
+    () => loadConfig(["--database-url", "postgres://x"], {}),
+    /--database-url="postgres:\/\/x"/,
+  );
+  assert.throws(() => loadConfig(["--nope"], {}), ConfigError);
+  assert.throws(() => loadConfig([], { HEALTH_CHECK_INTERVAL: "-1" }), /HEALTH_CHECK_INTERVAL/);
+});
+
+Deno.test("config - --help lists every setting", () => {
+  assert.equal(loadConfig(["--help"], {}), "help");
+  const help = helpText();
+  for (
+    const name of [
+      "COORDINATOR_HOST",
+      "COORDINATOR_PORT",
+      "DATABASE_URL",
+      "HEALTH_CHECK_INTERVAL",
+      "AGENT_TIMEOUT",
+    ]
+  ) {
+    assert.match(help, new RegExp(name));
+  }
+});

@@ -1,0 +1,398 @@
+/**
+ * Forwarding one inference request: an agent from the scheduler, one upstream fetch with the
+ * client's original bytes, the answer piped back unbuffered, a retry on another agent while the
+ * client has received nothing, and the outcome fed back to the scheduler and the request log.
+ */
+import { ollamaErrorBody, openaiErrorBody } from "@oc/shared";
+import type { AppContext } from "../context.ts";
+import { type Lease, NoAgentError, type Outcome } from "../scheduler/mod.ts";
+import type { RequestLog } from "../request_log.ts";
+import { errorResponse, type Flavor } from "./errors.ts";
+import { readUsage, type Usage } from "./usage.ts";
+
+/** Everything the proxy needs to know about one client request. */
+export interface ProxyRequest {
+  /** Client route, e.g. `/api/chat`. */
+  route: string;
+  /** Path and query to send upstream. */
+  upstreamPath: string;
+  method: string;
+  headers: Headers;
+  /** The client's body, forwarded byte for byte. */
+  body: Uint8Array<ArrayBuffer> | null;
+  model: string;
+  /** Whether the answer streams (NDJSON or SSE). */
+  stream: boolean;
+  flavor: Flavor;
+  requestId: string;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+  affinity?: string;
+  agentId?: string;
+}
+
+/** Dependencies of the proxy. */
+export interface ProxyDeps extends Pick<AppContext, "scheduler" | "registry" | "config" | "now"> {
+  log?: RequestLog;
+}
+
+const FORWARDED_REQUEST_HEADERS = ["content-type", "accept", "user-agent"];
+const DROPPED_RESPONSE_HEADERS = [
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "content-length",
+  "date",
+  "server",
+];
+
+/** Headers sent upstream: only what Ollama reads; never the client's credentials. */
+function upstreamHeaders(h: Headers): Headers {
+  const out = new Headers();
+  for (const name of FORWARDED_REQUEST_HEADERS) {
+    const v = h.get(name);
+    if (v !== null) out.set(name, v);
+  }
+  return out;
+}
+
+function responseHeaders(upstream: Headers, agentName: string, requestId: string): Headers {
+  const h = new Headers(upstream);
+  for (const name of DROPPED_RESPONSE_HEADERS) h.delete(name);
+  h.set("x-coordinator-agent", agentName);
+  h.set("x-request-id", requestId);
+  return h;
+}
+
+/** A failed attempt that may be retried on another agent. */
+class AttemptError extends Error {
+  constructor(message: string, readonly outcome: Outcome["result"], readonly status = 502) {
+    super(message);
+  }
+}
+
+function describeFetchError(e: unknown): string {
+  if (e instanceof DOMException && e.name === "TimeoutError") return "timed out";
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/refused/i.test(msg)) return "connection refused";
+  if (/reset|closed|broken pipe|EOF/i.test(msg)) return "connection lost";
+  return "unreachable";
+}
+
+/** Proxies an inference request, retrying on other agents before the first byte. */
+export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promise<Response> {
+  const { scheduler, registry, config } = deps;
+  const started = deps.now();
+  const tried = new Set<string>();
+  let lastError: { status: number; message: string } | null = null;
+  const maxAttempts = config.maxAttempts;
+  const record = (r: Partial<Parameters<RequestLog["add"]>[0]> & { status: number }) =>
+    deps.log?.add({
+      id: req.requestId,
+      at: new Date(started).toISOString(),
+      route: req.route,
+      model: req.model,
+      agent_id: null,
+      agent_name: null,
+      latency_ms: deps.now() - started,
+      ttft_ms: null,
+      queued_ms: null,
+      tokens_in: null,
+      tokens_out: null,
+      tokens_per_second: null,
+      attempts: tried.size,
+      error: null,
+      ...r,
+    });
+
+  for (let attempt = 0; attempt < maxAttempts; attempt++) {
+    let lease: Lease;
+    try {
+      lease = await scheduler.acquire(req.model, {
+        exclude: tried,
+        signal: req.signal,
+        affinity: req.affinity,
+        agentId: req.agentId,
+      });
+    } catch (e) {
+      if (req.signal.aborted) {
+        record({ status: 499, error: "Client closed the request while it was queued" });
+        return errorResponse(req.flavor, 499, "Client closed the request", req.requestId);
+      }
+      if (!(e instanceof NoAgentError)) throw e;
+      // After failed attempts, the client learns why those failed rather than "no agent".
+      const status = lastError && e.status !== 404 ? 503 : e.status;
+      const message = lastError && e.status !== 404
+        ? `All agents failed to serve "${req.model}": ${lastError.message}`
+        : e.message;
+      record({ status, error: message });
+      const headers: HeadersInit = e.retryAfter ? { "retry-after": String(e.retryAfter) } : {};
+      return errorResponse(req.flavor, status, message, req.requestId, headers);
+    }
+    const { agent } = lease;
+    tried.add(agent.id);
+    const agentName = registry.label(agent);
+    const upstream = new AbortController();
+    const onClientAbort = () => upstream.abort(req.signal.reason);
+    req.signal.addEventListener("abort", onClientAbort, { once: true });
+    const firstByte = setTimeout(
+      () => upstream.abort(new DOMException("First byte timed out", "TimeoutError")),
+      config.firstByteTimeout * 1000,
+    );
+    const sentAt = deps.now();
+    const done = (outcome: Outcome) => {
+      clearTimeout(firstByte);
+      req.signal.removeEventListener("abort", onClientAbort);
+      scheduler.release(lease, outcome, req.affinity);
+      registry.touch(agent);
+    };
+    try {
+      let res: Response;
+      try {
+        res = await fetch(agent.baseUrl + req.upstreamPath, {
+          method: req.method,
+          headers: upstreamHeaders(req.headers),
+          body: req.body,
+          signal: upstream.signal,
+        });
+      } catch (e) {
+        if (req.signal.aborted) throw e;
+        throw new AttemptError(
+          `agent "${agentName}" ${describeFetchError(upstream.signal.reason ?? e)}`,
+          "failed",
+        );
+      }
+      if (res.status === 503 || res.status === 429) {
+        await res.body?.cancel();
+        throw new AttemptError(`agent "${agentName}" is busy`, "busy", 503);
+      }
+      if (res.status === 404 && scheduler.candidates(req.model, { exclude: tried }).length > 0) {
+        await res.body?.cancel();
+        throw new AttemptError(`agent "${agentName}" does not have the model`, "ok", 404);
+      }
+      if (res.status >= 500) {
+        const text = await res.text().catch(() => "");
+        throw new AttemptError(
+          `agent "${agentName}" failed: ${upstreamMessage(text) ?? res.status}`,
+          "failed",
+          res.status,
+        );
+      }
+      const headers = responseHeaders(res.headers, agentName, req.requestId);
+      if (!res.ok || !req.stream || !res.body) {
+        // Buffered: a client that asked for one JSON object gets it whole, or a retry elsewhere.
+        let bytes: Uint8Array<ArrayBuffer>;
+        try {
+          bytes = new Uint8Array(await res.arrayBuffer());
+        } catch (e) {
+          if (req.signal.aborted) throw e;
+          throw new AttemptError(
+            `agent "${agentName}" ${describeFetchError(e)} while answering`,
+            "failed",
+          );
+        }
+        const usage = res.ok ? readUsage([bytes]) : {};
+        const outcome = outcomeOf(usage, sentAt, deps.now());
+        done(outcome);
+        record({
+          status: res.status,
+          agent_id: agent.id,
+          agent_name: agentName,
+          queued_ms: lease.queuedMs,
+          ...usageFields(usage, outcome),
+          error: res.ok
+            ? null
+            : upstreamMessage(new TextDecoder().decode(bytes)) ?? `HTTP ${res.status}`,
+        });
+        headers.set("content-length", String(bytes.byteLength));
+        return new Response(bytes, { status: res.status, headers });
+      }
+      // Streaming: wait for the first chunk so a failure before it can still be retried.
+      const reader = res.body.getReader();
+      let first: ReadableStreamReadResult<Uint8Array>;
+      try {
+        first = await reader.read();
+      } catch (e) {
+        if (req.signal.aborted) throw e;
+        throw new AttemptError(
+          `agent "${agentName}" ${
+            describeFetchError(upstream.signal.reason ?? e)
+          } before answering`,
+          "failed",
+        );
+      }
+      clearTimeout(firstByte);
+      const ttftMs = deps.now() - sentAt;
+      return new Response(
+        pipe(
+          { reader, first, upstream, req, idleMs: config.idleTimeout * 1000, agentName },
+          (result) => {
+            const outcome: Outcome = result.error
+              ? { result: result.clientGone ? "ok" : "failed" }
+              : { ...outcomeOf(result.usage, sentAt, deps.now()), ttftMs };
+            done(outcome);
+            record({
+              status: result.clientGone ? 499 : res.status,
+              agent_id: agent.id,
+              agent_name: agentName,
+              ttft_ms: ttftMs,
+              queued_ms: lease.queuedMs,
+              ...usageFields(result.usage, outcome),
+              error: result.error ?? null,
+            });
+          },
+        ),
+        { status: res.status, headers },
+      );
+    } catch (e) {
+      if (e instanceof AttemptError) {
+        done({ result: e.outcome });
+        lastError = { status: e.status, message: e.message };
+        if (e.outcome === "failed") {
+          registry.recordEvent(
+            "failure",
+            agent.id,
+            `Request ${req.requestId} failed on ${e.message}; retrying elsewhere`,
+          );
+        }
+        continue;
+      }
+      done({ result: "ok" });
+      if (req.signal.aborted) {
+        record({
+          status: 499,
+          agent_id: agent.id,
+          agent_name: agentName,
+          error: "Client closed the request",
+        });
+        return errorResponse(req.flavor, 499, "Client closed the request", req.requestId);
+      }
+      throw e;
+    }
+  }
+  const message = `All agents failed to serve "${req.model}": ${
+    lastError?.message ?? "no attempt succeeded"
+  }`;
+  record({ status: 503, error: message });
+  return errorResponse(req.flavor, 503, message, req.requestId, { "retry-after": "5" });
+}
+
+/** The message inside an Ollama or OpenAI error body, if any. */
+function upstreamMessage(text: string): string | null {
+  try {
+    const v = JSON.parse(text);
+    if (typeof v?.error === "string") return v.error;
+    if (typeof v?.error?.message === "string") return v.error.message;
+  } catch { /* not JSON */ }
+  return null;
+}
+
+function outcomeOf(usage: Usage, sentAt: number, now: number): Outcome {
+  let tps: number | undefined;
+  if (usage.evalCount && usage.evalDurationNs) tps = usage.evalCount / (usage.evalDurationNs / 1e9);
+  else if (usage.completionTokens) {
+    tps = usage.completionTokens / Math.max((now - sentAt) / 1000, 0.001);
+  }
+  return { result: "ok", tokensPerSecond: tps };
+}
+
+function usageFields(usage: Usage, outcome: Outcome) {
+  return {
+    tokens_in: usage.promptTokens ?? null,
+    tokens_out: usage.completionTokens ?? null,
+    tokens_per_second: outcome.tokensPerSecond ?? null,
+  };
+}
+
+interface PipeInput {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  first: ReadableStreamReadResult<Uint8Array>;
+  upstream: AbortController;
+  req: ProxyRequest;
+  idleMs: number;
+  agentName: string;
+}
+
+interface PipeResult {
+  usage: Usage;
+  error?: string;
+  clientGone?: boolean;
+}
+
+/**
+ * The client's body: upstream chunks passed through as they come. The last two chunks are kept
+ * to read the final usage figures once; nothing is parsed per chunk. An upstream failure ends
+ * the stream with the API's in-stream error; a client that leaves aborts the upstream request.
+ */
+function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<Uint8Array> {
+  const { reader, upstream, req } = input;
+  let prev: Uint8Array | undefined;
+  let last: Uint8Array | undefined;
+  let finished = false;
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  const finish = (r: Omit<PipeResult, "usage">) => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(idle);
+    onEnd({ ...r, usage: readUsage([prev, last]) });
+  };
+  const armIdle = () => {
+    clearTimeout(idle);
+    idle = setTimeout(
+      () => upstream.abort(new DOMException("Stream went silent", "TimeoutError")),
+      input.idleMs,
+    );
+  };
+  const take = (chunk: Uint8Array) => {
+    prev = last;
+    last = chunk;
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (input.first.done) {
+        controller.close();
+        finish({});
+        return;
+      }
+      take(input.first.value);
+      controller.enqueue(input.first.value);
+      armIdle();
+    },
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          controller.close();
+          finish({});
+          return;
+        }
+        armIdle();
+        take(value);
+        controller.enqueue(value);
+      } catch (e) {
+        if (finished) return;
+        const why = upstream.signal.reason instanceof DOMException &&
+            upstream.signal.reason.name === "TimeoutError"
+          ? "stopped answering"
+          : describeFetchError(e);
+        const message = `agent "${input.agentName}" ${why} during the stream`;
+        controller.enqueue(
+          new TextEncoder().encode(inStreamError(req.flavor, message, req.stream)),
+        );
+        controller.close();
+        finish({ error: message });
+      }
+    },
+    cancel(reason) {
+      upstream.abort(reason);
+      reader.cancel(reason).catch(() => {});
+      finish({ error: "Client closed the request", clientGone: true });
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** The line that ends a broken stream, in the client's API's shape. */
+function inStreamError(flavor: Flavor, message: string, _stream: boolean): string {
+  if (flavor === "openai") return `data: ${openaiErrorBody(500, message)}\n\n`;
+  return `${ollamaErrorBody(message)}\n`;
+}

@@ -1,0 +1,71 @@
+/**
+ * The one parse of an inference body the coordinator does: the model, whether to stream, and
+ * a conversation key for affinity. The original bytes are what goes upstream.
+ */
+import type { Flavor } from "./errors.ts";
+
+/** Largest inference body accepted (images travel inline as base64). */
+export const INFERENCE_BODY_LIMIT = 64 * 1024 * 1024;
+
+/** What routing needs from a body. */
+export interface RoutingInfo {
+  model: string;
+  stream: boolean;
+  affinity?: string;
+  body: Record<string, unknown>;
+}
+
+/** Parses an inference body; returns an error message instead when it cannot be routed. */
+export function routingInfo(
+  bytes: Uint8Array,
+  options: { flavor: Flavor; streams: boolean; modelField?: "model" | "name" },
+): RoutingInfo | string {
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return bytes.byteLength === 0 ? "missing request body" : "invalid JSON in request body";
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return "request body must be a JSON object";
+  }
+  const b = body as Record<string, unknown>;
+  const raw = b.model ?? (options.flavor === "ollama" ? b.name : undefined);
+  if (raw === undefined || raw === null || raw === "") return "model is required";
+  if (typeof raw !== "string") return "model must be a string";
+  if (raw.length > 512) return "model name is too long";
+  const model = raw.trim();
+  if (!model) return "model is required";
+  if ("stream" in b && b.stream !== null && typeof b.stream !== "boolean") {
+    return "stream must be a boolean";
+  }
+  // Native streams unless told not to; /v1 streams only when asked.
+  const stream = options.streams &&
+    (options.flavor === "ollama" ? b.stream !== false : b.stream === true);
+  return { model, stream, affinity: affinityKey(model, b.messages), body: b };
+}
+
+/**
+ * A key that stays the same for every turn of one conversation: the model and the leading
+ * messages up to and including the first user message.
+ */
+export function affinityKey(model: string, messages: unknown): string | undefined {
+  if (!Array.isArray(messages)) return undefined;
+  const firstUser = messages.findIndex((m) => (m as { role?: unknown })?.role === "user");
+  if (firstUser === -1) return undefined;
+  return fnv1a(model + "\u0000" + JSON.stringify(messages.slice(0, firstUser + 1)));
+}
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  let h2 = 0x12345678;
+  for (let i = s.length - 1; i >= 0; i--) {
+    h2 ^= s.charCodeAt(i);
+    h2 = Math.imul(h2, 0x01000193);
+  }
+  return (h >>> 0).toString(36) + (h2 >>> 0).toString(36) + s.length.toString(36);
+}

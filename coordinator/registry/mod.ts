@@ -1,0 +1,451 @@
+/**
+ * The agent registry: every agent's identity (persisted in SQLite) and live state (in memory),
+ * its status (online, offline, draining) and the events of its life.
+ */
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import {
+  type AgentMetrics,
+  type AgentPatch,
+  type AgentStatus,
+  type AgentView,
+  type HealthRequest,
+  type InstalledModel,
+  type LoadedModel,
+  normalizeModelName,
+  type RegisterRequest,
+} from "@oc/shared";
+import type { Bus, FleetEvent } from "../bus.ts";
+import { ollamaBaseUrl } from "./address.ts";
+
+/** An agent as the coordinator knows it right now. */
+export interface Agent {
+  id: string;
+  machineName: string;
+  displayName: string | null;
+  labels: string[];
+  ipAddress: string;
+  ollamaPort: number;
+  ollamaVersion: string;
+  agentVersion: string | null;
+  os: string | null;
+  parallel: number;
+  weight: number;
+  drain: boolean;
+  status: AgentStatus;
+  statusReason: string | null;
+  registeredAt: number;
+  lastSeen: number;
+  metrics: AgentMetrics | null;
+  models: InstalledModel[];
+  loadedModels: LoadedModel[];
+  /** Normalised names of installed models, for routing. */
+  modelKeys: Set<string>;
+  /** Normalised names of loaded models, for routing. */
+  loadedKeys: Set<string>;
+  /** Whether the agent's Ollama answered its last probe (or heartbeat). */
+  ollamaUp: boolean;
+  /** Requests this coordinator has in flight on the agent. */
+  inFlight: number;
+  /** Where its Ollama listens: `http://host:port`. */
+  baseUrl: string;
+}
+
+/** Options for {@linkcode Registry}. */
+export interface RegistryOptions {
+  /** Milliseconds without a heartbeat before an agent is offline. */
+  agentTimeoutMs: number;
+  /** Clock, injectable for tests. */
+  now?: () => number;
+  bus?: Bus;
+}
+
+type Row = Record<string, unknown>;
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+function keysOf(models: { name: string }[]): Set<string> {
+  return new Set(models.map((m) => normalizeModelName(m.name)));
+}
+
+/** The registry of agents. */
+export class Registry {
+  readonly #db: DatabaseSync;
+  readonly #agents = new Map<string, Agent>();
+  readonly #now: () => number;
+  readonly #timeoutMs: number;
+  readonly #bus?: Bus;
+  readonly #stmt: Record<string, StatementSync>;
+
+  constructor(db: DatabaseSync, options: RegistryOptions) {
+    this.#db = db;
+    this.#now = options.now ?? Date.now;
+    this.#timeoutMs = options.agentTimeoutMs;
+    this.#bus = options.bus;
+    this.#stmt = {
+      insert: db.prepare(`INSERT INTO agents (id, machine_name, ip_address, ollama_port,
+        ollama_version, agent_version, os, parallel, status, registered_at, last_seen, metrics,
+        models, loaded_models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      reregister: db.prepare(`UPDATE agents SET ollama_version = ?, agent_version = ?, os = ?,
+        parallel = ?, last_seen = ?, models = ?, loaded_models = ? WHERE id = ?`),
+      heartbeat: db.prepare("UPDATE agents SET last_seen = ?, metrics = ? WHERE id = ?"),
+      models: db.prepare("UPDATE agents SET models = ?, loaded_models = ? WHERE id = ?"),
+      status: db.prepare("UPDATE agents SET status = ?, status_reason = ? WHERE id = ?"),
+      patch: db.prepare(
+        "UPDATE agents SET display_name = ?, labels = ?, drain = ?, weight = ? WHERE id = ?",
+      ),
+      delete: db.prepare("DELETE FROM agents WHERE id = ?"),
+      event: db.prepare(
+        "INSERT INTO events (at, kind, agent_id, message) VALUES (?, ?, ?, ?) RETURNING id",
+      ),
+    };
+    this.#load();
+  }
+
+  #load(): void {
+    for (const r of this.#db.prepare("SELECT * FROM agents").all() as Row[]) {
+      const models = JSON.parse(String(r.models)) as InstalledModel[];
+      const loaded = JSON.parse(String(r.loaded_models)) as LoadedModel[];
+      const agent: Agent = {
+        id: String(r.id),
+        machineName: String(r.machine_name),
+        displayName: r.display_name == null ? null : String(r.display_name),
+        labels: JSON.parse(String(r.labels)),
+        ipAddress: String(r.ip_address),
+        ollamaPort: Number(r.ollama_port),
+        ollamaVersion: String(r.ollama_version),
+        agentVersion: r.agent_version == null ? null : String(r.agent_version),
+        os: r.os == null ? null : String(r.os),
+        parallel: Number(r.parallel),
+        weight: Number(r.weight ?? 1),
+        drain: Boolean(r.drain),
+        status: r.status as AgentStatus,
+        statusReason: r.status_reason == null ? null : String(r.status_reason),
+        registeredAt: Date.parse(String(r.registered_at)),
+        lastSeen: Date.parse(String(r.last_seen)),
+        metrics: r.metrics == null ? null : JSON.parse(String(r.metrics)),
+        models,
+        loadedModels: loaded,
+        modelKeys: keysOf(models),
+        loadedKeys: keysOf(loaded),
+        ollamaUp: true,
+        inFlight: 0,
+        baseUrl: ollamaBaseUrl(String(r.ip_address), Number(r.ollama_port)),
+      };
+      this.#agents.set(agent.id, agent);
+    }
+  }
+
+  /** Every agent, in registration order. */
+  all(): Agent[] {
+    return [...this.#agents.values()];
+  }
+
+  /** One agent by id. */
+  get(id: string): Agent | undefined {
+    return this.#agents.get(id);
+  }
+
+  /** Finds an agent by id, display name or machine name (for the `X-Coordinator-Agent` header). */
+  find(ref: string): Agent | undefined {
+    const byId = this.#agents.get(ref);
+    if (byId) return byId;
+    for (const a of this.#agents.values()) {
+      if (a.displayName === ref || a.machineName === ref) return a;
+    }
+    return undefined;
+  }
+
+  /**
+   * Registers an agent, or updates it when the same machine and Ollama address registered
+   * before (keeping its id).
+   */
+  register(req: RegisterRequest): { agent: Agent; created: boolean } {
+    const now = this.#now();
+    const existing = this.all().find((a) =>
+      a.machineName === req.machine_name && a.ipAddress === req.ip_address &&
+      a.ollamaPort === req.ollama_port
+    );
+    const models = req.models ?? existing?.models ?? [];
+    const loaded = req.loaded_models ?? existing?.loadedModels ?? [];
+    if (existing) {
+      Object.assign(existing, {
+        ollamaVersion: req.ollama_version,
+        agentVersion: req.agent_version ?? existing.agentVersion,
+        os: req.os ?? existing.os,
+        parallel: req.parallel ?? existing.parallel,
+        lastSeen: now,
+        models,
+        loadedModels: loaded,
+        modelKeys: keysOf(models),
+        loadedKeys: keysOf(loaded),
+        ollamaUp: true,
+      });
+      if (req.gpus) existing.metrics = { ...this.#emptyMetrics(existing), gpus: req.gpus };
+      this.#stmt.reregister.run(
+        existing.ollamaVersion,
+        existing.agentVersion,
+        existing.os,
+        existing.parallel,
+        iso(now),
+        JSON.stringify(models),
+        JSON.stringify(loaded),
+        existing.id,
+      );
+      this.recordEvent(
+        "registered",
+        existing.id,
+        `Agent "${existing.machineName}" registered again`,
+      );
+      this.#refresh(existing);
+      this.#publish(existing);
+      return { agent: existing, created: false };
+    }
+    const agent: Agent = {
+      id: crypto.randomUUID(),
+      machineName: req.machine_name,
+      displayName: null,
+      labels: [],
+      ipAddress: req.ip_address,
+      ollamaPort: req.ollama_port,
+      ollamaVersion: req.ollama_version,
+      agentVersion: req.agent_version ?? null,
+      os: req.os ?? null,
+      parallel: req.parallel ?? 1,
+      weight: 1,
+      drain: false,
+      status: "online",
+      statusReason: null,
+      registeredAt: now,
+      lastSeen: now,
+      metrics: req.gpus
+        ? { cpu_usage: 0, memory_usage: 0, active_requests: 0, gpus: req.gpus }
+        : null,
+      models,
+      loadedModels: loaded,
+      modelKeys: keysOf(models),
+      loadedKeys: keysOf(loaded),
+      ollamaUp: true,
+      inFlight: 0,
+      baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
+    };
+    this.#stmt.insert.run(
+      agent.id,
+      agent.machineName,
+      agent.ipAddress,
+      agent.ollamaPort,
+      agent.ollamaVersion,
+      agent.agentVersion,
+      agent.os,
+      agent.parallel,
+      agent.status,
+      iso(now),
+      iso(now),
+      agent.metrics ? JSON.stringify(agent.metrics) : null,
+      JSON.stringify(models),
+      JSON.stringify(loaded),
+    );
+    this.#agents.set(agent.id, agent);
+    this.recordEvent("registered", agent.id, `Agent "${agent.machineName}" registered`);
+    this.#publish(agent);
+    return { agent, created: true };
+  }
+
+  #emptyMetrics(a: Agent): AgentMetrics {
+    return a.metrics ?? { cpu_usage: 0, memory_usage: 0, active_requests: 0, gpus: [] };
+  }
+
+  /** Records a heartbeat. Returns undefined for an unknown agent (it must register again). */
+  heartbeat(req: HealthRequest): Agent | undefined {
+    const agent = this.#agents.get(req.agent_id);
+    if (!agent) return undefined;
+    const now = this.#now();
+    agent.lastSeen = now;
+    agent.metrics = {
+      cpu_usage: req.cpu_usage,
+      memory_usage: req.memory_usage,
+      active_requests: req.active_requests,
+      memory_used: req.memory_used,
+      memory_total: req.memory_total,
+      gpus: req.gpus ?? agent.metrics?.gpus ?? [],
+    };
+    if (req.ollama_up !== undefined) agent.ollamaUp = req.ollama_up;
+    if (req.ollama_version) agent.ollamaVersion = req.ollama_version;
+    if (req.parallel) agent.parallel = req.parallel;
+    this.#stmt.heartbeat.run(iso(now), JSON.stringify(agent.metrics), agent.id);
+    if (req.models || req.loaded_models) {
+      this.setModels(agent, req.models ?? agent.models, req.loaded_models ?? agent.loadedModels);
+    }
+    this.#refresh(agent);
+    this.#publish(agent);
+    return agent;
+  }
+
+  /** Replaces what an agent has installed and loaded; persisted only when it changed. */
+  setModels(agent: Agent, models: InstalledModel[], loaded: LoadedModel[]): void {
+    const m = JSON.stringify(models);
+    const l = JSON.stringify(loaded);
+    if (m === JSON.stringify(agent.models) && l === JSON.stringify(agent.loadedModels)) return;
+    agent.models = models;
+    agent.loadedModels = loaded;
+    agent.modelKeys = keysOf(models);
+    agent.loadedKeys = keysOf(loaded);
+    this.#stmt.models.run(m, l, agent.id);
+  }
+
+  /** Applies an admin's change (display name, labels, weight, drain). */
+  patch(id: string, patch: AgentPatch): Agent | undefined {
+    const agent = this.#agents.get(id);
+    if (!agent) return undefined;
+    if (patch.display_name !== undefined) agent.displayName = patch.display_name || null;
+    if (patch.labels !== undefined) agent.labels = [...new Set(patch.labels)];
+    if (patch.weight !== undefined) agent.weight = patch.weight;
+    if (patch.drain !== undefined && patch.drain !== agent.drain) {
+      agent.drain = patch.drain;
+      this.recordEvent(
+        patch.drain ? "drain" : "enable",
+        id,
+        `Agent "${this.label(agent)}" ${patch.drain ? "is draining" : "is enabled"}`,
+      );
+    }
+    this.#stmt.patch.run(
+      agent.displayName,
+      JSON.stringify(agent.labels),
+      agent.drain ? 1 : 0,
+      agent.weight,
+      id,
+    );
+    this.#refresh(agent);
+    this.#publish(agent);
+    return agent;
+  }
+
+  /** Removes an agent. Returns false when there was none. */
+  remove(id: string): boolean {
+    const agent = this.#agents.get(id);
+    if (!agent) return false;
+    this.#agents.delete(id);
+    this.#stmt.delete.run(id);
+    this.recordEvent("removed", id, `Agent "${this.label(agent)}" removed`);
+    this.#bus?.publish({ type: "agent_removed", id });
+    return true;
+  }
+
+  /** Records the result of probing an agent's Ollama. */
+  setOllamaUp(agent: Agent, up: boolean): void {
+    if (agent.ollamaUp === up) return;
+    agent.ollamaUp = up;
+    this.#refresh(agent);
+    this.#publish(agent);
+  }
+
+  /** Marks agents silent for longer than the timeout offline. Returns those that changed. */
+  sweep(): Agent[] {
+    const changed: Agent[] = [];
+    for (const agent of this.#agents.values()) {
+      if (this.#refresh(agent)) {
+        changed.push(agent);
+        this.#publish(agent);
+      }
+    }
+    return changed;
+  }
+
+  /** Recomputes an agent's status; records an event and persists when it changed. */
+  #refresh(agent: Agent): boolean {
+    const silentMs = this.#now() - agent.lastSeen;
+    let status: AgentStatus;
+    let reason: string | null = null;
+    if (silentMs > this.#timeoutMs) {
+      status = "offline";
+      reason = `No heartbeat for ${Math.round(silentMs / 1000)} s`;
+    } else if (!agent.ollamaUp) {
+      status = "offline";
+      reason = "Ollama is not answering";
+    } else if (agent.drain) {
+      status = "draining";
+    } else {
+      status = "online";
+    }
+    if (status === agent.status && (status !== "offline" || reason === agent.statusReason)) {
+      return false;
+    }
+    const was = agent.status;
+    agent.status = status;
+    agent.statusReason = reason;
+    this.#stmt.status.run(status, reason, agent.id);
+    if (was !== status) {
+      this.recordEvent(
+        "status",
+        agent.id,
+        `Agent "${this.label(agent)}" is ${status}${reason ? `: ${reason}` : ""} (was ${was})`,
+      );
+    }
+    return true;
+  }
+
+  /** The name to show for an agent. */
+  label(agent: Agent): string {
+    return agent.displayName ?? agent.machineName;
+  }
+
+  /** Stores an event and publishes it. */
+  recordEvent(kind: string, agentId: string | null, message: string): FleetEvent {
+    const at = iso(this.#now());
+    const row = this.#stmt.event.get(at, kind, agentId, message) as { id: number };
+    const event: FleetEvent = { id: Number(row.id), at, kind, agent_id: agentId, message };
+    this.#bus?.publish({ type: "event", event });
+    return event;
+  }
+
+  /** The most recent events, newest first. */
+  events(options: { limit?: number; agentId?: string; beforeId?: number } = {}): FleetEvent[] {
+    const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
+    const rows = this.#db.prepare(
+      `SELECT id, at, kind, agent_id, message FROM events
+       WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR id < ?2)
+       ORDER BY id DESC LIMIT ?3`,
+    ).all(options.agentId ?? null, options.beforeId ?? null, limit) as Row[];
+    return rows.map((r) => ({
+      id: Number(r.id),
+      at: String(r.at),
+      kind: String(r.kind),
+      agent_id: r.agent_id == null ? null : String(r.agent_id),
+      message: String(r.message),
+    }));
+  }
+
+  /** The API view of an agent. */
+  view(agent: Agent): AgentView {
+    return {
+      id: agent.id,
+      machine_name: agent.machineName,
+      display_name: agent.displayName,
+      labels: agent.labels,
+      ip_address: agent.ipAddress,
+      ollama_version: agent.ollamaVersion,
+      ollama_port: agent.ollamaPort,
+      agent_version: agent.agentVersion,
+      status: agent.status,
+      status_reason: agent.statusReason,
+      weight: agent.weight,
+      parallel: agent.parallel,
+      in_flight: agent.inFlight,
+      registered_at: iso(agent.registeredAt),
+      last_seen: iso(agent.lastSeen),
+      metrics: agent.metrics,
+      models: agent.models,
+      loaded_models: agent.loadedModels,
+    };
+  }
+
+  #publish(agent: Agent): void {
+    if (this.#bus && this.#bus.size > 0) {
+      this.#bus.publish({ type: "agent", agent: this.view(agent) });
+    }
+  }
+
+  /** Publishes an agent's current state (after in-flight changes, for the live dashboard). */
+  touch(agent: Agent): void {
+    this.#publish(agent);
+  }
+}

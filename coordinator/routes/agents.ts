@@ -1,0 +1,110 @@
+/**
+ * The agent registry API: registration, heartbeats, command progress (agents) and the agents'
+ * listing and management (admins).
+ */
+import { Hono } from "hono";
+import {
+  AgentPatch,
+  CommandProgress,
+  HealthRequest,
+  ollamaError,
+  RegisterRequest,
+} from "@oc/shared";
+import type { AppContext } from "../context.ts";
+import { json, readJson } from "../http.ts";
+import { addressProblem } from "../registry/address.ts";
+import { agentAuth } from "../auth.ts";
+
+/** Routes under /api for agents and their management. */
+export function agentRoutes(ctx: AppContext): Hono {
+  const app = new Hono();
+  const { registry } = ctx;
+  const auth = agentAuth(ctx);
+
+  app.post("/api/agents", auth, async (c) => {
+    const body = await readJson(c.req.raw, RegisterRequest);
+    if (!body.ok) return body.response;
+    const problem = addressProblem(body.data.ip_address);
+    if (problem) {
+      return ollamaError(
+        400,
+        `Cannot register agent "${body.data.machine_name}": ip_address ${problem}`,
+      );
+    }
+    const { agent, created } = registry.register(body.data);
+    return json(
+      {
+        agent_id: agent.id,
+        status: created ? "registered" : "updated",
+        heartbeat_interval: ctx.config.heartbeatInterval,
+      },
+      created ? 201 : 200,
+    );
+  });
+
+  app.post("/api/health", auth, async (c) => {
+    const body = await readJson(c.req.raw, HealthRequest);
+    if (!body.ok) return body.response;
+    const agent = registry.heartbeat(body.data);
+    if (!agent) {
+      return ollamaError(404, `Agent "${body.data.agent_id}" is not registered`);
+    }
+    const commands = ctx.commands.take(agent.id);
+    return json(commands.length ? { ok: true, commands } : { ok: true });
+  });
+
+  app.post("/api/agents/:id/progress", auth, async (c) => {
+    const id = c.req.param("id");
+    const body = await readJson(c.req.raw, CommandProgress);
+    if (!body.ok) return body.response;
+    if (!registry.get(id)) return ollamaError(404, `Agent "${id}" is not registered`);
+    ctx.commands.progress(id, body.data);
+    return json({ ok: true });
+  });
+
+  app.get("/api/agents", (c) => {
+    const status = c.req.query("status");
+    const agents = registry.all().filter((a) => !status || a.status === status);
+    return json(agents.map((a) => registry.view(a)));
+  });
+
+  app.get("/api/agents/:id", (c) => {
+    const agent = registry.get(c.req.param("id"));
+    if (!agent) return ollamaError(404, `Agent "${c.req.param("id")}" not found`);
+    return json(registry.view(agent));
+  });
+
+  app.patch("/api/agents/:id", async (c) => {
+    const id = c.req.param("id");
+    const body = await readJson(c.req.raw, AgentPatch);
+    if (!body.ok) return body.response;
+    const agent = registry.patch(id, body.data);
+    if (!agent) return ollamaError(404, `Agent "${id}" not found`);
+    return json(registry.view(agent));
+  });
+
+  app.delete("/api/agents/:id", (c) => {
+    const id = c.req.param("id");
+    if (!registry.remove(id)) return ollamaError(404, `Agent "${id}" not found`);
+    ctx.commands.forget(id);
+    return c.body(null, 204);
+  });
+
+  app.get("/api/events", (c) => {
+    const limit = Number(c.req.query("limit") ?? 100);
+    const before = c.req.query("before");
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+      return ollamaError(400, "Query limit must be an integer from 1 to 1000");
+    }
+    if (before !== undefined && !/^\d{1,15}$/.test(before)) {
+      return ollamaError(400, "Query before must be an event id");
+    }
+    return json(registry.events({
+      limit,
+      agentId: c.req.query("agent_id") || undefined,
+      beforeId: before === undefined ? undefined : Number(before),
+    }));
+  });
+
+  return app;
+}

@@ -1,0 +1,60 @@
+/**
+ * The OpenAI-compatible API Ollama serves under /v1: inference routed by model, and the model
+ * list as the union over online agents. Errors use OpenAI's shape.
+ */
+import { Hono } from "hono";
+import { openaiError } from "@oc/shared";
+import type { AppContext } from "../context.ts";
+import type { ProxyDeps } from "../proxy/mod.ts";
+import { fleetModels, inferenceHandler } from "./ollama.ts";
+
+/** `{id, object, created, owned_by}` as Ollama's /v1/models shows a model. */
+function modelEntry(m: { name: string; modified_at?: string }) {
+  const created = m.modified_at ? Math.floor(Date.parse(m.modified_at) / 1000) : 0;
+  const parts = m.name.split("/");
+  return {
+    id: m.name,
+    object: "model",
+    created: Number.isFinite(created) ? created : 0,
+    owned_by: parts.length > 1 ? parts[parts.length - 2] : "library",
+  };
+}
+
+/** The /v1 routes. */
+export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
+  const app = new Hono();
+  const infer = (route: string, streams: boolean) =>
+    inferenceHandler(deps, { flavor: "openai", route, streams });
+
+  app.post("/v1/chat/completions", infer("/v1/chat/completions", true));
+  app.post("/v1/completions", infer("/v1/completions", true));
+  app.post("/v1/embeddings", infer("/v1/embeddings", false));
+  app.post("/v1/responses", infer("/v1/responses", true));
+  app.get("/v1/models", (c) => {
+    const seen = new Set<string>();
+    const data = [];
+    for (const m of fleetModels(ctx)) {
+      if (seen.has(m.name)) continue;
+      seen.add(m.name);
+      data.push(modelEntry(m));
+    }
+    return c.json({ object: "list", data });
+  });
+  app.get("/v1/models/:model{.+}", (c) => {
+    const name = c.req.param("model");
+    const m = fleetModels(ctx).find((x) => x.name === name) ??
+      fleetModels(ctx).find((x) => x.name === `${name}:latest`);
+    if (!m) return openaiError(404, `model "${name}" not found`);
+    return c.json({ ...modelEntry(m), id: name });
+  });
+  return app;
+}
+
+/** /v1 paths and their methods, for 405 answers. */
+export const OPENAI_PATHS: Record<string, string[]> = {
+  "/v1/chat/completions": ["POST"],
+  "/v1/completions": ["POST"],
+  "/v1/embeddings": ["POST"],
+  "/v1/responses": ["POST"],
+  "/v1/models": ["GET"],
+};

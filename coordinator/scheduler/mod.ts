@@ -1,0 +1,351 @@
+/**
+ * The scheduler: which agent serves a request, and the central queue when every candidate is
+ * busy. Every routing decision of the coordinator is made here.
+ *
+ * Smart policy, in order: agents with the model loaded and a free slot; then those that must
+ * load it, cheapest load first (the model fits in free VRAM, then in free memory); within a
+ * tier the lowest in-flight load relative to capacity (the coordinator's own live count), then
+ * the best measured speed; remaining ties are broken at random so bursts do not herd.
+ */
+import { normalizeModelName } from "@oc/shared";
+import type { Agent, Registry } from "../registry/mod.ts";
+import { Breakers } from "./breaker.ts";
+import { SpeedTable } from "./stats.ts";
+
+/** How agents are chosen. */
+export type Policy = "smart" | "least_connections" | "round_robin";
+
+/** Scheduler settings. */
+export interface SchedulerOptions {
+  policy?: Policy;
+  /** Requests per model that may wait for a slot (0 disables queueing). */
+  queueMaxLength?: number;
+  /** Milliseconds a request may wait in the queue. */
+  queueTimeoutMs?: number;
+  failureThreshold?: number;
+  cooldownMs?: number;
+  now?: () => number;
+  random?: () => number;
+}
+
+/** Why no agent could be given: maps to an HTTP status for the client. */
+export class NoAgentError extends Error {
+  override name = "NoAgentError";
+  constructor(
+    message: string,
+    readonly status: 404 | 503,
+    readonly retryAfter?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** An agent handed out for one attempt; release it exactly once. */
+export interface Lease {
+  agent: Agent;
+  model: string;
+  /** Milliseconds the request waited in the queue. */
+  queuedMs: number;
+}
+
+/** How an attempt ended, for the breaker and the speed table. */
+export interface Outcome {
+  /** "ok", "busy" (503/429: alive but full) or "failed" (unreachable, reset, timeout, 5xx). */
+  result: "ok" | "busy" | "failed";
+  tokensPerSecond?: number;
+  ttftMs?: number;
+}
+
+/** What a caller may ask of {@linkcode Scheduler.acquire}. */
+export interface AcquireOptions {
+  /** Agents already tried for this request. */
+  exclude?: ReadonlySet<string>;
+  /** Aborts waiting in the queue. */
+  signal?: AbortSignal;
+  /** Conversation key: a chat continuing an earlier one prefers the agent that served it. */
+  affinity?: string;
+  /** A specific agent (X-Coordinator-Agent). */
+  agentId?: string;
+}
+
+interface Waiter {
+  model: string;
+  opts: AcquireOptions;
+  enqueuedAt: number;
+  resolve: (l: Lease) => void;
+  reject: (e: Error) => void;
+  cleanup: () => void;
+}
+
+const AFFINITY_LIMIT = 10_000;
+const BUSY_BACKOFF_MS = 1_000;
+
+/** Picks agents for requests and queues requests while every candidate is full. */
+export class Scheduler {
+  readonly registry: Registry;
+  readonly speeds = new SpeedTable();
+  readonly breakers: Breakers;
+  readonly policy: Policy;
+  readonly #queueMax: number;
+  readonly #queueTimeoutMs: number;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #queues = new Map<string, Waiter[]>();
+  readonly #affinity = new Map<string, string>();
+  readonly #busyUntil = new Map<string, number>();
+  #rr = 0;
+  /** Called when a breaker trips: (agent, opened). */
+  onTrip?: (agent: Agent) => void;
+
+  constructor(registry: Registry, options: SchedulerOptions = {}) {
+    this.registry = registry;
+    this.policy = options.policy ?? "smart";
+    this.#queueMax = options.queueMaxLength ?? 256;
+    this.#queueTimeoutMs = options.queueTimeoutMs ?? 60_000;
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+    this.breakers = new Breakers({
+      failureThreshold: options.failureThreshold ?? 3,
+      cooldownMs: options.cooldownMs ?? 10_000,
+      maxCooldownMs: 300_000,
+    }, this.#now);
+  }
+
+  /** Capacity of an agent: its parallel slots, scaled by the admin's weight. */
+  capacity(agent: Agent): number {
+    return Math.max(1, Math.round(agent.parallel * Math.max(agent.weight, 0.01)));
+  }
+
+  /** Agents that could serve `model` at all (ignoring how busy they are). */
+  candidates(model: string, opts: AcquireOptions = {}): Agent[] {
+    const key = normalizeModelName(model);
+    const out: Agent[] = [];
+    for (const a of this.registry.all()) {
+      if (a.status !== "online" || a.weight <= 0) continue;
+      if (opts.agentId && a.id !== opts.agentId) continue;
+      if (opts.exclude?.has(a.id)) continue;
+      if (!a.modelKeys.has(key)) continue;
+      if (!this.breakers.allows(a.id)) continue;
+      out.push(a);
+    }
+    return out;
+  }
+
+  #hasFreeSlot(a: Agent): boolean {
+    if ((this.#busyUntil.get(a.id) ?? 0) > this.#now()) return false;
+    return a.inFlight < this.capacity(a);
+  }
+
+  /** Chooses among candidates with a free slot; undefined when all are full. */
+  choose(model: string, candidates: Agent[], affinity?: string): Agent | undefined {
+    const free = candidates.filter((a) => this.#hasFreeSlot(a));
+    if (free.length === 0) return undefined;
+    if (this.policy === "round_robin") return free[this.#rr++ % free.length];
+    const load = (a: Agent) => a.inFlight / this.capacity(a);
+    if (this.policy === "least_connections") {
+      return this.#pickMin(free, (a) => [load(a)]);
+    }
+    const key = normalizeModelName(model);
+    if (affinity) {
+      const preferred = free.find((a) => a.id === this.#affinity.get(affinity));
+      // Reuse the agent's prompt cache unless it is clearly busier than the best choice.
+      if (preferred && load(preferred) <= Math.min(...free.map(load)) + 0.5) return preferred;
+    }
+    const speeds = free.map((a) => this.speeds.get(a.id, key)?.tokensPerSecond ?? null);
+    const known = speeds.filter((s): s is number => s !== null);
+    // An agent without a measurement gets a fair trial: it ranks as the best measured one.
+    const optimistic = known.length ? Math.max(...known) : 0;
+    return this.#pickMin(free, (a, i) => [
+      this.#tier(a, key),
+      Math.round(load(a) * 1000) / 1000,
+      -(speeds[i] ?? optimistic),
+    ]);
+  }
+
+  /** 0: loaded; 1: fits in free VRAM; 2: fits in free memory; 3: must evict or swap. */
+  #tier(a: Agent, key: string): number {
+    if (a.loadedKeys.has(key)) return 0;
+    const size = a.models.find((m) => normalizeModelName(m.name) === key)?.size ?? 0;
+    const gpus = a.metrics?.gpus ?? [];
+    const vramFree = gpus.reduce(
+      (s, g) => s + Math.max(0, (g.memory_total ?? 0) - (g.memory_used ?? 0)),
+      0,
+    );
+    if (size > 0 && vramFree >= size) return 1;
+    const m = a.metrics;
+    const memFree = m?.memory_total !== undefined && m.memory_used !== undefined
+      ? m.memory_total - m.memory_used
+      : undefined;
+    if (size === 0 || memFree === undefined || memFree >= size) return 2;
+    return 3;
+  }
+
+  #pickMin(agents: Agent[], key: (a: Agent, i: number) => number[]): Agent {
+    let best: Agent[] = [];
+    let bestKey: number[] | null = null;
+    agents.forEach((a, i) => {
+      const k = key(a, i);
+      const cmp = bestKey === null ? -1 : compare(k, bestKey);
+      if (cmp < 0) {
+        best = [a];
+        bestKey = k;
+      } else if (cmp === 0) best.push(a);
+    });
+    return best.length === 1 ? best[0] : best[Math.floor(this.#random() * best.length)];
+  }
+
+  /**
+   * Gives an agent for one attempt at serving `model`, waiting in the model's queue while every
+   * candidate is at capacity. Throws {@linkcode NoAgentError} when none can serve it.
+   */
+  acquire(model: string, opts: AcquireOptions = {}): Promise<Lease> {
+    const candidates = this.candidates(model, opts);
+    if (candidates.length === 0) return Promise.reject(this.#whyNone(model, opts));
+    const queue = this.#queues.get(normalizeModelName(model));
+    // First come, first served: nobody overtakes requests already waiting for this model.
+    if (!queue?.length) {
+      const agent = this.choose(model, candidates, opts.affinity);
+      if (agent) return Promise.resolve(this.#lease(agent, model, 0));
+    }
+    return this.#enqueue(model, opts);
+  }
+
+  #whyNone(model: string, opts: AcquireOptions): NoAgentError {
+    const all = this.registry.all();
+    const online = all.filter((a) => a.status === "online");
+    if (online.length === 0) {
+      return new NoAgentError("No agent is online to serve requests", 503, 5);
+    }
+    const key = normalizeModelName(model);
+    if (!online.some((a) => a.modelKeys.has(key))) {
+      return new NoAgentError(`model "${model}" not found, try pulling it first`, 404);
+    }
+    if (opts.agentId && !online.some((a) => a.id === opts.agentId)) {
+      return new NoAgentError("The requested agent is not online", 503, 5);
+    }
+    return new NoAgentError(
+      `All agents with model "${model}" failed or are unavailable; please try again`,
+      503,
+      5,
+    );
+  }
+
+  #lease(agent: Agent, model: string, queuedMs: number): Lease {
+    agent.inFlight++;
+    this.breakers.onSend(agent.id);
+    return { agent, model, queuedMs };
+  }
+
+  #enqueue(model: string, opts: AcquireOptions): Promise<Lease> {
+    const key = normalizeModelName(model);
+    const queue = this.#queues.get(key) ?? [];
+    if (queue.length >= this.#queueMax) {
+      return Promise.reject(
+        new NoAgentError(`Server busy, please try again: the queue for "${model}" is full`, 503, 2),
+      );
+    }
+    this.#queues.set(key, queue);
+    return new Promise<Lease>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        remove();
+        reject(
+          new NoAgentError(
+            `Server busy, please try again: no slot for "${model}" freed in time`,
+            503,
+            5,
+          ),
+        );
+      }, this.#queueTimeoutMs);
+      const onAbort = () => {
+        remove();
+        reject(opts.signal?.reason ?? new DOMException("Aborted", "AbortError"));
+      };
+      const remove = () => {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener("abort", onAbort);
+        const i = queue.indexOf(waiter);
+        if (i !== -1) queue.splice(i, 1);
+        if (queue.length === 0 && this.#queues.get(key) === queue) this.#queues.delete(key);
+      };
+      const waiter: Waiter = {
+        model,
+        opts,
+        enqueuedAt: this.#now(),
+        resolve,
+        reject,
+        cleanup: remove,
+      };
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      queue.push(waiter);
+    });
+  }
+
+  /** Hands freed slots to waiting requests, oldest first in each model's queue. */
+  pump(): void {
+    for (const queue of [...this.#queues.values()]) {
+      while (queue.length) {
+        const w = queue[0];
+        const candidates = this.candidates(w.model, w.opts);
+        if (candidates.length === 0) {
+          w.cleanup();
+          w.reject(this.#whyNone(w.model, w.opts));
+          continue;
+        }
+        const agent = this.choose(w.model, candidates, w.opts.affinity);
+        if (!agent) break;
+        w.cleanup();
+        w.resolve(this.#lease(agent, w.model, this.#now() - w.enqueuedAt));
+      }
+    }
+  }
+
+  /** Ends an attempt: frees the slot, feeds the breaker and the speed table, wakes the queue. */
+  release(lease: Lease, outcome: Outcome, affinity?: string): void {
+    const { agent } = lease;
+    agent.inFlight = Math.max(0, agent.inFlight - 1);
+    const key = normalizeModelName(lease.model);
+    if (outcome.result === "ok") {
+      this.breakers.onSuccess(agent.id);
+      this.#busyUntil.delete(agent.id);
+      if (outcome.tokensPerSecond !== undefined || outcome.ttftMs !== undefined) {
+        this.speeds.record(agent.id, key, outcome);
+      }
+      if (affinity) this.#remember(affinity, agent.id);
+    } else if (outcome.result === "busy") {
+      this.#busyUntil.set(agent.id, this.#now() + BUSY_BACKOFF_MS);
+      setTimeout(() => this.pump(), BUSY_BACKOFF_MS + 5);
+    } else if (this.breakers.onFailure(agent.id)) {
+      this.onTrip?.(agent);
+    }
+    this.pump();
+  }
+
+  #remember(affinity: string, agentId: string): void {
+    this.#affinity.delete(affinity);
+    this.#affinity.set(affinity, agentId);
+    if (this.#affinity.size > AFFINITY_LIMIT) {
+      this.#affinity.delete(this.#affinity.keys().next().value!);
+    }
+  }
+
+  /** Requests waiting per model (normalised name). */
+  queueDepths(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, q] of this.#queues) out[k] = q.length;
+    return out;
+  }
+
+  /** Forgets a removed agent's statistics. */
+  forget(agentId: string): void {
+    this.speeds.forget(agentId);
+    this.breakers.forget(agentId);
+    this.#busyUntil.delete(agentId);
+  }
+}
+
+function compare(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,98 @@
+/**
+ * Assembling and running the coordinator: context (database, registry, scheduler, request log),
+ * the HTTP server, the health monitor, and a graceful stop.
+ */
+import type { Config } from "./config.ts";
+import type { AppContext } from "./context.ts";
+import { Bus } from "./bus.ts";
+import { openDatabase } from "./db/mod.ts";
+import { Registry } from "./registry/mod.ts";
+import { CommandQueue } from "./registry/commands.ts";
+import { startMonitor } from "./registry/monitor.ts";
+import { Scheduler } from "./scheduler/mod.ts";
+import { RequestLog } from "./request_log.ts";
+import { createApp } from "./app.ts";
+import { startLocalOllama } from "./local_ollama.ts";
+
+/** The full context, with the request log. */
+export type FullContext = AppContext & { log: RequestLog };
+
+/** Builds the coordinator's shared state from a configuration. */
+export function createContext(
+  config: Config,
+  options: { now?: () => number; random?: () => number } = {},
+): FullContext {
+  const now = options.now ?? Date.now;
+  const db = openDatabase(config.databaseUrl);
+  const bus = new Bus();
+  const registry = new Registry(db, { agentTimeoutMs: config.agentTimeout * 1000, now, bus });
+  const scheduler = new Scheduler(registry, {
+    policy: config.schedulerPolicy,
+    queueMaxLength: config.queueMaxLength,
+    queueTimeoutMs: config.queueTimeout * 1000,
+    now,
+    random: options.random,
+  });
+  scheduler.onTrip = (agent) =>
+    registry.recordEvent(
+      "circuit_open",
+      agent.id,
+      `Agent "${registry.label(agent)}" failed repeatedly; taken out for a while`,
+    );
+  const log = new RequestLog(db, { bus, retentionDays: config.requestLogRetentionDays });
+  return { config, db, bus, registry, commands: new CommandQueue(bus), scheduler, log, now };
+}
+
+/** A running coordinator. */
+export interface Coordinator {
+  ctx: FullContext;
+  url: string;
+  port: number;
+  /** Stops accepting, lets in-flight requests finish, flushes the log, closes the database. */
+  stop(): Promise<void>;
+}
+
+/** Starts the HTTP server and the background tasks. */
+export async function startCoordinator(
+  config: Config,
+  options: { now?: () => number; quiet?: boolean } = {},
+): Promise<Coordinator> {
+  const ctx = createContext(config, options);
+  const app = createApp(ctx);
+  const server = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    onListen: () => {},
+  }, app.fetch);
+  const stopMonitor = startMonitor(ctx.registry, {
+    intervalMs: config.healthCheckInterval * 1000,
+    probeTimeoutMs: config.probeTimeout * 1000,
+    afterTick: () => ctx.scheduler.pump(),
+  });
+  const prune = setInterval(() => ctx.log.prune(), 3_600_000);
+  const stopLocal = config.autoRegisterLocal
+    ? await startLocalOllama(ctx.registry, {
+      url: config.localOllamaUrl,
+      intervalMs: config.heartbeatInterval * 1000,
+    })
+    : null;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const port = server.addr.port;
+  let stopped: Promise<void> | undefined;
+  return {
+    ctx,
+    port,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    stop() {
+      stopped ??= (async () => {
+        stopMonitor();
+        stopLocal?.();
+        clearInterval(prune);
+        await server.shutdown();
+        ctx.log.close();
+        ctx.db.close();
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,51 @@
+/** Helpers for the coordinator's tests: an in-memory coordinator and registration bodies. */
+import type { RegisterRequest } from "@oc/shared";
+import { type Config, testConfig } from "./config.ts";
+import { createApp } from "./app.ts";
+import { createContext, type FullContext } from "./server.ts";
+
+/** A controllable clock. */
+export class FakeClock {
+  constructor(public ms = Date.parse("2026-01-01T00:00:00Z")) {}
+  now = (): number => this.ms;
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+/** An in-process coordinator (no network) with an in-memory database. */
+export function testApp(
+  overrides: Partial<Config> = {},
+  options: { now?: () => number; random?: () => number } = {},
+) {
+  const ctx: FullContext = createContext(testConfig(overrides), options);
+  const app = createApp(ctx);
+  const request = (path: string, init: RequestInit & { json?: unknown } = {}) => {
+    const { json, ...rest } = init;
+    if (json !== undefined) {
+      rest.body = typeof json === "string" ? json : JSON.stringify(json);
+      rest.headers = { "content-type": "application/json", ...rest.headers };
+      rest.method ??= "POST";
+    }
+    return app.request(path, rest);
+  };
+  return { ctx, app, request, close: () => ctx.db.close() };
+}
+
+/** A valid registration body, with overrides. */
+export function registration(overrides: Partial<RegisterRequest> = {}): RegisterRequest {
+  return {
+    machine_name: "gpu-01",
+    ip_address: "127.0.0.1",
+    ollama_version: "0.12.6",
+    ollama_port: 11434,
+    parallel: 2,
+    models: [{ name: "llama3.2:latest", size: 2_000_000_000 }],
+    ...overrides,
+  };
+}
+
+/** Counts the rows of a table. */
+export function countRows(ctx: FullContext, table: "agents" | "events" | "requests"): number {
+  return Number((ctx.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n);
+}
