@@ -2,7 +2,8 @@
 import type { RegisterRequest } from "@oc/shared";
 import { type Config, testConfig } from "./config.ts";
 import { createApp } from "./app.ts";
-import { createContext, type FullContext } from "./server.ts";
+import { createContext, type FullContext, startCoordinator } from "./server.ts";
+import { type SimOptions, type Simulator, startSimulator } from "../scripts/ollama_sim.ts";
 
 /** A controllable clock. */
 export class FakeClock {
@@ -48,4 +49,52 @@ export function registration(overrides: Partial<RegisterRequest> = {}): Register
 /** Counts the rows of a table. */
 export function countRows(ctx: FullContext, table: "agents" | "events" | "requests"): number {
   return Number((ctx.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n);
+}
+
+/** One simulated machine in a test fleet. */
+export interface FleetMember extends SimOptions {
+  name: string;
+  parallel?: number;
+}
+
+/**
+ * A real coordinator on a loopback port with simulated Ollama servers registered as agents.
+ * Close it with `await using` or `close()`.
+ */
+export async function startFleet(members: FleetMember[], overrides: Partial<Config> = {}) {
+  const coordinator = await startCoordinator(
+    testConfig({ healthCheckInterval: 3600, ...overrides }),
+  );
+  const sims: Record<string, Simulator> = {};
+  const ids: Record<string, string> = {};
+  for (const m of members) {
+    // Faults are switched on after registration, which reads the simulator's model lists.
+    const sim = await startSimulator({ quiet: true, ...m, fault: { type: "none" } });
+    sims[m.name] = sim;
+    const res = await fetch(`${coordinator.url}/api/agents`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(registration({
+        machine_name: m.name,
+        ollama_port: sim.port,
+        parallel: m.parallel ?? 4,
+        models: await (await fetch(`${sim.url}/api/tags`)).json().then((t) => t.models),
+        loaded_models: await (await fetch(`${sim.url}/api/ps`)).json().then((t) => t.models),
+      })),
+    });
+    ids[m.name] = (await res.json()).agent_id;
+    if (m.fault) await sim.setFault(m.fault);
+  }
+  const close = async () => {
+    await Promise.all(Object.values(sims).map((s) => s.close()));
+    await coordinator.stop();
+  };
+  return {
+    coordinator,
+    url: coordinator.url,
+    sims,
+    ids,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
 }

@@ -17,17 +17,17 @@ export async function forwardTo(
     signal: AbortSignal;
     requestId: string;
   },
-  onEnd?: () => void,
+  onEnd?: () => void | Promise<void>,
 ): Promise<Response> {
   const name = registry.label(agent);
   let res: Response;
   agent.inFlight++;
   let ended = false;
-  const end = () => {
+  const end = async () => {
     if (ended) return;
     ended = true;
     agent.inFlight = Math.max(0, agent.inFlight - 1);
-    onEnd?.();
+    await onEnd?.();
   };
   try {
     res = await fetch(agent.baseUrl + req.path, {
@@ -37,7 +37,7 @@ export async function forwardTo(
       signal: req.signal,
     });
   } catch (e) {
-    end();
+    void end();
     if (req.signal.aborted) throw e;
     return new Response(ollamaErrorBody(`agent "${name}" is unreachable`), {
       status: 502,
@@ -51,17 +51,15 @@ export async function forwardTo(
   headers.set("x-coordinator-agent", name);
   headers.set("x-request-id", req.requestId);
   if (!res.body) {
-    end();
+    await end();
     return new Response(null, { status: res.status, headers });
   }
   const body = res.body.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      flush: end,
-    }),
+    holdLastChunk(end),
     { signal: req.signal },
   );
-  // A client that leaves: TransformStream's cancel ends the upstream read; count it released.
-  req.signal.addEventListener("abort", end, { once: true });
+  // A client that leaves: the pipe's signal ends the upstream read; count it released.
+  req.signal.addEventListener("abort", () => void end(), { once: true });
   return new Response(body, { status: res.status, headers });
 }
 
@@ -112,4 +110,23 @@ export async function refreshModels(
   } catch {
     // A malformed answer leaves the last known lists in place.
   }
+}
+
+/**
+ * Passes chunks through one behind, and sends the last one only after `onEnd` finished: the
+ * final line of a pull (`success`) then reaches the client after the model lists were
+ * refreshed, so a client that lists right after a pull sees the new model.
+ */
+function holdLastChunk(onEnd: () => Promise<void>): TransformStream<Uint8Array, Uint8Array> {
+  let held: Uint8Array | undefined;
+  return new TransformStream({
+    transform(chunk, controller) {
+      if (held) controller.enqueue(held);
+      held = chunk;
+    },
+    async flush(controller) {
+      await onEnd();
+      if (held) controller.enqueue(held);
+    },
+  });
 }

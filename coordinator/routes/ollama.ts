@@ -208,7 +208,7 @@ async function modelTransfer(ctx: AppContext, c: Context, path: string): Promise
     targets = [pickPullTarget(candidates, model)];
   }
   const raw = JSON.stringify(body);
-  const refresh = (a: Agent) => () => void refreshModels(ctx.registry, a);
+  const refresh = (a: Agent) => () => refreshModels(ctx.registry, a);
   if (targets.length === 1) {
     return forwardTo(ctx.registry, targets[0], {
       path,
@@ -288,7 +288,7 @@ function fanOutStream(
         } catch {
           if (!signal.aborted) failures.push(`${name}: unreachable or stopped answering`);
         } finally {
-          void refreshModels(ctx.registry, agent);
+          await refreshModels(ctx.registry, agent);
         }
       }));
       if (signal.aborted) return controller.close();
@@ -368,7 +368,7 @@ async function create(ctx: AppContext, c: Context): Promise<Response> {
     body: JSON.stringify(body),
     signal: c.req.raw.signal,
     requestId,
-  }, () => void refreshModels(ctx.registry, agent));
+  }, () => refreshModels(ctx.registry, agent));
 }
 
 /** Delete on every agent that has the model; 404 only when none had it. */

@@ -313,7 +313,7 @@ export class Scheduler {
       if (affinity) this.#remember(affinity, agent.id);
     } else if (outcome.result === "busy") {
       this.#busyUntil.set(agent.id, this.#now() + BUSY_BACKOFF_MS);
-      setTimeout(() => this.pump(), BUSY_BACKOFF_MS + 5);
+      Deno.unrefTimer(setTimeout(() => this.pump(), BUSY_BACKOFF_MS + 5));
     } else if (this.breakers.onFailure(agent.id)) {
       this.onTrip?.(agent);
     }

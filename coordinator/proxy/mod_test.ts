@@ -1,0 +1,163 @@
+import assert from "node:assert/strict";
+import { startFleet } from "../testing.ts";
+
+const chatBody = (stream: boolean, content = "Tell me a story") =>
+  JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content }], stream });
+
+async function post(url: string, body: string, signal?: AbortSignal) {
+  return await fetch(`${url}/api/chat`, {
+    method: "POST",
+    body,
+    signal,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+Deno.test("proxy - the stream is passed through byte for byte with the upstream's headers", async () => {
+  await using fleet = await startFleet([{
+    name: "only",
+    models: ["llama3.2"],
+    tokensPerSecond: 5000,
+  }]);
+  const direct = await post(fleet.sims.only.url, chatBody(true));
+  const viaCoordinator = await post(fleet.url, chatBody(true));
+  assert.equal(viaCoordinator.headers.get("content-type"), direct.headers.get("content-type"));
+  const strip = (s: string) =>
+    s.replace(/"created_at":"[^"]+"/g, "").replace(/"\w+_duration":\d+/g, "");
+  assert.equal(strip(await viaCoordinator.text()), strip(await direct.text()));
+});
+
+Deno.test("proxy - refused connections and busy agents are retried elsewhere before the first byte", async () => {
+  await using fleet = await startFleet([
+    { name: "down", models: ["llama3.2"], loaded: ["llama3.2"] },
+    { name: "busy", models: ["llama3.2"], loaded: ["llama3.2"] },
+    { name: "fine", models: ["llama3.2"] },
+  ]);
+  await fleet.sims.down.setFault({ type: "refuse" });
+  await fleet.sims.busy.setFault({ type: "busy" });
+  for (let i = 0; i < 4; i++) {
+    const res = await post(fleet.url, chatBody(i % 2 === 0));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-coordinator-agent"), "fine");
+    const text = await res.text();
+    assert.ok(!text.includes('"error"'), text);
+  }
+  const events = fleet.coordinator.ctx.registry.events().map((e) => e.kind);
+  assert.ok(events.includes("failure"));
+  assert.equal(fleet.coordinator.ctx.registry.find("busy")!.status, "online");
+});
+
+Deno.test("proxy - a non-streaming request is retried even when the agent died halfway", async () => {
+  await using fleet = await startFleet([
+    {
+      name: "dies",
+      models: ["llama3.2"],
+      loaded: ["llama3.2"],
+      fault: { type: "die_after", chunks: 2 },
+    },
+    { name: "fine", models: ["llama3.2"] },
+  ]);
+  const res = await post(fleet.url, chatBody(false));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-coordinator-agent"), "fine");
+  const body = await res.json();
+  assert.equal(body.done, true);
+});
+
+Deno.test("proxy - an agent dying mid-stream ends the stream with Ollama's in-stream error", async () => {
+  await using fleet = await startFleet([
+    {
+      name: "dies",
+      models: ["llama3.2"],
+      tokensPerSecond: 200,
+      fault: { type: "die_after", chunks: 3 },
+    },
+  ]);
+  const res = await post(fleet.url, chatBody(true));
+  assert.equal(res.status, 200);
+  const lines = (await res.text()).trim().split("\n").map((l) => JSON.parse(l));
+  assert.ok(lines.length >= 2);
+  assert.match(lines.at(-1).error, /agent "dies" .* during the stream/);
+  assert.ok(lines.slice(0, -1).every((l) => l.done === false));
+  const ctx = fleet.coordinator.ctx;
+  ctx.log.flush();
+  const [logged] = ctx.log.query({ limit: 1 });
+  assert.match(logged.error ?? "", /during the stream/);
+  assert.equal(ctx.registry.find("dies")!.inFlight, 0);
+});
+
+Deno.test("proxy - /v1 streams end with an SSE error event when the agent dies", async () => {
+  await using fleet = await startFleet([
+    {
+      name: "dies",
+      models: ["llama3.2"],
+      tokensPerSecond: 200,
+      fault: { type: "die_after", chunks: 3 },
+    },
+  ]);
+  const res = await fetch(`${fleet.url}/v1/chat/completions`, {
+    method: "POST",
+    body: JSON.stringify({
+      model: "llama3.2",
+      messages: [{ role: "user", content: "x" }],
+      stream: true,
+    }),
+  });
+  const events = (await res.text()).trim().split("\n\n");
+  const last = JSON.parse(events.at(-1)!.replace(/^data: /, ""));
+  assert.equal(last.error.type, "api_error");
+  assert.match(last.error.message, /during the stream/);
+});
+
+Deno.test("proxy - an agent that hangs times out and the request is served elsewhere", async () => {
+  await using fleet = await startFleet([
+    { name: "hangs", models: ["llama3.2"], loaded: ["llama3.2"], fault: { type: "hang" } },
+    { name: "fine", models: ["llama3.2"] },
+  ], { firstByteTimeout: 0.3 });
+  const res = await post(fleet.url, chatBody(true));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-coordinator-agent"), "fine");
+  await res.body?.cancel();
+});
+
+Deno.test("proxy - a client that disconnects aborts the upstream request at once", async () => {
+  await using fleet = await startFleet([{
+    name: "slow",
+    models: ["llama3.2"],
+    tokensPerSecond: 20,
+  }]);
+  const ac = new AbortController();
+  const res = await post(fleet.url, chatBody(true), ac.signal);
+  const reader = res.body!.getReader();
+  await reader.read();
+  ac.abort();
+  await reader.cancel().catch(() => {});
+  const sim = fleet.sims.slow;
+  for (let i = 0; i < 100 && sim.stats.aborted === 0; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(sim.stats.aborted, 1);
+  assert.equal(sim.stats.inFlight, 0);
+  const agent = fleet.coordinator.ctx.registry.find("slow")!;
+  for (let i = 0; i < 100 && agent.inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(agent.inFlight, 0);
+});
+
+Deno.test("proxy - the request log records route, agent, tokens and speed", async () => {
+  await using fleet = await startFleet([{ name: "only", models: ["llama3.2"] }]);
+  const res = await post(fleet.url, chatBody(false));
+  const id = res.headers.get("x-request-id");
+  await res.body?.cancel();
+  const [r] = fleet.coordinator.ctx.log.query({ limit: 1 });
+  assert.equal(r.id, id);
+  assert.equal(r.route, "/api/chat");
+  assert.equal(r.agent_name, "only");
+  assert.equal(r.status, 200);
+  assert.ok(r.tokens_out! > 0);
+  assert.ok(r.tokens_per_second! > 0);
+  const speed = fleet.coordinator.ctx.scheduler.speeds.get(
+    fleet.ids.only,
+    "registry.ollama.ai/library/llama3.2:latest",
+  );
+  assert.ok(speed?.tokensPerSecond);
+});

@@ -1,0 +1,279 @@
+import assert from "node:assert/strict";
+import type { RegisterRequest } from "@oc/shared";
+import { openDatabase } from "../db/mod.ts";
+import { Registry } from "../registry/mod.ts";
+import { FakeClock, registration } from "../testing.ts";
+import { type NoAgentError, type Policy, Scheduler } from "./mod.ts";
+
+const MODEL = "llama3.2";
+const GB = 1_000_000_000;
+
+function setup(
+  options: {
+    policy?: Policy;
+    random?: () => number;
+    queueMaxLength?: number;
+    queueTimeoutMs?: number;
+  } = {},
+) {
+  const clock = new FakeClock();
+  const db = openDatabase("sqlite::memory:");
+  const registry = new Registry(db, { agentTimeoutMs: 20_000, now: clock.now });
+  const scheduler = new Scheduler(registry, {
+    now: clock.now,
+    random: options.random ?? (() => 0),
+    ...options,
+  });
+  const add = (name: string, extra: Partial<RegisterRequest> = {}) =>
+    registry.register(registration({ machine_name: name, parallel: 2, ...extra })).agent;
+  return { clock, db, registry, scheduler, add };
+}
+
+Deno.test("scheduler - prefers an agent with the model loaded", async () => {
+  const { scheduler, add, db } = setup();
+  add("cold");
+  const warm = add("warm", { loaded_models: [{ name: "llama3.2:latest" }] });
+  const lease = await scheduler.acquire(MODEL);
+  assert.equal(lease.agent.id, warm.id);
+  db.close();
+});
+
+Deno.test("scheduler - among loaded agents, the lowest load relative to capacity wins", async () => {
+  const { scheduler, add, db } = setup();
+  const loaded = [{ name: "llama3.2:latest" }];
+  const small = add("small", { parallel: 1, loaded_models: loaded });
+  const big = add("big", { parallel: 4, loaded_models: loaded });
+  big.inFlight = 1;
+  assert.equal((await scheduler.acquire(MODEL)).agent.id, small.id);
+  // small is now full (1/1); big at 1/4 takes the next one even though it has more requests.
+  assert.equal((await scheduler.acquire(MODEL)).agent.id, big.id);
+  db.close();
+});
+
+Deno.test("scheduler - a loaded agent that is full loses to one that must load", async () => {
+  const { scheduler, add, db } = setup();
+  const warm = add("warm", { parallel: 1, loaded_models: [{ name: "llama3.2:latest" }] });
+  const cold = add("cold", { parallel: 1 });
+  warm.inFlight = 1;
+  assert.equal((await scheduler.acquire(MODEL)).agent.id, cold.id);
+  db.close();
+});
+
+Deno.test("scheduler - the faster measured agent wins at equal load; unmeasured get a fair trial", () => {
+  const { scheduler, add, db } = setup();
+  const loaded = [{ name: "llama3.2:latest" }];
+  const slow = add("slow", { loaded_models: loaded });
+  const fast = add("fast", { loaded_models: loaded });
+  scheduler.speeds.record(slow.id, "registry.ollama.ai/library/llama3.2:latest", {
+    tokensPerSecond: 20,
+  });
+  scheduler.speeds.record(fast.id, "registry.ollama.ai/library/llama3.2:latest", {
+    tokensPerSecond: 90,
+  });
+  assert.equal(scheduler.choose(MODEL, [slow, fast])?.id, fast.id);
+  const fresh = add("fresh", { loaded_models: loaded });
+  // No measurement yet: it ranks with the best measured agent, and the random tie-break decides.
+  const picks = new Set<string>();
+  for (const r of [0, 0.99]) {
+    const s = new Scheduler(scheduler.registry, { random: () => r });
+    s.speeds.record(slow.id, "registry.ollama.ai/library/llama3.2:latest", { tokensPerSecond: 20 });
+    s.speeds.record(fast.id, "registry.ollama.ai/library/llama3.2:latest", { tokensPerSecond: 90 });
+    picks.add(s.choose(MODEL, [slow, fast, fresh])!.machineName);
+  }
+  assert.deepEqual([...picks].sort(), ["fast", "fresh"]);
+  db.close();
+});
+
+Deno.test("scheduler - ties are broken by the random source", () => {
+  const { registry, add, db } = setup();
+  add("a");
+  add("b");
+  add("c");
+  const names = [0, 0.4, 0.9].map((r) =>
+    new Scheduler(registry, { random: () => r }).choose(MODEL, registry.all())!.machineName
+  );
+  assert.deepEqual(names, ["a", "b", "c"]);
+  db.close();
+});
+
+Deno.test("scheduler - cold start prefers the agent where the model fits in free VRAM", async () => {
+  const { scheduler, registry, add, db } = setup();
+  const models = [{ name: "llama3.2:latest", size: 4 * GB }];
+  const tight = add("tight", { models });
+  const roomy = add("roomy", { models });
+  registry.heartbeat({
+    agent_id: tight.id,
+    cpu_usage: 0,
+    memory_usage: 0,
+    active_requests: 0,
+    gpus: [{ name: "small", memory_total: 8 * GB, memory_used: 6 * GB }],
+  });
+  registry.heartbeat({
+    agent_id: roomy.id,
+    cpu_usage: 0,
+    memory_usage: 0,
+    active_requests: 0,
+    gpus: [{ name: "big", memory_total: 24 * GB, memory_used: 2 * GB }],
+  });
+  assert.equal((await scheduler.acquire(MODEL)).agent.id, roomy.id);
+  db.close();
+});
+
+Deno.test("scheduler - only online, non-draining agents that have the model are candidates", async () => {
+  const { scheduler, registry, add, clock, db } = setup();
+  const drained = add("drained");
+  registry.patch(drained.id, { drain: true });
+  add("other-model", { models: [{ name: "qwen3:8b" }] });
+  const silent = add("silent");
+  clock.advance(15_000);
+  const ok = add("ok");
+  clock.advance(10_000);
+  registry.sweep();
+  assert.equal(silent.status, "offline");
+  assert.deepEqual(scheduler.candidates(MODEL).map((a) => a.id), [ok.id]);
+  await assert.rejects(
+    scheduler.acquire("mistral"),
+    (e: NoAgentError) => e.status === 404 && /not found/.test(e.message),
+  );
+  registry.patch(ok.id, { drain: true });
+  await assert.rejects(
+    scheduler.acquire(MODEL),
+    (e: NoAgentError) => e.status === 503 && e.retryAfter! > 0,
+  );
+  db.close();
+});
+
+Deno.test("scheduler - a full fleet queues requests first come, first served", async () => {
+  const { scheduler, add, db } = setup();
+  const a = add("a", { parallel: 1 });
+  const first = await scheduler.acquire(MODEL);
+  const order: string[] = [];
+  const second = scheduler.acquire(MODEL).then((l) => (order.push("second"), l));
+  const third = scheduler.acquire(MODEL).then((l) => (order.push("third"), l));
+  assert.deepEqual(scheduler.queueDepths(), { "registry.ollama.ai/library/llama3.2:latest": 2 });
+  scheduler.release(first, { result: "ok" });
+  const l2 = await second;
+  assert.equal(l2.agent.id, a.id);
+  assert.deepEqual(order, ["second"]);
+  scheduler.release(l2, { result: "ok" });
+  await third;
+  assert.deepEqual(order, ["second", "third"]);
+  assert.deepEqual(scheduler.queueDepths(), {});
+  db.close();
+});
+
+Deno.test("scheduler - the queue is bounded in length and in time", async () => {
+  const { scheduler, add, db } = setup({ queueMaxLength: 1, queueTimeoutMs: 20 });
+  add("a", { parallel: 1 });
+  await scheduler.acquire(MODEL);
+  const waiting = scheduler.acquire(MODEL);
+  await assert.rejects(
+    scheduler.acquire(MODEL),
+    (e: NoAgentError) => e.status === 503 && /queue/.test(e.message),
+  );
+  await assert.rejects(waiting, (e: NoAgentError) => e.status === 503 && e.retryAfter! > 0);
+  db.close();
+});
+
+Deno.test("scheduler - a client that leaves the queue frees its place", async () => {
+  const { scheduler, add, db } = setup();
+  add("a", { parallel: 1 });
+  await scheduler.acquire(MODEL);
+  const ac = new AbortController();
+  const waiting = scheduler.acquire(MODEL, { signal: ac.signal });
+  ac.abort();
+  await assert.rejects(waiting);
+  assert.deepEqual(scheduler.queueDepths(), {});
+  db.close();
+});
+
+Deno.test("scheduler - repeated failures open the circuit, then a half-open trial closes it", async () => {
+  const { scheduler, add, clock, db } = setup();
+  const flaky = add("flaky");
+  const tripped: string[] = [];
+  scheduler.onTrip = (a) => tripped.push(a.id);
+  for (let i = 0; i < 3; i++) {
+    scheduler.release(await scheduler.acquire(MODEL), { result: "failed" });
+  }
+  assert.deepEqual(tripped, [flaky.id]);
+  assert.equal(scheduler.breakers.state(flaky.id), "open");
+  assert.deepEqual(scheduler.candidates(MODEL), []);
+  clock.advance(10_001);
+  assert.equal(scheduler.breakers.state(flaky.id), "half_open");
+  const trial = await scheduler.acquire(MODEL);
+  // Only one trial at a time while half-open.
+  assert.deepEqual(scheduler.candidates(MODEL), []);
+  scheduler.release(trial, { result: "ok" });
+  assert.equal(scheduler.breakers.state(flaky.id), "closed");
+  db.close();
+});
+
+Deno.test("scheduler - a failed half-open trial reopens the circuit for longer", async () => {
+  const { scheduler, add, clock, db } = setup();
+  const flaky = add("flaky");
+  for (let i = 0; i < 3; i++) {
+    scheduler.release(await scheduler.acquire(MODEL), { result: "failed" });
+  }
+  clock.advance(10_001);
+  scheduler.release(await scheduler.acquire(MODEL), { result: "failed" });
+  assert.equal(scheduler.breakers.state(flaky.id), "open");
+  clock.advance(10_001);
+  assert.equal(scheduler.breakers.state(flaky.id), "open");
+  clock.advance(10_000);
+  assert.equal(scheduler.breakers.state(flaky.id), "half_open");
+  db.close();
+});
+
+Deno.test("scheduler - a busy answer marks the agent full for a moment, not dead", async () => {
+  const { scheduler, add, clock, db } = setup();
+  const busy = add("busy", { loaded_models: [{ name: "llama3.2:latest" }] });
+  const other = add("other");
+  scheduler.release(await scheduler.acquire(MODEL), { result: "busy" });
+  assert.equal(scheduler.breakers.state(busy.id), "closed");
+  assert.equal((await scheduler.acquire(MODEL)).agent.id, other.id);
+  clock.advance(1_001);
+  assert.equal(scheduler.choose(MODEL, scheduler.candidates(MODEL))?.id, busy.id);
+  db.close();
+});
+
+Deno.test("scheduler - a continued conversation prefers the agent that served it", async () => {
+  const { scheduler, add, db } = setup();
+  const loaded = [{ name: "llama3.2:latest" }];
+  const a = add("a", { loaded_models: loaded });
+  const b = add("b", { loaded_models: loaded });
+  const first = await scheduler.acquire(MODEL, { affinity: "conv-1" });
+  assert.equal(first.agent.id, a.id);
+  scheduler.release(first, { result: "ok" }, "conv-1");
+  b.inFlight = 0;
+  a.inFlight = 1; // a is a little busier, not clearly busier
+  assert.equal((await scheduler.acquire(MODEL, { affinity: "conv-1" })).agent.id, a.id);
+  assert.equal((await scheduler.acquire(MODEL, { affinity: "other" })).agent.id, b.id);
+  db.close();
+});
+
+Deno.test("scheduler - least_connections and round_robin policies", async () => {
+  const lc = setup({ policy: "least_connections" });
+  const x = lc.add("x", { loaded_models: [{ name: "llama3.2:latest" }] });
+  const y = lc.add("y");
+  x.inFlight = 1;
+  assert.equal((await lc.scheduler.acquire(MODEL)).agent.id, y.id);
+  lc.db.close();
+  const rr = setup({ policy: "round_robin" });
+  rr.add("p", { parallel: 10 });
+  rr.add("q", { parallel: 10 });
+  const names = [];
+  for (let i = 0; i < 4; i++) names.push((await rr.scheduler.acquire(MODEL)).agent.machineName);
+  assert.deepEqual(names, ["p", "q", "p", "q"]);
+  rr.db.close();
+});
+
+Deno.test("scheduler - an admin weight of 0 keeps an agent out; a pinned agent is honoured", async () => {
+  const { scheduler, registry, add, db } = setup();
+  const a = add("a");
+  const b = add("b");
+  registry.patch(a.id, { weight: 0 });
+  assert.deepEqual(scheduler.candidates(MODEL).map((x) => x.id), [b.id]);
+  registry.patch(a.id, { weight: 1 });
+  assert.equal((await scheduler.acquire(MODEL, { agentId: a.id })).agent.id, a.id);
+  db.close();
+});
