@@ -21,6 +21,13 @@ export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
       : ollamaError(500, "Internal server error");
   });
 
+  app.get(
+    "/metrics",
+    (c) =>
+      c.body(ctx.metrics.render(), 200, {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+      }),
+  );
   app.route("/", agentRoutes(ctx));
   app.route("/", ollamaRoutes(ctx, deps));
   app.route("/", openaiRoutes(ctx, deps));

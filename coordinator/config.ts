@@ -118,6 +118,34 @@ const SETTINGS = {
     default: "7",
     help: "Days the request log is kept (0 keeps nothing)",
   },
+  logLevel: {
+    env: "LOG_LEVEL",
+    flag: "log-level",
+    schema: z.enum(["debug", "info", "warn", "error"]),
+    default: "info",
+    help: "Least severe log level written: debug, info, warn or error",
+  },
+  logFormat: {
+    env: "LOG_FORMAT",
+    flag: "log-format",
+    schema: z.enum(["text", "json"]),
+    default: "text",
+    help: "Log lines as text or JSON",
+  },
+  shutdownTimeout: {
+    env: "SHUTDOWN_TIMEOUT",
+    flag: "shutdown-timeout",
+    schema: seconds,
+    default: "30",
+    help: "Seconds in-flight requests get to finish on SIGTERM",
+  },
+  metricsPublic: {
+    env: "METRICS_PUBLIC",
+    flag: "metrics-public",
+    schema: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1"),
+    default: "false",
+    help: "Serve /metrics without admin credentials",
+  },
   autoRegisterLocal: {
     env: "AUTO_REGISTER_LOCAL_OLLAMA",
     flag: "auto-register-local",
@@ -201,6 +229,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     COORDINATOR_PORT: "0",
     DATABASE_URL: "sqlite::memory:",
     AUTO_REGISTER_LOCAL_OLLAMA: "false",
+    LOG_LEVEL: "error",
   }) as Config;
   return { ...c, ...overrides };
 }

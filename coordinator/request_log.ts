@@ -57,6 +57,7 @@ export class RequestLog {
   readonly #insert: StatementSync;
   readonly #bus?: Bus;
   #pending: RequestRecord[] = [];
+  #closed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   readonly #flushMs: number;
   readonly #retentionMs: number;
@@ -78,6 +79,7 @@ export class RequestLog {
 
   /** Adds a record; it is written with the next batch. */
   add(r: RequestRecord): void {
+    if (this.#closed) return;
     this.#pending.push(r);
     this.#bus?.publish({ type: "request", request: r as unknown as Record<string, unknown> });
     if (this.#pending.length >= 500) this.flush();
@@ -131,5 +133,6 @@ export class RequestLog {
   /** Stops the timer and writes what is buffered. */
   close(): void {
     this.flush();
+    this.#closed = true;
   }
 }

@@ -13,6 +13,8 @@ import { Scheduler } from "./scheduler/mod.ts";
 import { RequestLog } from "./request_log.ts";
 import { createApp } from "./app.ts";
 import { startLocalOllama } from "./local_ollama.ts";
+import { Metrics } from "./metrics.ts";
+import { logBus, Logger } from "./log.ts";
 
 /** The full context, with the request log. */
 export type FullContext = AppContext & { log: RequestLog };
@@ -40,7 +42,11 @@ export function createContext(
       `Agent "${registry.label(agent)}" failed repeatedly; taken out for a while`,
     );
   const log = new RequestLog(db, { bus, retentionDays: config.requestLogRetentionDays });
-  return { config, db, bus, registry, commands: new CommandQueue(bus), scheduler, log, now };
+  const metrics = new Metrics(bus, registry, scheduler, now);
+  const logger = new Logger({ level: config.logLevel, format: config.logFormat });
+  logBus(bus, logger);
+  const commands = new CommandQueue(bus);
+  return { config, db, bus, registry, commands, scheduler, log, metrics, logger, now };
 }
 
 /** A running coordinator. */
@@ -88,7 +94,11 @@ export async function startCoordinator(
         stopMonitor();
         stopLocal?.();
         clearInterval(prune);
-        await server.shutdown();
+        // In-flight streams get until the deadline to finish; then the database closes anyway.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const deadline = new Promise((r) => timer = setTimeout(r, config.shutdownTimeout * 1000));
+        await Promise.race([server.shutdown(), deadline]);
+        clearTimeout(timer);
         ctx.log.close();
         ctx.db.close();
       })();

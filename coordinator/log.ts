@@ -1,0 +1,86 @@
+/**
+ * The coordinator's log: one line per request and per fleet event, human-readable on a
+ * terminal or JSON lines (`LOG_FORMAT=json`), filtered by `LOG_LEVEL`. Never prompts or secrets:
+ * request lines carry only routing facts and figures.
+ */
+import type { Bus } from "./bus.ts";
+import type { RequestRecord } from "./request_log.ts";
+
+/** Log levels, least to most severe. */
+export const LEVELS = ["debug", "info", "warn", "error"] as const;
+/** A log level. */
+export type Level = typeof LEVELS[number];
+
+/** A structured logger writing one line per entry. */
+export class Logger {
+  readonly #min: number;
+  readonly #json: boolean;
+  readonly #write: (line: string) => void;
+
+  constructor(
+    options: { level?: Level; format?: "text" | "json"; write?: (line: string) => void } = {},
+  ) {
+    this.#min = LEVELS.indexOf(options.level ?? "info");
+    this.#json = options.format === "json";
+    this.#write = options.write ?? ((line) => console.log(line));
+  }
+
+  /** Writes an entry when `level` is at or above the configured level. */
+  log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
+    if (LEVELS.indexOf(level) < this.#min) return;
+    const time = new Date().toISOString();
+    if (this.#json) {
+      this.#write(JSON.stringify({ time, level, msg, ...fields }));
+      return;
+    }
+    const parts = Object.entries(fields)
+      .filter(([, v]) => v !== null && v !== undefined && v !== "")
+      .map(([k, v]) => `${k}=${typeof v === "string" && /\s|"/.test(v) ? JSON.stringify(v) : v}`);
+    this.#write(
+      `${time} ${level.toUpperCase().padEnd(5)} ${msg}${parts.length ? " " + parts.join(" ") : ""}`,
+    );
+  }
+
+  debug(msg: string, fields?: Record<string, unknown>): void {
+    this.log("debug", msg, fields);
+  }
+  info(msg: string, fields?: Record<string, unknown>): void {
+    this.log("info", msg, fields);
+  }
+  warn(msg: string, fields?: Record<string, unknown>): void {
+    this.log("warn", msg, fields);
+  }
+  error(msg: string, fields?: Record<string, unknown>): void {
+    this.log("error", msg, fields);
+  }
+}
+
+const round = (x: number | null) => (x === null ? null : Math.round(x * 10) / 10);
+
+/** Logs every request and fleet event published on the bus. Returns the unsubscribe function. */
+export function logBus(bus: Bus, logger: Logger): () => void {
+  return bus.subscribe((m) => {
+    if (m.type === "request") {
+      const r = m.request as unknown as RequestRecord;
+      const level = r.status >= 500 ? "warn" : "info";
+      logger.log(level, "request", {
+        id: r.id,
+        route: r.route,
+        model: r.model,
+        agent: r.agent_name,
+        status: r.status,
+        ms: round(r.latency_ms),
+        ttft_ms: round(r.ttft_ms),
+        tokens_in: r.tokens_in,
+        tokens_out: r.tokens_out,
+        tps: round(r.tokens_per_second),
+        attempts: r.attempts,
+        error: r.error,
+      });
+    } else if (m.type === "event") {
+      const e = m.event;
+      const level = e.kind === "failure" || e.kind === "circuit_open" ? "warn" : "info";
+      logger.log(level, e.message, { event: e.kind, agent_id: e.agent_id });
+    }
+  });
+}

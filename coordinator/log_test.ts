@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import { Bus } from "./bus.ts";
+import { logBus, Logger } from "./log.ts";
+
+Deno.test("log - text lines for terminals, JSON lines when asked, filtered by level", () => {
+  const lines: string[] = [];
+  const text = new Logger({ level: "info", write: (l) => lines.push(l) });
+  text.debug("hidden");
+  text.info("shown", { agent: "gpu 01", status: 200, empty: null });
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /INFO  shown agent="gpu 01" status=200$/);
+  const json = new Logger({ level: "warn", format: "json", write: (l) => lines.push(l) });
+  json.info("hidden");
+  json.error("boom", { code: 1 });
+  const entry = JSON.parse(lines[1]);
+  assert.equal(entry.level, "error");
+  assert.equal(entry.msg, "boom");
+  assert.equal(entry.code, 1);
+});
+
+Deno.test("log - one line per request and event from the bus, without prompt text", () => {
+  const lines: string[] = [];
+  const bus = new Bus();
+  const stop = logBus(bus, new Logger({ format: "json", write: (l) => lines.push(l) }));
+  bus.publish({
+    type: "request",
+    request: {
+      id: "r1",
+      route: "/api/chat",
+      model: "llama3.2",
+      agent_name: "a",
+      status: 200,
+      latency_ms: 12.34,
+      ttft_ms: 3,
+      tokens_in: 5,
+      tokens_out: 9,
+      tokens_per_second: 100,
+      attempts: 1,
+      error: null,
+    },
+  });
+  bus.publish({
+    type: "event",
+    event: { id: 1, at: "", kind: "failure", agent_id: "x", message: "Agent failed" },
+  });
+  stop();
+  bus.publish({
+    type: "event",
+    event: { id: 2, at: "", kind: "status", agent_id: "x", message: "ignored" },
+  });
+  assert.equal(lines.length, 2);
+  const req = JSON.parse(lines[0]);
+  assert.equal(req.route, "/api/chat");
+  assert.equal(req.ms, 12.3);
+  assert.equal(JSON.parse(lines[1]).level, "warn");
+});
