@@ -1,0 +1,164 @@
+/**
+ * The fault suite (`deno task test:faults`): real processes on loopback, killed and frozen
+ * while serving. Counts are asserted, not timings.
+ */
+import assert from "node:assert/strict";
+import { startCoordinator, testConfig } from "./mod.ts";
+import {
+  type Child,
+  pool,
+  registerSim,
+  spawnCoordinator,
+  spawnSimulator,
+} from "./testing_process.ts";
+
+const chat = (stream: boolean, content: string) =>
+  JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content }], stream });
+
+async function stopAll(children: Child[]) {
+  await Promise.all(children.map((c) => c.stop()));
+}
+
+Deno.test("faults - an agent killed during 1,000 non-streaming requests at concurrency 16 fails none", async () => {
+  const coordinator = await startCoordinator(testConfig({ healthCheckInterval: 3600 }));
+  const sims = await Promise.all(
+    [1, 2, 3].map(() => spawnSimulator(["--tps", "2000", "--models", "llama3.2"])),
+  );
+  try {
+    for (const [i, sim] of sims.entries()) await registerSim(coordinator.url, `sim-${i}`, sim);
+    let done = 0;
+    const results = await pool(1000, 16, async (i) => {
+      if (++done === 200) sims[0].kill("SIGKILL");
+      const res = await fetch(`${coordinator.url}/api/chat`, {
+        method: "POST",
+        body: chat(false, `q${i}`),
+      });
+      const body = await res.json();
+      return res.status === 200 && body.done === true;
+    });
+    const failed = results.filter((ok) => !ok).length;
+    console.log(`faults: 1000 requests, ${failed} failed, agent killed after 200`);
+    assert.equal(failed, 0);
+    assert.ok(
+      coordinator.ctx.registry.events().some((e) =>
+        e.kind === "failure" || e.kind === "circuit_open"
+      ),
+    );
+  } finally {
+    await stopAll(sims);
+    await coordinator.stop();
+  }
+});
+
+Deno.test("faults - agents killed mid-stream end each affected stream with a clean error", async () => {
+  const coordinator = await startCoordinator(
+    testConfig({ healthCheckInterval: 3600, idleTimeout: 5 }),
+  );
+  const sims = await Promise.all(
+    [1, 2].map(() => spawnSimulator(["--tps", "40", "--models", "llama3.2", "--parallel", "8"])),
+  );
+  try {
+    for (const [i, sim] of sims.entries()) await registerSim(coordinator.url, `sim-${i}`, sim, 8);
+    const streams = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
+      const res = await fetch(`${coordinator.url}/api/chat`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "llama3.2",
+          messages: [{ role: "user", content: `s${i}` }],
+          options: { num_predict: 200 },
+        }),
+      });
+      return { agent: res.headers.get("x-coordinator-agent"), body: res.text() };
+    }));
+    sims[0].kill("SIGKILL");
+    let broken = 0, complete = 0;
+    for (const s of streams) {
+      const lines = (await s.body).trim().split("\n").map((l) => JSON.parse(l));
+      const last = lines.at(-1);
+      if (s.agent === "sim-0") {
+        assert.ok(
+          typeof last.error === "string",
+          "a stream on the killed agent ends with an error line",
+        );
+        broken++;
+      } else {
+        assert.equal(last.done, true);
+        complete++;
+      }
+    }
+    console.log(`faults: ${broken} streams broken cleanly, ${complete} completed`);
+    assert.ok(broken > 0 && complete > 0);
+    assert.equal(coordinator.ctx.registry.all().reduce((n, a) => n + a.inFlight, 0), 0);
+  } finally {
+    await stopAll(sims);
+    await coordinator.stop();
+  }
+});
+
+Deno.test("faults - a frozen Ollama times out and the request is served elsewhere", async () => {
+  const coordinator = await startCoordinator(
+    testConfig({ healthCheckInterval: 3600, firstByteTimeout: 1 }),
+  );
+  const frozen = await spawnSimulator(["--models", "llama3.2", "--loaded", "llama3.2"]);
+  const fine = await spawnSimulator(["--models", "llama3.2"]);
+  try {
+    await registerSim(coordinator.url, "frozen", frozen);
+    await registerSim(coordinator.url, "fine", fine);
+    frozen.kill("SIGSTOP");
+    for (const stream of [false, true]) {
+      const res = await fetch(`${coordinator.url}/api/chat`, {
+        method: "POST",
+        body: chat(stream, "hello"),
+      });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("x-coordinator-agent"), "fine");
+      await res.text();
+    }
+  } finally {
+    frozen.kill("SIGCONT");
+    await stopAll([frozen, fine]);
+    await coordinator.stop();
+  }
+});
+
+Deno.test("faults - SIGTERM under load lets every in-flight stream complete", async () => {
+  const sim = await spawnSimulator(["--tps", "50", "--models", "llama3.2", "--parallel", "16"]);
+  const dbDir = await Deno.makeTempDir();
+  const coordinator = await spawnCoordinator({ DATABASE_URL: `sqlite://${dbDir}/c.db` });
+  try {
+    await registerSim(coordinator.url, "sim", sim, 16);
+    const streams = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+      const res = await fetch(`${coordinator.url}/api/generate`, {
+        method: "POST",
+        body: JSON.stringify({ model: "llama3.2", prompt: `p${i}`, options: { num_predict: 60 } }),
+      });
+      const reader = res.body!.getReader();
+      await reader.read(); // the stream has started
+      return reader;
+    }));
+    coordinator.kill("SIGTERM");
+    let completed = 0;
+    for (const reader of streams) {
+      let text = "";
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += decoder.decode(value);
+      }
+      const last = JSON.parse(text.trim().split("\n").at(-1)!);
+      if (last.done === true) completed++;
+    }
+    const status = await coordinator.process.status;
+    console.log(
+      `faults: SIGTERM with 10 streams in flight, ${completed} completed, exit ${status.code}`,
+    );
+    assert.equal(completed, 10);
+    assert.equal(status.code, 0);
+    // New connections are refused once it stopped.
+    await assert.rejects(fetch(coordinator.url));
+  } finally {
+    await stopAll([sim, coordinator]);
+    await Deno.remove(dbDir, { recursive: true });
+  }
+});

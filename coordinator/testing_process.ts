@@ -1,0 +1,142 @@
+/** Helpers for tests over real processes: free ports, simulators and coordinators as children. */
+
+const ROOT = new URL("../", import.meta.url);
+
+/** A loopback port nobody listens on right now. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Polls `url` until it answers (any status), or throws after `timeoutMs`. */
+export async function waitUntilUp(url: string, timeoutMs = 15_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.body?.cancel();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`Cannot reach ${url} within ${timeoutMs} ms`);
+}
+
+/** A child process with its URL; `kill` sends a signal, `stop` ends it and waits. */
+export interface Child {
+  url: string;
+  port: number;
+  process: Deno.ChildProcess;
+  kill(signal?: Deno.Signal): void;
+  stop(): Promise<void>;
+}
+
+function child(cmd: string[], port: number, env: Record<string, string> = {}): Child {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: cmd,
+    cwd: ROOT,
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  let exited = false;
+  const status = process.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    process,
+    kill(signal: Deno.Signal = "SIGKILL") {
+      if (!exited) {
+        try {
+          process.kill(signal);
+        } catch { /* already gone */ }
+      }
+    },
+    async stop() {
+      if (!exited) {
+        try {
+          process.kill("SIGKILL");
+        } catch { /* already gone */ }
+      }
+      await status;
+    },
+  };
+}
+
+/** Starts the simulator as its own process and waits until it answers. */
+export async function spawnSimulator(args: string[] = [], port = freePort()): Promise<Child> {
+  const c = child([
+    "run",
+    "-A",
+    "scripts/ollama_sim.ts",
+    "--quiet",
+    "--port",
+    String(port),
+    ...args,
+  ], port);
+  await waitUntilUp(c.url);
+  return c;
+}
+
+/** Starts the coordinator as its own process and waits until it answers. */
+export async function spawnCoordinator(
+  env: Record<string, string> = {},
+  port = freePort(),
+): Promise<Child> {
+  const c = child(["run", "-A", "coordinator/main.ts"], port, {
+    COORDINATOR_HOST: "127.0.0.1",
+    COORDINATOR_PORT: String(port),
+    AUTO_REGISTER_LOCAL_OLLAMA: "false",
+    LOG_LEVEL: "warn",
+    ...env,
+  });
+  await waitUntilUp(c.url);
+  return c;
+}
+
+/** Registers a simulator with a coordinator as an agent; returns the agent id. */
+export async function registerSim(
+  coordinatorUrl: string,
+  name: string,
+  sim: Child,
+  parallel = 4,
+): Promise<string> {
+  const tags = await (await fetch(`${sim.url}/api/tags`)).json();
+  const res = await fetch(`${coordinatorUrl}/api/agents`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      machine_name: name,
+      ip_address: "127.0.0.1",
+      ollama_port: sim.port,
+      ollama_version: "0.12.6",
+      parallel,
+      models: tags.models,
+    }),
+  });
+  return (await res.json()).agent_id;
+}
+
+/** Runs `total` tasks with at most `concurrency` at once. */
+export async function pool<T>(
+  total: number,
+  concurrency: number,
+  task: (i: number) => Promise<T>,
+): Promise<T[]> {
+  const results: T[] = new Array(total);
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      const i = next++;
+      results[i] = await task(i);
+    }
+  }));
+  return results;
+}
