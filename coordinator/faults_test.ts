@@ -8,6 +8,7 @@ import {
   type Child,
   pool,
   registerSim,
+  spawnAgent,
   spawnCoordinator,
   spawnSimulator,
 } from "./testing_process.ts";
@@ -160,5 +161,77 @@ Deno.test("faults - SIGTERM under load lets every in-flight stream complete", as
   } finally {
     await stopAll([sim, coordinator]);
     await Deno.remove(dbDir, { recursive: true });
+  }
+});
+
+Deno.test("faults - the coordinator killed with SIGKILL under load comes back with its agents and data", async () => {
+  const dir = await Deno.makeTempDir();
+  const env = {
+    DATABASE_URL: `sqlite://${dir}/c.db`,
+    AGENT_HEARTBEAT_INTERVAL: "1",
+    AGENT_TIMEOUT: "5",
+  };
+  let coordinator = await spawnCoordinator(env);
+  const agents = [spawnAgent(coordinator.url, "agent-a"), spawnAgent(coordinator.url, "agent-b")];
+  const listAgents = async () =>
+    await (await fetch(`${coordinator.url}/api/agents`)).json() as {
+      id: string;
+      status: string;
+      last_seen: string;
+    }[];
+  const waitOnline = async (after: number) => {
+    for (let i = 0; i < 300; i++) {
+      try {
+        const list = await listAgents();
+        if (
+          list.length === 2 &&
+          list.every((a) => a.status === "online" && Date.parse(a.last_seen) > after)
+        ) return list;
+      } catch { /* restarting */ }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error("Agents did not come back");
+  };
+  try {
+    const before = await waitOnline(0);
+    const ask = (i: number) =>
+      fetch(`${coordinator.url}/api/generate`, {
+        method: "POST",
+        body: JSON.stringify({ model: "llama3.2", prompt: `p${i}`, stream: false }),
+      }).then(async (
+        r,
+      ) => (await r.text(), r.status === 200 ? r.headers.get("x-request-id") : null)).catch(() =>
+        null
+      );
+    // A first wave, given time to be flushed (the log writes a batch every second).
+    const flushed = (await pool(100, 8, ask)).filter((id): id is string => id !== null);
+    assert.equal(flushed.length, 100);
+    await new Promise((r) => setTimeout(r, 1500));
+    // A second wave, with the coordinator killed in the middle of it.
+    const load = pool(400, 8, async (i) => {
+      if (i === 100) coordinator.kill("SIGKILL");
+      return await ask(1000 + i);
+    });
+    await load;
+    await coordinator.process.status;
+    const restartedAt = Date.now();
+    coordinator = await spawnCoordinator(env, coordinator.port);
+    const after = await waitOnline(restartedAt);
+    const backMs = Date.now() - restartedAt;
+    console.log(`faults: agents back ${backMs} ms after the restart (heartbeat interval 1000 ms)`);
+    assert.deepEqual(after.map((a) => a.id).sort(), before.map((a) => a.id).sort());
+    assert.ok(backMs < 2500, `agents took ${backMs} ms`);
+    const { DatabaseSync } = await import("node:sqlite");
+    const db = new DatabaseSync(`${dir}/c.db`, { readOnly: true });
+    const stored = new Set(db.prepare("SELECT id FROM requests").all().map((r) => String(r.id)));
+    db.close();
+    const lost = flushed.filter((id) => !stored.has(id));
+    console.log(
+      `faults: ${stored.size} requests in the log after SIGKILL; ${lost.length} of the flushed wave lost`,
+    );
+    assert.equal(lost.length, 0);
+  } finally {
+    await Promise.all([...agents.map((a) => a.stop()), coordinator.stop()]);
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -34,14 +34,19 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-function child(cmd: string[], port: number, env: Record<string, string> = {}): Child {
+function child(
+  cmd: string[],
+  port: number,
+  env: Record<string, string> = {},
+  quiet = false,
+): Child {
   const process = new Deno.Command(Deno.execPath(), {
     args: cmd,
     cwd: ROOT,
     env,
     stdin: "null",
     stdout: "null",
-    stderr: "inherit",
+    stderr: quiet ? "null" : "inherit",
   }).spawn();
   let exited = false;
   const status = process.status.then((s) => {
@@ -139,4 +144,31 @@ export async function pool<T>(
     }
   }));
   return results;
+}
+
+/**
+ * Starts the real agent as its own process, supervising a simulator (`scripts/fake-ollama`) on
+ * `ollamaPort`, and reporting to `coordinatorUrl` every second.
+ */
+export function spawnAgent(
+  coordinatorUrl: string,
+  name: string,
+  ollamaPort = freePort(),
+  env: Record<string, string> = {},
+): Child {
+  return child(["run", "-A", "agent/main.ts"], ollamaPort, {
+    COORDINATOR_URL: coordinatorUrl,
+    OLLAMA_PORT: String(ollamaPort),
+    OLLAMA_BIN: new URL("scripts/fake-ollama", ROOT).pathname,
+    AGENT_OLLAMA_BIND: "127.0.0.1",
+    AGENT_ADVERTISE_ADDRESS: "127.0.0.1",
+    OLLAMA_AGENT_MACHINE_NAME: name,
+    HEARTBEAT_INTERVAL: "1",
+    COORDINATOR_REGISTER_RETRY_SECS: "0.2",
+    SIM_MODELS: "llama3.2",
+    SIM_TPS: "2000",
+    LOG_LEVEL: "error",
+    PATH: Deno.env.get("PATH") ?? "",
+    ...env,
+  }, true);
 }
