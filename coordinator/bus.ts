@@ -24,17 +24,27 @@ export type BusMessage =
 
 /** A minimal publish/subscribe hub. */
 export class Bus {
-  #subs = new Set<(m: BusMessage) => void>();
+  #subs = new Map<(m: BusMessage) => void, ReadonlySet<BusMessage["type"]> | null>();
 
-  /** Subscribes; returns the function that unsubscribes. */
-  subscribe(fn: (m: BusMessage) => void): () => void {
-    this.#subs.add(fn);
+  /**
+   * Subscribes to every message, or only to the given types; returns the function that
+   * unsubscribes.
+   */
+  subscribe(fn: (m: BusMessage) => void, types?: BusMessage["type"][]): () => void {
+    this.#subs.set(fn, types ? new Set(types) : null);
     return () => this.#subs.delete(fn);
   }
 
-  /** Delivers `m` to every subscriber. */
+  /** Whether anyone listens to `type`: lets publishers skip building a message nobody reads. */
+  wants(type: BusMessage["type"]): boolean {
+    for (const types of this.#subs.values()) if (!types || types.has(type)) return true;
+    return false;
+  }
+
+  /** Delivers `m` to every subscriber that wants it. */
   publish(m: BusMessage): void {
-    for (const fn of this.#subs) {
+    for (const [fn, types] of this.#subs) {
+      if (types && !types.has(m.type)) continue;
       try {
         fn(m);
       } catch (e) {

@@ -82,5 +82,5 @@ export function logBus(bus: Bus, logger: Logger): () => void {
       const level = e.kind === "failure" || e.kind === "circuit_open" ? "warn" : "info";
       logger.log(level, e.message, { event: e.kind, agent_id: e.agent_id });
     }
-  });
+  }, ["request", "event"]);
 }

@@ -119,7 +119,7 @@ export class Metrics {
         if (m.event.kind === "failure") this.retries.inc({ agent });
         if (m.event.kind === "circuit_open") this.trips.inc({ agent });
       }
-    });
+    }, ["request", "event"]);
   }
 
   #agentName(id: string | null): string {

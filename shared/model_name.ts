@@ -12,6 +12,20 @@ const DEFAULT_TAG = "latest";
  * A digest suffix (`@sha256:…`) is kept.
  */
 export function normalizeModelName(raw: string): string {
+  let full = cache.get(raw);
+  if (full === undefined) {
+    full = normalize(raw);
+    // Routing asks for the same few names over and over; keep a bounded memo.
+    if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value!);
+    cache.set(raw, full);
+  }
+  return full;
+}
+
+const CACHE_LIMIT = 4096;
+const cache = new Map<string, string>();
+
+function normalize(raw: string): string {
   let name = raw.trim().toLowerCase();
   let digest = "";
   const at = name.indexOf("@");

@@ -42,6 +42,10 @@ export interface Agent {
   modelKeys: Set<string>;
   /** Normalised names of loaded models, for routing. */
   loadedKeys: Set<string>;
+  /** Size in bytes of each installed model by normalised name, for cold-start choices. */
+  modelSizes: Map<string, number>;
+  /** The model lists as last stored, to skip writes when a heartbeat repeats them. */
+  modelsJson: string;
   /** Whether the agent's Ollama answered its last probe (or heartbeat). */
   ollamaUp: boolean;
   /** Requests this coordinator has in flight on the agent. */
@@ -65,6 +69,14 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 function keysOf(models: { name: string }[]): Set<string> {
   return new Set(models.map((m) => normalizeModelName(m.name)));
+}
+
+function sizesOf(models: InstalledModel[]): Map<string, number> {
+  return new Map(models.map((m) => [normalizeModelName(m.name), m.size ?? 0]));
+}
+
+function modelsJson(models: InstalledModel[], loaded: LoadedModel[]): string {
+  return JSON.stringify([models, loaded]);
 }
 
 /** The registry of agents. */
@@ -127,6 +139,8 @@ export class Registry {
         loadedModels: loaded,
         modelKeys: keysOf(models),
         loadedKeys: keysOf(loaded),
+        modelSizes: sizesOf(models),
+        modelsJson: modelsJson(models, loaded),
         ollamaUp: true,
         inFlight: 0,
         baseUrl: ollamaBaseUrl(String(r.ip_address), Number(r.ollama_port)),
@@ -178,6 +192,8 @@ export class Registry {
         loadedModels: loaded,
         modelKeys: keysOf(models),
         loadedKeys: keysOf(loaded),
+        modelSizes: sizesOf(models),
+        modelsJson: modelsJson(models, loaded),
         ollamaUp: true,
       });
       if (req.gpus) existing.metrics = { ...this.#emptyMetrics(existing), gpus: req.gpus };
@@ -224,6 +240,8 @@ export class Registry {
       loadedModels: loaded,
       modelKeys: keysOf(models),
       loadedKeys: keysOf(loaded),
+      modelSizes: sizesOf(models),
+      modelsJson: modelsJson(models, loaded),
       ollamaUp: true,
       inFlight: 0,
       baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
@@ -282,14 +300,15 @@ export class Registry {
 
   /** Replaces what an agent has installed and loaded; persisted only when it changed. */
   setModels(agent: Agent, models: InstalledModel[], loaded: LoadedModel[]): void {
-    const m = JSON.stringify(models);
-    const l = JSON.stringify(loaded);
-    if (m === JSON.stringify(agent.models) && l === JSON.stringify(agent.loadedModels)) return;
+    const json = modelsJson(models, loaded);
+    if (json === agent.modelsJson) return;
     agent.models = models;
     agent.loadedModels = loaded;
     agent.modelKeys = keysOf(models);
     agent.loadedKeys = keysOf(loaded);
-    this.#stmt.models.run(m, l, agent.id);
+    agent.modelSizes = sizesOf(models);
+    agent.modelsJson = json;
+    this.#stmt.models.run(JSON.stringify(models), JSON.stringify(loaded), agent.id);
   }
 
   /** Applies an admin's change (display name, labels, weight, drain). */

@@ -131,14 +131,15 @@ export class Scheduler {
     return out;
   }
 
-  #hasFreeSlot(a: Agent): boolean {
-    if ((this.#busyUntil.get(a.id) ?? 0) > this.#now()) return false;
-    return a.inFlight < this.capacity(a);
+  #hasFreeSlot(a: Agent, now: number): boolean {
+    if (a.inFlight >= this.capacity(a)) return false;
+    return this.#busyUntil.size === 0 || (this.#busyUntil.get(a.id) ?? 0) <= now;
   }
 
   /** Chooses among candidates with a free slot; undefined when all are full. */
   choose(model: string, candidates: Agent[], affinity?: string): Agent | undefined {
-    const free = candidates.filter((a) => this.#hasFreeSlot(a));
+    const now = this.#now();
+    const free = candidates.filter((a) => this.#hasFreeSlot(a, now));
     if (free.length === 0) return undefined;
     if (this.policy === "round_robin") return free[this.#rr++ % free.length];
     const load = (a: Agent) => a.inFlight / this.capacity(a);
@@ -151,21 +152,37 @@ export class Scheduler {
       // Reuse the agent's prompt cache unless it is clearly busier than the best choice.
       if (preferred && load(preferred) <= Math.min(...free.map(load)) + 0.5) return preferred;
     }
-    const speeds = free.map((a) => this.speeds.get(a.id, key)?.tokensPerSecond ?? null);
-    const known = speeds.filter((s): s is number => s !== null);
+    // Agents with the model loaded come first; tiers of the rest are only worked out when
+    // none of those has a free slot (the common case skips them).
+    const loaded = free.filter((a) => a.loadedKeys.has(key));
+    const pool = loaded.length ? loaded : free;
+    const speeds = pool.map((a) => this.speeds.get(a.id, key)?.tokensPerSecond ?? null);
+    let optimistic = 0;
+    for (const s of speeds) if (s !== null && s > optimistic) optimistic = s;
     // An agent without a measurement gets a fair trial: it ranks as the best measured one.
-    const optimistic = known.length ? Math.max(...known) : 0;
-    return this.#pickMin(free, (a, i) => [
-      this.#tier(a, key),
-      Math.round(load(a) * 1000) / 1000,
-      -(speeds[i] ?? optimistic),
-    ]);
+    let best: Agent[] = [];
+    let bestTier = Infinity, bestLoad = Infinity, bestSpeed = -Infinity;
+    for (let i = 0; i < pool.length; i++) {
+      const a = pool[i];
+      const tier = loaded.length ? 0 : this.#tier(a, key);
+      const ld = Math.round(load(a) * 1000) / 1000;
+      const speed = speeds[i] ?? optimistic;
+      const better = tier < bestTier ||
+        (tier === bestTier && (ld < bestLoad || (ld === bestLoad && speed > bestSpeed)));
+      if (better) {
+        best = [a];
+        bestTier = tier;
+        bestLoad = ld;
+        bestSpeed = speed;
+      } else if (tier === bestTier && ld === bestLoad && speed === bestSpeed) best.push(a);
+    }
+    return best.length === 1 ? best[0] : best[Math.floor(this.#random() * best.length)];
   }
 
   /** 0: loaded; 1: fits in free VRAM; 2: fits in free memory; 3: must evict or swap. */
   #tier(a: Agent, key: string): number {
     if (a.loadedKeys.has(key)) return 0;
-    const size = a.models.find((m) => normalizeModelName(m.name) === key)?.size ?? 0;
+    const size = a.modelSizes.get(key) ?? 0;
     const gpus = a.metrics?.gpus ?? [];
     const vramFree = gpus.reduce(
       (s, g) => s + Math.max(0, (g.memory_total ?? 0) - (g.memory_used ?? 0)),

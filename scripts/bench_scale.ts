@@ -1,0 +1,211 @@
+/**
+ * `deno task bench:scale`: the coordinator at fleet scale, on loopback.
+ * 1. 1,000 simulated agents heartbeating every 5 s: the coordinator's CPU share and memory.
+ * 2. The time one scheduling decision takes with 1,000 agents (in process).
+ * 3. 2,000 concurrent slow streams: resident memory per stream.
+ * Prints figures; asserts nothing. Aims: < 5% of one core, < 50 µs, < 150 MB with 2,000 streams.
+ */
+import { parseArgs } from "node:util";
+import { registerSim, spawnCoordinator, spawnSimulator } from "../coordinator/testing_process.ts";
+import { openDatabase } from "../coordinator/db/mod.ts";
+import { Registry } from "../coordinator/registry/mod.ts";
+import { Scheduler } from "../coordinator/scheduler/mod.ts";
+import { cpuSeconds, fmt, median, rssBytes } from "./bench/procs.ts";
+
+const { values } = parseArgs({
+  options: {
+    agents: { type: "string", default: "1000" },
+    streams: { type: "string", default: "2000" },
+    seconds: { type: "string", default: "30" },
+  },
+});
+const AGENTS = Number(values.agents);
+const STREAMS = Number(values.streams);
+const SECONDS = Number(values.seconds);
+const MODELS = [
+  "llama3.2:latest",
+  "qwen3:8b",
+  "mistral:7b",
+  "gemma3:4b",
+  "nomic-embed-text:latest",
+];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function heartbeats() {
+  const sim = await spawnSimulator(["--models", MODELS.join(",")]);
+  const co = await spawnCoordinator({
+    DATABASE_URL: "sqlite::memory:",
+    LOG_LEVEL: "error",
+    HEALTH_CHECK_INTERVAL: Deno.env.get("HCI") ?? "5",
+  });
+  const models = MODELS.map((name, i) => ({ name, size: (i + 1) * 1e9, digest: `sha256:${i}` }));
+  const ids: string[] = [];
+  for (let i = 0; i < AGENTS; i++) {
+    const res = await fetch(`${co.url}/api/agents`, {
+      method: "POST",
+      body: JSON.stringify({
+        machine_name: `node-${i}`,
+        ip_address: "127.0.0.1",
+        ollama_port: sim.port,
+        ollama_version: "0.12.6",
+        parallel: 4,
+        models,
+      }),
+    });
+    ids.push((await res.json()).agent_id);
+  }
+  const beat = (id: string, i: number) =>
+    fetch(`${co.url}/api/health`, {
+      method: "POST",
+      body: JSON.stringify({
+        agent_id: id,
+        cpu_usage: (i * 7) % 100,
+        memory_usage: 40,
+        active_requests: 0,
+        memory_used: 8e9,
+        memory_total: 16e9,
+        gpus: [{
+          name: "RTX 4090",
+          utilization: 30,
+          memory_used: 4e9,
+          memory_total: 24e9,
+          temperature: 60,
+        }],
+        models,
+        loaded_models: [{ name: MODELS[i % 5], size_vram: 4e9 }],
+      }),
+    }).then((r) => r.body?.cancel());
+  // Warm up one round, then measure: each agent beats every 5 s, spread evenly.
+  await Promise.all(ids.map(beat));
+  const cpu0 = cpuSeconds(co.process.pid);
+  const t0 = performance.now();
+  let sent = 0;
+  const until = t0 + SECONDS * 1000;
+  const interval = 5000 / AGENTS;
+  while (performance.now() < until) {
+    const i = sent % AGENTS;
+    void beat(ids[i], i);
+    sent++;
+    const due = t0 + sent * interval;
+    const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+  }
+  await sleep(200);
+  const cpu = cpuSeconds(co.process.pid) - cpu0;
+  const wall = (performance.now() - t0) / 1000;
+  console.log(
+    `1. ${AGENTS} agents heartbeating every 5 s for ${
+      fmt(wall, 0)
+    } s (${sent} heartbeats, probes included):`,
+  );
+  console.log(
+    `   coordinator CPU ${fmt((cpu / wall) * 100, 1)}% of one core, resident ${
+      fmt(rssBytes(co.process.pid) / 1e6, 1)
+    } MB`,
+  );
+  await co.stop();
+  await sim.stop();
+}
+
+function decisions() {
+  const db = openDatabase("sqlite::memory:");
+  const registry = new Registry(db, { agentTimeoutMs: 60_000 });
+  for (let i = 0; i < AGENTS; i++) {
+    registry.register({
+      machine_name: `node-${i}`,
+      ip_address: "127.0.0.1",
+      ollama_port: 10000 + i,
+      ollama_version: "0.12.6",
+      parallel: 4,
+      models: MODELS.map((name) => ({ name, size: 4e9 })),
+      loaded_models: i % 3 === 0 ? [{ name: MODELS[i % 5] }] : [],
+    });
+  }
+  const scheduler = new Scheduler(registry);
+  const runs: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    const n = 20_000;
+    const t = performance.now();
+    for (let i = 0; i < n; i++) {
+      const model = MODELS[i % 4];
+      const agent = scheduler.choose(model, scheduler.candidates(model));
+      if (!agent) throw new Error("no agent");
+    }
+    runs.push(((performance.now() - t) * 1000) / n);
+  }
+  console.log(
+    `2. one scheduling decision among ${AGENTS} agents: median ${
+      fmt(median(runs), 1)
+    } µs (5 runs of 20,000)`,
+  );
+  db.close();
+}
+
+async function streams() {
+  const sim = await spawnSimulator([
+    "--tps",
+    "4",
+    "--ttft",
+    "0",
+    "--parallel",
+    String(STREAMS + 10),
+    "--models",
+    "llama3.2",
+  ]);
+  const co = await spawnCoordinator({
+    DATABASE_URL: "sqlite::memory:",
+    LOG_LEVEL: "error",
+    QUEUE_MAX_LENGTH: "100000",
+  });
+  await registerSim(co.url, "slow", sim, STREAMS + 10);
+  // Warm up the proxy path, then take the baseline.
+  for (let i = 0; i < 50; i++) {
+    await (await fetch(`${co.url}/api/generate`, {
+      method: "POST",
+      body: JSON.stringify({
+        model: "llama3.2",
+        prompt: "w",
+        stream: false,
+        options: { num_predict: 1 },
+      }),
+    })).text();
+  }
+  await sleep(500);
+  const base = rssBytes(co.process.pid);
+  const readers: Promise<number>[] = [];
+  let open = 0;
+  for (let i = 0; i < STREAMS; i++) {
+    readers.push((async () => {
+      const res = await fetch(`${co.url}/api/generate`, {
+        method: "POST",
+        body: JSON.stringify({ model: "llama3.2", prompt: `s${i}`, options: { num_predict: 60 } }),
+      });
+      open++;
+      let lines = 0;
+      for await (const chunk of res.body!) lines += chunk.byteLength > 0 ? 1 : 0;
+      return lines;
+    })());
+  }
+  while (open < STREAMS) await sleep(100);
+  await sleep(2000);
+  const peak = rssBytes(co.process.pid);
+  const cpu0 = cpuSeconds(co.process.pid);
+  await sleep(5000);
+  const cpu = (cpuSeconds(co.process.pid) - cpu0) / 5;
+  console.log(
+    `3. ${STREAMS} concurrent streams at 4 tokens/s each: coordinator resident ${
+      fmt(peak / 1e6, 1)
+    } MB ` +
+      `(baseline ${fmt(base / 1e6, 1)} MB, ${
+        fmt((peak - base) / STREAMS / 1024, 1)
+      } KB per stream), CPU ${fmt(cpu * 100, 1)}% of one core`,
+  );
+  const counts = await Promise.all(readers);
+  console.log(`   all ${counts.filter((c) => c > 0).length} streams completed`);
+  await co.stop();
+  await sim.stop();
+}
+
+decisions();
+await heartbeats();
+await streams();
