@@ -8,6 +8,13 @@ import type { RequestLog } from "./request_log.ts";
 import { agentRoutes } from "./routes/agents.ts";
 import { OLLAMA_PATHS, ollamaRoutes } from "./routes/ollama.ts";
 import { OPENAI_PATHS, openaiRoutes } from "./routes/openai.ts";
+import { liveRoutes } from "./routes/live.ts";
+import { requestRoutes } from "./routes/requests.ts";
+import { modelRoutes } from "./routes/models.ts";
+import { dashboardRoutes, staticRoutes } from "./routes/dashboard.tsx";
+import { authRoutes } from "./routes/auth.tsx";
+import { accessControl } from "./auth.ts";
+import { apiCors, pageHeaders } from "./security/headers.ts";
 
 /** Builds the coordinator's HTTP application. */
 export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
@@ -21,6 +28,12 @@ export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
       : ollamaError(500, "Internal server error");
   });
 
+  // Cross-cutting, in order: browser protections, then who may call what (auth.ts).
+  app.use(pageHeaders());
+  app.use(apiCors(ctx.config.corsOrigins));
+  app.use(accessControl(ctx));
+
+  app.route("/", authRoutes(ctx));
   app.get(
     "/metrics",
     (c) =>
@@ -31,6 +44,12 @@ export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
   app.route("/", agentRoutes(ctx));
   app.route("/", ollamaRoutes(ctx, deps));
   app.route("/", openaiRoutes(ctx, deps));
+  // The dashboard: its pages, their static files, and the management APIs behind them.
+  app.route("/dashboard", dashboardRoutes(deps));
+  app.route("/static", staticRoutes());
+  app.route("/", liveRoutes(ctx));
+  app.route("/", requestRoutes(deps));
+  app.route("/", modelRoutes(ctx));
 
   // A known path with the wrong method is 405, as Ollama answers.
   for (const [path, methods] of Object.entries({ ...OLLAMA_PATHS, ...OPENAI_PATHS })) {

@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { parseNetwork } from "./security/networks.ts";
 
 const seconds = z.coerce.number().positive().max(86_400);
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -60,7 +61,43 @@ const SETTINGS = {
     flag: "agent-token",
     schema: z.string(),
     default: "",
-    help: "Token agents must present to register (empty: no token required)",
+    help: "Token agents must present to register (empty: one is generated at first start)",
+  },
+  adminPassword: {
+    env: "ADMIN_PASSWORD",
+    flag: "admin-password",
+    schema: z.string().refine((v) => v === "" || v.length >= 8, "must be at least 8 characters"),
+    default: "",
+    help: "Dashboard and admin API password (empty: one is generated at first start)",
+  },
+  apiKeys: {
+    env: "API_KEYS",
+    flag: "api-keys",
+    schema: z.string().transform((v) => v.split(",").map((k) => k.trim()).filter(Boolean)),
+    default: "",
+    help:
+      "Comma-separated client API keys; any key (here or made in the dashboard) turns client auth on",
+  },
+  allowedNetworks: {
+    env: "AGENT_ALLOWED_NETWORKS",
+    flag: "agent-allowed-networks",
+    schema: z.string().transform((v, ctx) => {
+      try {
+        return v.split(",").map((n) => n.trim()).filter(Boolean).map(parseNetwork);
+      } catch (e) {
+        ctx.addIssue({ code: "custom", message: (e as Error).message });
+        return z.NEVER;
+      }
+    }),
+    default: "",
+    help: "Comma-separated CIDR networks agents may advertise (empty: any but link-local/metadata)",
+  },
+  corsOrigins: {
+    env: "OLLAMA_ORIGINS",
+    flag: "origins",
+    schema: z.string().transform((v) => v.split(",").map((o) => o.trim()).filter(Boolean)),
+    default: "",
+    help: "Extra browser origins allowed to call the Ollama/OpenAI API (local origins always are)",
   },
   probeTimeout: {
     env: "PROBE_TIMEOUT",
@@ -222,6 +259,11 @@ export function loadConfig(
   return out as Config;
 }
 
+/** The agent token {@linkcode testConfig} sets. */
+export const TEST_AGENT_TOKEN = "test-agent-token";
+/** The admin password {@linkcode testConfig} sets. */
+export const TEST_ADMIN_PASSWORD = "test-admin-password";
+
 /** A configuration for tests: in-memory database, loopback, ephemeral port. */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   const c = loadConfig([], {
@@ -230,6 +272,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     DATABASE_URL: "sqlite::memory:",
     AUTO_REGISTER_LOCAL_OLLAMA: "false",
     LOG_LEVEL: "error",
+    AGENT_TOKEN: TEST_AGENT_TOKEN,
+    ADMIN_PASSWORD: TEST_ADMIN_PASSWORD,
   }) as Config;
   return { ...c, ...overrides };
 }

@@ -7,6 +7,9 @@ import type { CommandQueue } from "./registry/commands.ts";
 import type { Scheduler } from "./scheduler/mod.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Logger } from "./log.ts";
+import type { SecurityStore } from "./security/store.ts";
+import type { Stats } from "./stats.ts";
+import type { LiveHub } from "./routes/live.ts";
 
 /** The coordinator's shared state, built once in main.ts (or by a test). */
 export interface AppContext {
@@ -18,6 +21,12 @@ export interface AppContext {
   scheduler: Scheduler;
   metrics: Metrics;
   logger: Logger;
+  /** Secrets, API keys and admin sessions. */
+  security: SecurityStore;
+  /** Live statistics for the dashboard. */
+  stats: Stats;
+  /** The open live streams of the dashboard, ended on shutdown. */
+  live: LiveHub;
   /** Clock, injectable for tests. */
   now: () => number;
 }

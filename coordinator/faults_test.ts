@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { startCoordinator, testConfig } from "./mod.ts";
 import {
+  adminCookie,
   type Child,
   pool,
   registerSim,
@@ -173,12 +174,12 @@ Deno.test("faults - the coordinator killed with SIGKILL under load comes back wi
   };
   let coordinator = await spawnCoordinator(env);
   const agents = [spawnAgent(coordinator.url, "agent-a"), spawnAgent(coordinator.url, "agent-b")];
-  const listAgents = async () =>
-    await (await fetch(`${coordinator.url}/api/agents`)).json() as {
-      id: string;
-      status: string;
-      last_seen: string;
-    }[];
+  const listAgents = async () => {
+    const res = await fetch(`${coordinator.url}/api/agents`, {
+      headers: { cookie: await adminCookie(coordinator.url) },
+    });
+    return await res.json() as { id: string; status: string; last_seen: string }[];
+  };
   const waitOnline = async (after: number) => {
     for (let i = 0; i < 300; i++) {
       try {

@@ -8,7 +8,7 @@ Deno.test("log - text lines for terminals, JSON lines when asked, filtered by le
   text.debug("hidden");
   text.info("shown", { agent: "gpu 01", status: 200, empty: null });
   assert.equal(lines.length, 1);
-  assert.match(lines[0], /INFO  shown agent="gpu 01" status=200$/);
+  assert.match(lines[0], /INFO {2}shown agent="gpu 01" status=200$/);
   const json = new Logger({ level: "warn", format: "json", write: (l) => lines.push(l) });
   json.info("hidden");
   json.error("boom", { code: 1 });

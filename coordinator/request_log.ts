@@ -31,6 +31,9 @@ export interface RequestQuery {
   agentId?: string;
   status?: "ok" | "error";
   since?: string;
+  /** Only records before this time (ISO), for paging back. */
+  until?: string;
+  route?: string;
 }
 
 const COLUMNS = [
@@ -119,7 +122,7 @@ export class RequestLog {
       `SELECT ${COLUMNS.join(", ")} FROM requests
        WHERE (?1 IS NULL OR model = ?1) AND (?2 IS NULL OR agent_id = ?2)
          AND (?3 IS NULL OR (?3 = 'ok' AND status < 400) OR (?3 = 'error' AND status >= 400))
-         AND (?4 IS NULL OR at >= ?4)
+         AND (?4 IS NULL OR at >= ?4) AND (?6 IS NULL OR at < ?6) AND (?7 IS NULL OR route = ?7)
        ORDER BY at DESC LIMIT ?5`,
     ).all(
       q.model ?? null,
@@ -127,6 +130,8 @@ export class RequestLog {
       q.status ?? null,
       q.since ?? null,
       limit,
+      q.until ?? null,
+      q.route ?? null,
     ) as unknown as RequestRecord[];
   }
 

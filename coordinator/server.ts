@@ -14,10 +14,18 @@ import { RequestLog } from "./request_log.ts";
 import { createApp } from "./app.ts";
 import { startLocalOllama } from "./local_ollama.ts";
 import { Metrics } from "./metrics.ts";
+import { SecurityStore } from "./security/store.ts";
+import { ModelPins } from "./scheduler/pins.ts";
 import { logBus, Logger } from "./log.ts";
+import { Stats } from "./stats.ts";
+import { LiveHub } from "./routes/live.ts";
 
 /** The full context, with the request log. */
-export type FullContext = AppContext & { log: RequestLog };
+export type FullContext = AppContext & {
+  log: RequestLog;
+  /** Secrets generated at this (first) start, to be shown once. */
+  firstStart: { agentToken?: string; adminPassword?: string };
+};
 
 /** Builds the coordinator's shared state from a configuration. */
 export function createContext(
@@ -28,12 +36,14 @@ export function createContext(
   const db = openDatabase(config.databaseUrl);
   const bus = new Bus();
   const registry = new Registry(db, { agentTimeoutMs: config.agentTimeout * 1000, now, bus });
+  const security = new SecurityStore(db, now);
   const scheduler = new Scheduler(registry, {
     policy: config.schedulerPolicy,
     queueMaxLength: config.queueMaxLength,
     queueTimeoutMs: config.queueTimeout * 1000,
     now,
     random: options.random,
+    pins: new ModelPins(security),
   });
   scheduler.onTrip = (agent) =>
     registry.recordEvent(
@@ -46,7 +56,38 @@ export function createContext(
   const logger = new Logger({ level: config.logLevel, format: config.logFormat });
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
-  return { config, db, bus, registry, commands, scheduler, log, metrics, logger, now };
+
+  const firstStart = {
+    agentToken: security.ensureAgentToken(config.agentToken).generated,
+    adminPassword: security.ensureAdminPassword(config.adminPassword).generated,
+  };
+  const stats = new Stats({
+    bus,
+    now,
+    sample: () => ({
+      queue: Object.values(scheduler.queueDepths()).reduce((a, b) => a + b, 0),
+      inFlight: registry.all().reduce((n, a) => n + a.inFlight, 0),
+    }),
+  });
+  // The charts pick up the last hour from the request log after a restart.
+  stats.replay(log.query({ since: new Date(now() - 3_600_000).toISOString(), limit: 10_000 }));
+  const live = new LiveHub();
+  return {
+    config,
+    db,
+    bus,
+    registry,
+    commands,
+    scheduler,
+    log,
+    metrics,
+    logger,
+    security,
+    firstStart,
+    now,
+    stats,
+    live,
+  };
 }
 
 /** A running coordinator. */
@@ -54,6 +95,8 @@ export interface Coordinator {
   ctx: FullContext;
   url: string;
   port: number;
+  /** Secrets generated at this (first) start, to be shown once. */
+  firstStart: { agentToken?: string; adminPassword?: string };
   /** Stops accepting, lets in-flight requests finish, flushes the log, closes the database. */
   stop(): Promise<void>;
 }
@@ -76,6 +119,7 @@ export async function startCoordinator(
     afterTick: () => ctx.scheduler.pump(),
   });
   const prune = setInterval(() => ctx.log.prune(), 3_600_000);
+  const stopStats = ctx.stats.start();
   const stopLocal = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
       url: config.localOllamaUrl,
@@ -87,19 +131,25 @@ export async function startCoordinator(
   let stopped: Promise<void> | undefined;
   return {
     ctx,
+    firstStart: ctx.firstStart,
     port,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     stop() {
       stopped ??= (async () => {
-        stopMonitor();
+        const monitorStopped = stopMonitor();
         stopLocal?.();
         clearInterval(prune);
+        stopStats();
+        // Live streams never finish on their own: end them so the server can shut down.
+        ctx.live.close();
         // In-flight streams get until the deadline to finish; then the database closes anyway.
         let timer: ReturnType<typeof setTimeout> | undefined;
         const deadline = new Promise((r) => timer = setTimeout(r, config.shutdownTimeout * 1000));
         await Promise.race([server.shutdown(), deadline]);
         clearTimeout(timer);
+        await monitorStopped;
         ctx.log.close();
+        ctx.security.close();
         ctx.db.close();
       })();
       return stopped;

@@ -1,6 +1,6 @@
 /** Helpers for the coordinator's tests: an in-memory coordinator and registration bodies. */
 import type { RegisterRequest } from "@oc/shared";
-import { type Config, testConfig } from "./config.ts";
+import { type Config, TEST_AGENT_TOKEN, testConfig } from "./config.ts";
 import { createApp } from "./app.ts";
 import { createContext, type FullContext, startCoordinator } from "./server.ts";
 import { type SimOptions, type Simulator, startSimulator } from "../scripts/ollama_sim.ts";
@@ -21,6 +21,7 @@ export function testApp(
 ) {
   const ctx: FullContext = createContext(testConfig(overrides), options);
   const app = createApp(ctx);
+  const adminKey = ctx.security.createKey("tests", "admin").key;
   const request = (path: string, init: RequestInit & { json?: unknown } = {}) => {
     const { json, ...rest } = init;
     if (json !== undefined) {
@@ -30,7 +31,26 @@ export function testApp(
     }
     return app.request(path, rest);
   };
-  return { ctx, app, request, close: () => ctx.db.close() };
+  /** A request with the admin API key. */
+  const admin = (path: string, init: RequestInit & { json?: unknown } = {}) =>
+    request(path, { ...init, headers: { authorization: `Bearer ${adminKey}`, ...init.headers } });
+  /** Registers an agent with the agent token; returns its id and heartbeat secret. */
+  const register = async (body: unknown) => {
+    const res = await request("/api/agents", {
+      json: body,
+      headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
+    });
+    return await res.json() as { agent_id: string; agent_secret: string; status: string };
+  };
+  const close = () => {
+    ctx.security.close();
+    ctx.log.close();
+    ctx.db.close();
+  };
+  /** A heartbeat signed with the agent's secret. */
+  const heartbeat = (secret: string, body: unknown) =>
+    request("/api/health", { json: body, headers: { authorization: `Bearer ${secret}` } });
+  return { ctx, app, request, admin, register, heartbeat, adminKey, close };
 }
 
 /** A valid registration body, with overrides. */
@@ -65,6 +85,8 @@ export async function startFleet(members: FleetMember[], overrides: Partial<Conf
   const coordinator = await startCoordinator(
     testConfig({ healthCheckInterval: 3600, ...overrides }),
   );
+  const adminKey = coordinator.ctx.security.createKey("tests", "admin").key;
+  const adminHeaders = { authorization: `Bearer ${adminKey}`, "content-type": "application/json" };
   const sims: Record<string, Simulator> = {};
   const ids: Record<string, string> = {};
   for (const m of members) {
@@ -73,7 +95,7 @@ export async function startFleet(members: FleetMember[], overrides: Partial<Conf
     sims[m.name] = sim;
     const res = await fetch(`${coordinator.url}/api/agents`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${TEST_AGENT_TOKEN}` },
       body: JSON.stringify(registration({
         machine_name: m.name,
         ollama_port: sim.port,
@@ -94,6 +116,8 @@ export async function startFleet(members: FleetMember[], overrides: Partial<Conf
     url: coordinator.url,
     sims,
     ids,
+    adminKey,
+    adminHeaders,
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -1,5 +1,7 @@
 /** Helpers for tests over real processes: free ports, simulators and coordinators as children. */
 
+import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "./config.ts";
+
 const ROOT = new URL("../", import.meta.url);
 
 /** A loopback port nobody listens on right now. */
@@ -100,23 +102,30 @@ export async function spawnCoordinator(
     COORDINATOR_PORT: String(port),
     AUTO_REGISTER_LOCAL_OLLAMA: "false",
     LOG_LEVEL: "warn",
+    AGENT_TOKEN: TEST_AGENT_TOKEN,
+    ADMIN_PASSWORD: TEST_ADMIN_PASSWORD,
     ...env,
   });
   await waitUntilUp(c.url);
   return c;
 }
 
-/** Registers a simulator with a coordinator as an agent; returns the agent id. */
+/**
+ * Registers a simulator with a coordinator as an agent; returns the agent id. With `keepAlive`
+ * (benchmarks that run longer than AGENT_TIMEOUT) it heartbeats every two seconds on an unref'd
+ * timer until the coordinator goes away.
+ */
 export async function registerSim(
   coordinatorUrl: string,
   name: string,
   sim: Child,
   parallel = 4,
+  options: { keepAlive?: boolean } = {},
 ): Promise<string> {
   const tags = await (await fetch(`${sim.url}/api/tags`)).json();
   const res = await fetch(`${coordinatorUrl}/api/agents`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", authorization: `Bearer ${TEST_AGENT_TOKEN}` },
     body: JSON.stringify({
       machine_name: name,
       ip_address: "127.0.0.1",
@@ -126,7 +135,17 @@ export async function registerSim(
       models: tags.models,
     }),
   });
-  return (await res.json()).agent_id;
+  const { agent_id, agent_secret } = await res.json();
+  if (!options.keepAlive) return agent_id;
+  const timer = setInterval(() => {
+    fetch(`${coordinatorUrl}/api/health`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${agent_secret}` },
+      body: JSON.stringify({ agent_id, cpu_usage: 0, memory_usage: 0, active_requests: 0 }),
+    }).then((r) => r.body?.cancel(), () => clearInterval(timer));
+  }, 2000);
+  Deno.unrefTimer(timer as unknown as number);
+  return agent_id;
 }
 
 /** Runs `total` tasks with at most `concurrency` at once. */
@@ -166,9 +185,23 @@ export function spawnAgent(
     HEARTBEAT_INTERVAL: "1",
     COORDINATOR_REGISTER_RETRY_SECS: "0.2",
     SIM_MODELS: "llama3.2",
+    AGENT_TOKEN: TEST_AGENT_TOKEN,
     SIM_TPS: "2000",
     LOG_LEVEL: "error",
     PATH: Deno.env.get("PATH") ?? "",
     ...env,
   }, true);
+}
+
+/** Signs in to a coordinator as admin; returns the Cookie header for read-only admin calls. */
+export async function adminCookie(coordinatorUrl: string): Promise<string> {
+  const res = await fetch(`${coordinatorUrl}/login`, {
+    method: "POST",
+    body: new URLSearchParams({ password: TEST_ADMIN_PASSWORD }),
+    redirect: "manual",
+  });
+  await res.body?.cancel();
+  const cookie = res.headers.get("set-cookie");
+  if (!cookie) throw new Error(`Cannot sign in to ${coordinatorUrl}: HTTP ${res.status}`);
+  return cookie.split(";")[0];
 }

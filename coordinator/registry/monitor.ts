@@ -39,23 +39,32 @@ export async function checkFleet(registry: Registry, options: MonitorOptions): P
   });
 }
 
-/** Runs {@linkcode checkFleet} every `intervalMs` until the returned function is called. */
+/**
+ * Runs {@linkcode checkFleet} every `intervalMs`. The returned function stops it and resolves once
+ * a round in progress has finished, so the database can be closed safely afterwards.
+ */
 export function startMonitor(
   registry: Registry,
   options: MonitorOptions & { intervalMs: number; afterTick?: () => void },
-): () => void {
-  let running = false;
-  const timer = setInterval(async () => {
-    if (running) return; // a slow probe round never piles up
-    running = true;
-    try {
-      await checkFleet(registry, options);
-      options.afterTick?.();
-    } catch (e) {
-      console.error("Health check failed:", e);
-    } finally {
-      running = false;
-    }
+): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  let stopped = false;
+  const timer = setInterval(() => {
+    if (running || stopped) return; // a slow probe round never piles up
+    running = (async () => {
+      try {
+        await checkFleet(registry, options);
+        if (!stopped) options.afterTick?.();
+      } catch (e) {
+        console.error("Health check failed:", e);
+      } finally {
+        running = null;
+      }
+    })();
   }, options.intervalMs);
-  return () => clearInterval(timer);
+  return async () => {
+    stopped = true;
+    clearInterval(timer);
+    await running;
+  };
 }

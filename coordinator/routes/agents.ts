@@ -13,15 +13,21 @@ import {
 import type { AppContext } from "../context.ts";
 import { json, readJson } from "../http.ts";
 import { addressProblem } from "../registry/address.ts";
-import { agentAuth } from "../auth.ts";
+import { authenticatedAgent } from "../auth.ts";
+import { inNetworks } from "../security/networks.ts";
+import { z } from "zod";
+
+const Pin = z.object({
+  model: z.string().trim().min(1).max(256),
+  label: z.string().trim().min(1).max(64).regex(/^[\w.:\/=-]+$/),
+}).strict();
 
 /** Routes under /api for agents and their management. */
 export function agentRoutes(ctx: AppContext): Hono {
   const app = new Hono();
   const { registry } = ctx;
-  const auth = agentAuth(ctx);
 
-  app.post("/api/agents", auth, async (c) => {
+  app.post("/api/agents", async (c) => {
     const body = await readJson(c.req.raw, RegisterRequest);
     if (!body.ok) return body.response;
     const problem = addressProblem(body.data.ip_address);
@@ -31,20 +37,33 @@ export function agentRoutes(ctx: AppContext): Hono {
         `Cannot register agent "${body.data.machine_name}": ip_address ${problem}`,
       );
     }
+    const networks = ctx.config.allowedNetworks;
+    if (networks.length && !inNetworks(body.data.ip_address, networks)) {
+      return ollamaError(
+        403,
+        `Cannot register agent "${body.data.machine_name}": ip_address is outside AGENT_ALLOWED_NETWORKS`,
+      );
+    }
     const { agent, created } = registry.register(body.data);
+    // Each registration gets a fresh secret: one agent can never heartbeat for another.
+    const secret = ctx.security.issueAgentSecret(agent.id);
     return json(
       {
         agent_id: agent.id,
         status: created ? "registered" : "updated",
+        agent_secret: secret,
         heartbeat_interval: ctx.config.heartbeatInterval,
       },
       created ? 201 : 200,
     );
   });
 
-  app.post("/api/health", auth, async (c) => {
+  app.post("/api/health", async (c) => {
     const body = await readJson(c.req.raw, HealthRequest);
     if (!body.ok) return body.response;
+    if (body.data.agent_id !== authenticatedAgent(c)) {
+      return ollamaError(403, "The agent secret belongs to another agent");
+    }
     const agent = registry.heartbeat(body.data);
     if (!agent) {
       return ollamaError(404, `Agent "${body.data.agent_id}" is not registered`);
@@ -53,10 +72,13 @@ export function agentRoutes(ctx: AppContext): Hono {
     return json(commands.length ? { ok: true, commands } : { ok: true });
   });
 
-  app.post("/api/agents/:id/progress", auth, async (c) => {
+  app.post("/api/agents/:id/progress", async (c) => {
     const id = c.req.param("id");
     const body = await readJson(c.req.raw, CommandProgress);
     if (!body.ok) return body.response;
+    if (id !== authenticatedAgent(c)) {
+      return ollamaError(403, "The agent secret belongs to another agent");
+    }
     if (!registry.get(id)) return ollamaError(404, `Agent "${id}" is not registered`);
     ctx.commands.progress(id, body.data);
     return json({ ok: true });
@@ -87,6 +109,8 @@ export function agentRoutes(ctx: AppContext): Hono {
     const id = c.req.param("id");
     if (!registry.remove(id)) return ollamaError(404, `Agent "${id}" not found`);
     ctx.commands.forget(id);
+    ctx.security.revokeAgentSecret(id);
+    ctx.scheduler.forget(id);
     return c.body(null, 204);
   });
 
@@ -104,6 +128,29 @@ export function agentRoutes(ctx: AppContext): Hono {
       agentId: c.req.query("agent_id") || undefined,
       beforeId: before === undefined ? undefined : Number(before),
     }));
+  });
+
+  // Admin rules: a model pinned to a label is served only by agents with that label.
+  app.get("/api/admin/pins", () => json(ctx.scheduler.pins.list()));
+  app.put("/api/admin/pins", async (c) => {
+    const body = await readJson(c.req.raw, Pin);
+    if (!body.ok) return body.response;
+    ctx.scheduler.pins.set(body.data.model, body.data.label);
+    registry.recordEvent(
+      "pin",
+      null,
+      `Model "${body.data.model}" pinned to label "${body.data.label}"`,
+    );
+    return json(ctx.scheduler.pins.list());
+  });
+  app.delete("/api/admin/pins", async (c) => {
+    const body = await readJson(c.req.raw, Pin.pick({ model: true }));
+    if (!body.ok) return body.response;
+    if (!ctx.scheduler.pins.remove(body.data.model)) {
+      return ollamaError(404, `Model "${body.data.model}" is not pinned`);
+    }
+    registry.recordEvent("pin", null, `Model "${body.data.model}" unpinned`);
+    return json(ctx.scheduler.pins.list());
   });
 
   return app;

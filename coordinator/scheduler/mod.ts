@@ -11,6 +11,7 @@ import { normalizeModelName } from "@oc/shared";
 import type { Agent, Registry } from "../registry/mod.ts";
 import { Breakers } from "./breaker.ts";
 import { SpeedTable } from "./stats.ts";
+import { ModelPins } from "./pins.ts";
 
 /** How agents are chosen. */
 export type Policy = "smart" | "least_connections" | "round_robin";
@@ -26,6 +27,8 @@ export interface SchedulerOptions {
   cooldownMs?: number;
   now?: () => number;
   random?: () => number;
+  /** Admin rules pinning models to agent labels. */
+  pins?: ModelPins;
 }
 
 /** Why no agent could be given: maps to an HTTP status for the client. */
@@ -86,6 +89,7 @@ export class Scheduler {
   readonly speeds = new SpeedTable();
   readonly breakers: Breakers;
   readonly policy: Policy;
+  readonly pins: ModelPins;
   readonly #queueMax: number;
   readonly #queueTimeoutMs: number;
   readonly #now: () => number;
@@ -100,6 +104,7 @@ export class Scheduler {
   constructor(registry: Registry, options: SchedulerOptions = {}) {
     this.registry = registry;
     this.policy = options.policy ?? "smart";
+    this.pins = options.pins ?? new ModelPins();
     this.#queueMax = options.queueMaxLength ?? 256;
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 60_000;
     this.#now = options.now ?? Date.now;
@@ -119,9 +124,11 @@ export class Scheduler {
   /** Agents that could serve `model` at all (ignoring how busy they are). */
   candidates(model: string, opts: AcquireOptions = {}): Agent[] {
     const key = normalizeModelName(model);
+    const pin = this.pins.labelFor(key);
     const out: Agent[] = [];
     for (const a of this.registry.all()) {
       if (a.status !== "online" || a.weight <= 0) continue;
+      if (pin !== undefined && !a.labels.includes(pin)) continue;
       if (opts.agentId && a.id !== opts.agentId) continue;
       if (opts.exclude?.has(a.id)) continue;
       if (!a.modelKeys.has(key)) continue;

@@ -277,3 +277,17 @@ Deno.test("scheduler - an admin weight of 0 keeps an agent out; a pinned agent i
   assert.equal((await scheduler.acquire(MODEL, { agentId: a.id })).agent.id, a.id);
   db.close();
 });
+
+Deno.test("scheduler - a model pinned to a label is served only by agents with that label", async () => {
+  const { scheduler, registry, add, db } = setup();
+  const small = add("small");
+  const big = add("big");
+  registry.patch(big.id, { labels: ["gpu-large"] });
+  scheduler.pins.set("llama3.2", "gpu-large");
+  assert.deepEqual(scheduler.candidates("llama3.2:latest").map((a) => a.id), [big.id]);
+  registry.patch(big.id, { drain: true });
+  await assert.rejects(scheduler.acquire(MODEL), (e: NoAgentError) => e.status === 503);
+  scheduler.pins.remove("llama3.2:latest");
+  assert.deepEqual(scheduler.candidates(MODEL).map((a) => a.id), [small.id]);
+  db.close();
+});

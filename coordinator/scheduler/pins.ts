@@ -1,0 +1,56 @@
+/**
+ * Admin rules for routing: a model pinned to a label is served only by agents carrying that
+ * label (e.g. a 70B model only on the `gpu-large` machines). Stored in the settings table.
+ */
+import { displayModelName, normalizeModelName } from "@oc/shared";
+
+/** Where pins are kept (the security store's settings table). */
+export interface SettingsStore {
+  setting(key: string): string | undefined;
+  setSetting(key: string, value: string): void;
+}
+
+const KEY = "model_pins";
+
+/** The pins, by normalised model name. */
+export class ModelPins {
+  readonly #store?: SettingsStore;
+  readonly #pins = new Map<string, { model: string; label: string }>();
+
+  constructor(store?: SettingsStore) {
+    this.#store = store;
+    const raw = store?.setting(KEY);
+    if (raw) {
+      for (const p of JSON.parse(raw) as { model: string; label: string }[]) {
+        this.#pins.set(normalizeModelName(p.model), p);
+      }
+    }
+  }
+
+  /** The label agents need to serve `key` (a normalised name), if the model is pinned. */
+  labelFor(key: string): string | undefined {
+    return this.#pins.get(key)?.label;
+  }
+
+  /** Pins a model to a label. */
+  set(model: string, label: string): void {
+    this.#pins.set(normalizeModelName(model), { model: displayModelName(model), label });
+    this.#save();
+  }
+
+  /** Removes a pin; false when there was none. */
+  remove(model: string): boolean {
+    const removed = this.#pins.delete(normalizeModelName(model));
+    if (removed) this.#save();
+    return removed;
+  }
+
+  /** Every pin. */
+  list(): { model: string; label: string }[] {
+    return [...this.#pins.values()];
+  }
+
+  #save(): void {
+    this.#store?.setSetting(KEY, JSON.stringify(this.list()));
+  }
+}

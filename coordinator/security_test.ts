@@ -1,0 +1,220 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "./config.ts";
+import { countRows, registration, startFleet, testApp } from "./testing.ts";
+import { migrate } from "./db/mod.ts";
+import { SecurityStore } from "./security/store.ts";
+import { inNetworks, parseNetwork } from "./security/networks.ts";
+
+const asAgent = (token: string) => ({ authorization: `Bearer ${token}` });
+
+Deno.test("security - registration fails closed without the agent token", async () => {
+  const t = testApp();
+  for (const headers of [{}, asAgent("wrong"), { authorization: "Basic abc" }]) {
+    const res = await t.request("/api/agents", { json: registration(), headers });
+    assert.equal(res.status, 401);
+    assert.match((await res.json()).error, /agent token/);
+  }
+  assert.equal(countRows(t.ctx, "agents"), 0);
+  const ok = await t.request("/api/agents", {
+    json: registration(),
+    headers: asAgent(TEST_AGENT_TOKEN),
+  });
+  assert.equal(ok.status, 201);
+  assert.match((await ok.json()).agent_secret, /^ocs_/);
+  t.close();
+});
+
+Deno.test("security - one agent's secret cannot heartbeat for another; removal revokes it", async () => {
+  const t = testApp();
+  const a = await t.register(registration({ machine_name: "a" }));
+  const b = await t.register(registration({ machine_name: "b" }));
+  const beat = (id: string, secret?: string) =>
+    t.request("/api/health", {
+      json: { agent_id: id, cpu_usage: 1, memory_usage: 1, active_requests: 0 },
+      headers: secret ? asAgent(secret) : {},
+    });
+  assert.equal((await beat(a.agent_id, a.agent_secret)).status, 200);
+  assert.equal((await beat(b.agent_id, a.agent_secret)).status, 403);
+  assert.equal((await beat(a.agent_id)).status, 401);
+  assert.equal((await beat(a.agent_id, TEST_AGENT_TOKEN)).status, 401);
+  const progress = await t.request(`/api/agents/${b.agent_id}/progress`, {
+    json: { command_id: "x", status: "pulling" },
+    headers: asAgent(a.agent_secret),
+  });
+  assert.equal(progress.status, 403);
+  // Registering again rotates the secret.
+  const again = await t.register(registration({ machine_name: "a" }));
+  assert.equal(again.agent_id, a.agent_id);
+  assert.equal((await beat(a.agent_id, a.agent_secret)).status, 401);
+  assert.equal((await beat(a.agent_id, again.agent_secret)).status, 200);
+  assert.equal((await t.admin(`/api/agents/${a.agent_id}`, { method: "DELETE" })).status, 204);
+  assert.equal((await beat(a.agent_id, again.agent_secret)).status, 401);
+  t.close();
+});
+
+Deno.test("security - admin APIs and pages need a session or an admin key", async () => {
+  const t = testApp();
+  for (
+    const path of [
+      "/api/agents",
+      "/api/events",
+      "/api/keys",
+      "/metrics",
+      "/api/requests",
+      "/api/stats",
+    ]
+  ) {
+    const res = await t.request(path);
+    assert.equal(res.status, 401, path);
+    assert.ok((await res.json()).error, path);
+  }
+  const page = await t.request("/dashboard/agents");
+  assert.equal(page.status, 302);
+  assert.equal(page.headers.get("location"), "/login?next=%2Fdashboard%2Fagents");
+  const clientKey = t.ctx.security.createKey("client", "client").key;
+  assert.equal((await t.request("/api/agents", { headers: asAgent(clientKey) })).status, 401);
+  assert.equal((await t.admin("/api/agents")).status, 200);
+  t.close();
+});
+
+Deno.test("security - login sets a strict cookie; changes need the CSRF token; failures are rate limited", async () => {
+  const t = testApp();
+  const form = (password: string, headers: Record<string, string> = {}) =>
+    t.request("/login", {
+      method: "POST",
+      body: new URLSearchParams({ password, next: "/dashboard" }),
+      headers,
+    });
+  const cross = await form(TEST_ADMIN_PASSWORD, { origin: "https://evil.example" });
+  assert.equal(cross.status, 403);
+  const ok = await form(TEST_ADMIN_PASSWORD);
+  assert.equal(ok.status, 303);
+  const cookie = ok.headers.get("set-cookie")!;
+  assert.match(cookie, /oc_session=/);
+  assert.match(cookie, /HttpOnly/);
+  assert.match(cookie, /SameSite=Strict/);
+  const session = cookie.split(";")[0];
+  assert.equal((await t.request("/api/agents", { headers: { cookie: session } })).status, 200);
+  const { csrf } = await (await t.request("/api/admin/session", { headers: { cookie: session } }))
+    .json();
+  assert.ok(csrf);
+  // A cross-site request carrying the cookie but no CSRF token changes nothing.
+  const keysBefore = t.ctx.security.listKeys().length;
+  const forged = await t.request("/api/keys", {
+    json: { name: "x" },
+    headers: { cookie: session },
+  });
+  assert.equal(forged.status, 403);
+  assert.equal(t.ctx.security.listKeys().length, keysBefore);
+  const made = await t.request("/api/keys", {
+    json: { name: "x" },
+    headers: { cookie: session, "x-csrf-token": csrf },
+  });
+  assert.equal(made.status, 201);
+  // Logging out ends the session.
+  await t.request("/logout", { method: "POST", headers: { cookie: session } });
+  assert.equal((await t.request("/api/agents", { headers: { cookie: session } })).status, 401);
+  // Five wrong passwords, then even the right one waits.
+  for (let i = 0; i < 5; i++) assert.equal((await form("wrong-password")).status, 401);
+  const limited = await form(TEST_ADMIN_PASSWORD);
+  assert.equal(limited.status, 429);
+  assert.ok(Number(limited.headers.get("retry-after")) > 0);
+  t.close();
+});
+
+Deno.test("security - with client keys on, every Ollama and OpenAI route needs a valid key", async () => {
+  await using fleet = await startFleet([{ name: "a", models: ["llama3.2"] }]);
+  const chat = (headers: Record<string, string> = {}, path = "/api/chat") =>
+    fetch(`${fleet.url}${path}`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        model: "llama3.2",
+        messages: [{ role: "user", content: "hi" }],
+        stream: false,
+      }),
+    });
+  // Off by default, as in Ollama.
+  const open = await chat();
+  assert.equal(open.status, 200);
+  await open.body?.cancel();
+  const created = await fetch(`${fleet.url}/api/keys`, {
+    method: "POST",
+    headers: fleet.adminHeaders,
+    body: JSON.stringify({ name: "laptop" }),
+  });
+  const { key, id } = await created.json();
+  const denied = await chat();
+  assert.equal(denied.status, 401);
+  assert.match((await denied.json()).error, /API key/);
+  const deniedV1 = await chat({}, "/v1/chat/completions");
+  assert.equal(deniedV1.status, 401);
+  assert.equal((await deniedV1.json()).error.type, "authentication_error");
+  assert.equal((await chat({ authorization: "Bearer wrong" })).status, 401);
+  const allowed = await chat({ authorization: `Bearer ${key}` });
+  assert.equal(allowed.status, 200);
+  await allowed.body?.cancel();
+  const tags = await fetch(`${fleet.url}/api/tags`);
+  assert.equal(tags.status, 401);
+  await tags.body?.cancel();
+  // The liveness probe stays open.
+  assert.equal(await fetch(fleet.url).then(async (r) => (await r.text(), r.status)), 200);
+  await fetch(`${fleet.url}/api/keys/${id}`, { method: "DELETE", headers: fleet.adminHeaders });
+  assert.equal((await chat({ authorization: `Bearer ${key}` })).status, 401);
+  const list = await (await fetch(`${fleet.url}/api/keys`, { headers: fleet.adminHeaders })).json();
+  const laptop = list.find((k: { id: string }) => k.id === id);
+  assert.equal(laptop.uses, 1);
+  assert.ok(laptop.revoked_at);
+  assert.ok(!JSON.stringify(list).includes(key));
+});
+
+Deno.test("security - agent addresses: metadata refused, allow-list enforced", async () => {
+  const t = testApp({ allowedNetworks: [parseNetwork("10.0.0.0/8"), parseNetwork("127.0.0.1")] });
+  for (
+    const ip of ["169.254.169.254", "fe80::1", "metadata.google.internal", "::ffff:169.254.169.254"]
+  ) {
+    const res = await t.request("/api/agents", {
+      json: registration({ ip_address: ip }),
+      headers: asAgent(TEST_AGENT_TOKEN),
+    });
+    assert.equal(res.status, 400, ip);
+  }
+  const outside = await t.request("/api/agents", {
+    json: registration({ ip_address: "192.168.1.5" }),
+    headers: asAgent(TEST_AGENT_TOKEN),
+  });
+  assert.equal(outside.status, 403);
+  assert.equal(countRows(t.ctx, "agents"), 0);
+  assert.equal(
+    (await t.request("/api/agents", {
+      json: registration({ ip_address: "10.1.2.3" }),
+      headers: asAgent(TEST_AGENT_TOKEN),
+    })).status,
+    201,
+  );
+  assert.ok(inNetworks("::ffff:10.0.0.1", [parseNetwork("::ffff:0:0/96")]));
+  t.close();
+});
+
+Deno.test("security - secrets are generated once, stored hashed", () => {
+  const db = new DatabaseSync(":memory:");
+  migrate(db);
+  const store = new SecurityStore(db);
+  const token = store.ensureAgentToken("").generated!;
+  const password = store.ensureAdminPassword("").generated!;
+  assert.ok(token.length > 20 && password.length >= 20);
+  assert.deepEqual(store.ensureAgentToken(""), {});
+  assert.deepEqual(store.ensureAdminPassword(""), {});
+  assert.ok(store.checkAgentToken(token, ""));
+  assert.ok(!store.checkAgentToken(token + "x", ""));
+  assert.ok(store.checkAdminPassword(password));
+  const dump = JSON.stringify(db.prepare("SELECT * FROM settings").all());
+  assert.ok(!dump.includes(token) && !dump.includes(password));
+  assert.match(dump, /scrypt\$/);
+  // A configured password replaces the generated one.
+  store.ensureAdminPassword("a much better one");
+  assert.ok(store.checkAdminPassword("a much better one"));
+  assert.ok(!store.checkAdminPassword(password));
+  db.close();
+});
