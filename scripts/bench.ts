@@ -159,7 +159,7 @@ const coordinator = await spawnCoordinator({
   LOG_LEVEL: "error",
   QUEUE_MAX_LENGTH: "10000",
 });
-await registerSim(coordinator.url, "bench", sim, 256);
+await registerSim(coordinator.url, "bench", sim, 256, { keepAlive: true });
 const nginx = await startNginx(sim.port);
 if (!nginx) {
   console.log("nginx not found: install it (apt-get install -y nginx wrk) for the nginx column");

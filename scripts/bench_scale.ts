@@ -11,6 +11,7 @@ import { openDatabase } from "../coordinator/db/mod.ts";
 import { Registry } from "../coordinator/registry/mod.ts";
 import { Scheduler } from "../coordinator/scheduler/mod.ts";
 import { cpuSeconds, fmt, median, rssBytes } from "./bench/procs.ts";
+import { TEST_AGENT_TOKEN } from "../coordinator/config.ts";
 
 const { values } = parseArgs({
   options: {
@@ -40,9 +41,11 @@ async function heartbeats() {
   });
   const models = MODELS.map((name, i) => ({ name, size: (i + 1) * 1e9, digest: `sha256:${i}` }));
   const ids: string[] = [];
+  const secrets: string[] = [];
   for (let i = 0; i < AGENTS; i++) {
     const res = await fetch(`${co.url}/api/agents`, {
       method: "POST",
+      headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
       body: JSON.stringify({
         machine_name: `node-${i}`,
         ip_address: "127.0.0.1",
@@ -52,11 +55,14 @@ async function heartbeats() {
         models,
       }),
     });
-    ids.push((await res.json()).agent_id);
+    const { agent_id, agent_secret } = await res.json();
+    ids.push(agent_id);
+    secrets.push(agent_secret);
   }
   const beat = (id: string, i: number) =>
     fetch(`${co.url}/api/health`, {
       method: "POST",
+      headers: { authorization: `Bearer ${secrets[i]}` },
       body: JSON.stringify({
         agent_id: id,
         cpu_usage: (i * 7) % 100,
@@ -157,7 +163,7 @@ async function streams() {
     LOG_LEVEL: "error",
     QUEUE_MAX_LENGTH: "100000",
   });
-  await registerSim(co.url, "slow", sim, STREAMS + 10);
+  await registerSim(co.url, "slow", sim, STREAMS + 10, { keepAlive: true });
   // Warm up the proxy path, then take the baseline.
   for (let i = 0; i < 50; i++) {
     await (await fetch(`${co.url}/api/generate`, {
