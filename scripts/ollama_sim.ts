@@ -1389,7 +1389,7 @@ class OllamaSimulator implements Simulator {
     ];
     const install = () => {
       if (!this.#models.has(entry.key)) {
-        entry.modifiedAt = new Date();
+        entry.modifiedAt = this.#newestTime();
         this.#models.set(entry.key, entry);
       }
     };
@@ -1423,6 +1423,13 @@ class OllamaSimulator implements Simulator {
     return new Response(null, { status: 200 });
   }
 
+  /** Now, but strictly newer than every installed model, so /api/tags order never ties. */
+  #newestTime(): Date {
+    let newest = 0;
+    for (const e of this.#models.values()) newest = Math.max(newest, e.modifiedAt.getTime());
+    return new Date(Math.max(Date.now(), newest + 1));
+  }
+
   async #copy(req: Request): Promise<Response> {
     const body = await readJson(req);
     const source = str(body.source);
@@ -1440,7 +1447,7 @@ class OllamaSimulator implements Simulator {
         parameter_size: from.parameterSize,
         quantization_level: from.quantization,
       },
-      new Date(),
+      this.#newestTime(),
       from.digest,
     );
     this.#models.set(copy.key, copy);
