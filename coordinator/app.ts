@@ -6,7 +6,7 @@ import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "./context.ts";
 import type { RequestLog } from "./request_log.ts";
 import { agentRoutes } from "./routes/agents.ts";
-import { OLLAMA_PATHS, ollamaRoutes } from "./routes/ollama.ts";
+import { OLLAMA_PATHS, ollamaRoutes, requestIdOf } from "./routes/ollama.ts";
 import { OPENAI_PATHS, openaiRoutes } from "./routes/openai.ts";
 import { liveRoutes } from "./routes/live.ts";
 import { requestRoutes } from "./routes/requests.ts";
@@ -29,6 +29,13 @@ export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
   });
 
   // Cross-cutting, in order: browser protections, then who may call what (auth.ts).
+  // Every answer carries a request id (the proxy sets it on proxied ones, and logs under it).
+  app.use(async (c, next) => {
+    await next();
+    if (!c.res.headers.has("x-request-id")) {
+      c.res.headers.set("x-request-id", requestIdOf(c.req.raw));
+    }
+  });
   app.use(pageHeaders());
   app.use(apiCors(ctx.config.corsOrigins));
   app.use(accessControl(ctx));

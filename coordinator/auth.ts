@@ -147,8 +147,14 @@ export function accessControl(ctx: AppContext): MiddlewareHandler {
       case "client": {
         if (envKeys.size === 0 && !ctx.security.hasClientKeys()) break;
         const token = bearer(c.req.raw);
-        const ok = token !== null &&
-          (envKeys.has(sha256(token)) || ctx.security.useKey(token) !== undefined);
+        const hash = token === null ? "" : sha256(token);
+        const tenant = token === null
+          ? undefined
+          : envKeys.has(hash)
+          ? `env:${hash.slice(0, 12)}`
+          : ctx.security.useKey(token)?.id;
+        const ok = tenant !== undefined;
+        if (ok) c.set("tenant" as never, tenant as never);
         if (!ok) {
           return unauthorized(
             path.startsWith("/v1/") ? "openai" : "ollama",
@@ -160,6 +166,11 @@ export function accessControl(ctx: AppContext): MiddlewareHandler {
     }
     await next();
   };
+}
+
+/** The API key a client request came with (set by {@linkcode accessControl} when keys are on). */
+export function clientTenant(c: Context): string | undefined {
+  return c.get("tenant" as never) as string | undefined;
 }
 
 /** The agent id a heartbeat's secret belongs to (set by {@linkcode accessControl}). */

@@ -29,6 +29,8 @@ export interface ProxyRequest {
   signal: AbortSignal;
   affinity?: string;
   agentId?: string;
+  /** The client's API key id, for fair queueing between keys. */
+  tenant?: string;
 }
 
 /** Dependencies of the proxy. */
@@ -113,6 +115,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         signal: req.signal,
         affinity: req.affinity,
         agentId: req.agentId,
+        tenant: req.tenant,
       });
     } catch (e) {
       if (req.signal.aborted) {

@@ -11,6 +11,7 @@ import { type ProxyDeps, proxyInference } from "../proxy/mod.ts";
 import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
 import { errorResponse, type Flavor } from "../proxy/errors.ts";
+import { clientTenant } from "../auth.ts";
 
 /** The version the coordinator reports when no agent is online. */
 export const FALLBACK_OLLAMA_VERSION = "0.12.6";
@@ -58,6 +59,7 @@ export function inferenceHandler(
       signal: req.signal,
       affinity: info.affinity,
       agentId: pinned?.id,
+      tenant: clientTenant(c),
     });
   };
 }

@@ -164,7 +164,11 @@ Deno.test("ollama API - errors in Ollama's shapes, headers name the agent, never
   for (const [, v] of ok.headers) assert.ok(!v.includes(String(fleet.sims.gamma.port)));
 
   const root = await fetch(fleet.url);
+  assert.ok(root.headers.get("x-request-id"));
   assert.equal(await root.text(), "Ollama is running");
+  const tags = await fetch(`${fleet.url}/api/tags`, { headers: { "x-request-id": "trace-42" } });
+  assert.equal(tags.headers.get("x-request-id"), "trace-42");
+  await tags.body?.cancel();
   const head = await fetch(fleet.url, { method: "HEAD" });
   assert.equal(head.status, 200);
 });

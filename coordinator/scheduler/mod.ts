@@ -69,6 +69,8 @@ export interface AcquireOptions {
   affinity?: string;
   /** A specific agent (X-Coordinator-Agent). */
   agentId?: string;
+  /** Who is asking (the API key's id): queued requests are shared fairly between keys. */
+  tenant?: string;
 }
 
 interface Waiter {
@@ -98,6 +100,9 @@ export class Scheduler {
   readonly #affinity = new Map<string, string>();
   readonly #busyUntil = new Map<string, number>();
   #rr = 0;
+  /** The turn at which each API key was last given a slot from a queue (for fairness). */
+  readonly #served = new Map<string, number>();
+  #turn = 0;
   /** Called when a breaker trips: (agent, opened). */
   onTrip?: (agent: Agent) => void;
 
@@ -229,7 +234,10 @@ export class Scheduler {
     // First come, first served: nobody overtakes requests already waiting for this model.
     if (!queue?.length) {
       const agent = this.choose(model, candidates, opts.affinity);
-      if (agent) return Promise.resolve(this.#lease(agent, model, 0));
+      if (agent) {
+        if (opts.tenant !== undefined) this.#served.set(opts.tenant, ++this.#turn);
+        return Promise.resolve(this.#lease(agent, model, 0));
+      }
     }
     return this.#enqueue(model, opts);
   }
@@ -308,7 +316,7 @@ export class Scheduler {
   pump(): void {
     for (const queue of [...this.#queues.values()]) {
       while (queue.length) {
-        const w = queue[0];
+        const w = queue[this.#nextWaiter(queue)];
         const candidates = this.candidates(w.model, w.opts);
         if (candidates.length === 0) {
           w.cleanup();
@@ -318,9 +326,29 @@ export class Scheduler {
         const agent = this.choose(w.model, candidates, w.opts.affinity);
         if (!agent) break;
         w.cleanup();
+        if (w.opts.tenant !== undefined) this.#served.set(w.opts.tenant, ++this.#turn);
         w.resolve(this.#lease(agent, w.model, this.#now() - w.enqueuedAt));
       }
     }
+  }
+
+  /**
+   * Which waiter gets the next free slot: round robin over API keys (the key served longest ago
+   * goes first), first come first served within a key and when there are no keys.
+   */
+  #nextWaiter(queue: Waiter[]): number {
+    let best = 0;
+    let bestTurn = Infinity;
+    for (let i = 0; i < queue.length; i++) {
+      const tenant = queue[i].opts.tenant;
+      const turn = tenant === undefined ? -1 : this.#served.get(tenant) ?? -1;
+      if (turn < bestTurn) {
+        best = i;
+        bestTurn = turn;
+        if (turn === -1) break;
+      }
+    }
+    return best;
   }
 
   /** Ends an attempt: frees the slot, feeds the breaker and the speed table, wakes the queue. */

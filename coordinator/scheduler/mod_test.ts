@@ -3,7 +3,7 @@ import type { RegisterRequest } from "@oc/shared";
 import { openDatabase } from "../db/mod.ts";
 import { Registry } from "../registry/mod.ts";
 import { FakeClock, registration } from "../testing.ts";
-import { type NoAgentError, type Policy, Scheduler } from "./mod.ts";
+import { type Lease, type NoAgentError, type Policy, Scheduler } from "./mod.ts";
 
 const MODEL = "llama3.2";
 const GB = 1_000_000_000;
@@ -289,5 +289,28 @@ Deno.test("scheduler - a model pinned to a label is served only by agents with t
   await assert.rejects(scheduler.acquire(MODEL), (e: NoAgentError) => e.status === 503);
   scheduler.pins.remove("llama3.2:latest");
   assert.deepEqual(scheduler.candidates(MODEL).map((a) => a.id), [small.id]);
+  db.close();
+});
+
+Deno.test("scheduler - queued requests are shared fairly between API keys", async () => {
+  const { scheduler, add, db } = setup();
+  add("only", { parallel: 1 });
+  const granted: { name: string; lease: Lease }[] = [];
+  const ask = (name: string, tenant: string) =>
+    scheduler.acquire(MODEL, { tenant }).then((lease) => granted.push({ name, lease }));
+  await ask("heavy0", "heavy");
+  // The heavy key queues three more requests before the light key's one arrives.
+  const pending = [
+    ask("heavy1", "heavy"),
+    ask("heavy2", "heavy"),
+    ask("heavy3", "heavy"),
+    ask("light1", "light"),
+  ];
+  for (let i = 0; i < 4; i++) {
+    scheduler.release(granted[i].lease, { result: "ok" });
+    await Promise.resolve();
+  }
+  await Promise.all(pending);
+  assert.deepEqual(granted.map((g) => g.name), ["heavy0", "light1", "heavy1", "heavy2", "heavy3"]);
   db.close();
 });
