@@ -357,6 +357,8 @@ export class Scheduler {
     agent.inFlight = Math.max(0, agent.inFlight - 1);
     const key = normalizeModelName(lease.model);
     if (outcome.result === "ok") {
+      // It answered, so the model is in memory there now; the next heartbeat has the details.
+      agent.loadedKeys.add(key);
       this.breakers.onSuccess(agent.id);
       this.#busyUntil.delete(agent.id);
       if (outcome.tokensPerSecond !== undefined || outcome.ttftMs !== undefined) {
