@@ -88,7 +88,12 @@ interface Run {
   tasks: Set<Promise<unknown>>;
   /** Ids of commands already started, so a repeated command runs once. */
   seen: Set<string>;
+  /** The model lists the coordinator last acknowledged, and how many beats ago they were sent. */
+  sentModels?: { json: string; age: number };
 }
+
+/** Unchanged model lists are re-sent at least this often (a resync, in heartbeats). */
+const MODELS_RESEND_EVERY = 12;
 
 function track(run: Run, task: Promise<unknown>): void {
   run.tasks.add(task);
@@ -119,10 +124,17 @@ async function registerBody(run: Run): Promise<RegisterRequest> {
   };
 }
 
+/** What the heartbeat being sent carries, acknowledged once the coordinator accepts it. */
+const pendingModels = new WeakMap<Run, { json: string; age: number }>();
+
 async function healthBody(run: Run): Promise<Omit<HealthRequest, "agent_id">> {
   const [state, m] = await Promise.all([readOllama(run.ollama, run.signal), run.metrics.sample()]);
   if (state.version) run.version = state.version;
-  // Model lists are left out while Ollama is down, so the coordinator keeps the last ones.
+  // Model lists are left out while Ollama is down, and while they have not changed since the
+  // coordinator last acknowledged them (it keeps the last ones): most heartbeats stay small.
+  const json = JSON.stringify([state.models, state.loaded]);
+  const unchanged = run.sentModels?.json === json && run.sentModels.age < MODELS_RESEND_EVERY;
+  pendingModels.set(run, { json, age: unchanged ? run.sentModels!.age + 1 : 0 });
   return {
     cpu_usage: m.cpu_usage,
     memory_usage: m.memory_usage,
@@ -133,12 +145,12 @@ async function healthBody(run: Run): Promise<Omit<HealthRequest, "agent_id">> {
     ollama_version: run.version,
     parallel: run.config.numParallel,
     gpus: m.gpus,
-    models: state.models,
-    loaded_models: state.loaded,
+    ...(unchanged ? {} : { models: state.models, loaded_models: state.loaded }),
   };
 }
 
 async function register(run: Run, maxRetries: number): Promise<boolean> {
+  run.sentModels = undefined; // a new registration: send the lists with the next heartbeat too
   const reply = await registerWithRetry(run.client, () => registerBody(run), {
     retryMs: run.config.registerRetrySecs * 1000,
     maxRetries,
@@ -193,6 +205,7 @@ async function heartbeatLoop(run: Run): Promise<void> {
     if (signal.aborted) break;
     try {
       const reply = await client.heartbeat(await healthBody(run), signal);
+      run.sentModels = pendingModels.get(run);
       if (lastProblem) logger.info("Heartbeats are accepted again");
       lastProblem = "";
       run.emit({ type: "heartbeat", agentId: client.agentId! });

@@ -342,3 +342,47 @@ Deno.test("agent - SIGTERM stops the agent and the Ollama it started", async () 
     await coord.close();
   }
 });
+
+Deno.test("agent - heartbeats carry the model lists only when they changed, and a periodic resync", async () => {
+  const sim = await startSimulator({ models: ["llama3.2"], quiet: true });
+  const coord = await startFakeCoordinator({ token: "tok", secret: "sec" });
+  const controller = new AbortController();
+  const config = configFrom({
+    coordinatorUrl: coord.url,
+    ollamaPort: sim.port,
+    ollamaBin: "/nonexistent/ollama",
+    machineName: "quiet-box",
+    heartbeatIntervalSecs: 0.01,
+    registerRetrySecs: 0.02,
+    agentToken: "tok",
+    timing: fastTiming,
+  });
+  const run = runAgent(config, {
+    signal: controller.signal,
+    logger: createMemoryLogger(),
+    metrics,
+  });
+  try {
+    await coord.waitFor(() => coord.heartbeats.length >= 6);
+    const withModels = () => coord.heartbeats.filter((h) => h.body.models !== undefined).length;
+    // The first heartbeat sends the lists; the next ones, unchanged, do not.
+    assert.ok(coord.heartbeats[0].body.models);
+    assert.equal(coord.heartbeats.slice(1, 6).filter((h) => h.body.models).length, 0);
+    // A change is sent with the next heartbeat.
+    sim.update({ models: ["llama3.2", "phi4:14b"] });
+    const seen = coord.heartbeats.length;
+    await coord.waitFor(() =>
+      coord.heartbeats.slice(seen).some((h) => h.body.models?.some((m) => m.name === "phi4:14b"))
+    );
+    // Unchanged lists are still re-sent now and then, so a coordinator that missed one catches up.
+    const before = withModels();
+    await coord.waitFor(() => coord.heartbeats.length >= seen + 30);
+    assert.ok(withModels() > before + 1);
+    assert.deepEqual(coord.invalid, []);
+  } finally {
+    controller.abort();
+    await run;
+    await coord.close();
+    await sim.close();
+  }
+});

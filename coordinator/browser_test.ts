@@ -135,6 +135,7 @@ Deno.test({
       await t.step("an agent going offline changes its status live", async () => {
         await using fleet = await startFleet([{ name: "gpu-a" }, { name: "gpu-b" }], {
           healthCheckInterval: 0.25,
+          probeInterval: 0.25,
           probeTimeout: 0.5,
         });
         const id = fleet.ids["gpu-b"];

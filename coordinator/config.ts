@@ -106,6 +106,13 @@ const SETTINGS = {
     default: "3",
     help: "Seconds to wait for an agent's Ollama to answer a probe",
   },
+  probeInterval: {
+    env: "PROBE_INTERVAL",
+    flag: "probe-interval",
+    schema: seconds,
+    default: "30",
+    help: "Least seconds between two probes of a healthy agent's Ollama",
+  },
   schedulerPolicy: {
     env: "SCHEDULER_POLICY",
     flag: "scheduler-policy",

@@ -116,6 +116,7 @@ export async function startCoordinator(
   const stopMonitor = startMonitor(ctx.registry, {
     intervalMs: config.healthCheckInterval * 1000,
     probeTimeoutMs: config.probeTimeout * 1000,
+    probeIntervalMs: config.probeInterval * 1000,
     afterTick: () => ctx.scheduler.pump(),
   });
   const prune = setInterval(() => ctx.log.prune(), 3_600_000);
@@ -149,6 +150,7 @@ export async function startCoordinator(
         clearTimeout(timer);
         await monitorStopped;
         ctx.log.close();
+        ctx.registry.flush();
         ctx.security.close();
         ctx.db.close();
       })();

@@ -45,6 +45,7 @@ export function testApp(
   const close = () => {
     ctx.security.close();
     ctx.log.close();
+    ctx.registry.flush();
     ctx.db.close();
   };
   /** A heartbeat signed with the agent's secret. */

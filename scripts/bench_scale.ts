@@ -42,6 +42,7 @@ async function heartbeats() {
   const models = MODELS.map((name, i) => ({ name, size: (i + 1) * 1e9, digest: `sha256:${i}` }));
   const ids: string[] = [];
   const secrets: string[] = [];
+  const beats: number[] = [];
   for (let i = 0; i < AGENTS; i++) {
     const res = await fetch(`${co.url}/api/agents`, {
       method: "POST",
@@ -77,8 +78,10 @@ async function heartbeats() {
           memory_total: 24e9,
           temperature: 60,
         }],
-        models,
-        loaded_models: [{ name: MODELS[i % 5], size_vram: 4e9 }],
+        // Like the agent: unchanged model lists ride along only on every twelfth heartbeat.
+        ...((beats[i] = (beats[i] ?? 0) + 1) % 12 === 1
+          ? { models, loaded_models: [{ name: MODELS[i % 5], size_vram: 4e9 }] }
+          : {}),
       }),
     }).then((r) => r.body?.cancel());
   // Warm up one round, then measure: each agent beats every 5 s, spread evenly.

@@ -79,6 +79,8 @@ function modelsJson(models: InstalledModel[], loaded: LoadedModel[]): string {
   return JSON.stringify([models, loaded]);
 }
 
+const HEARTBEAT_FLUSH_MS = 2000;
+
 /** The registry of agents. */
 export class Registry {
   readonly #db: DatabaseSync;
@@ -87,6 +89,8 @@ export class Registry {
   readonly #timeoutMs: number;
   readonly #bus?: Bus;
   readonly #stmt: Record<string, StatementSync>;
+  readonly #dirty = new Set<string>();
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(db: DatabaseSync, options: RegistryOptions) {
     this.#db = db;
@@ -146,6 +150,30 @@ export class Registry {
         baseUrl: ollamaBaseUrl(String(r.ip_address), Number(r.ollama_port)),
       };
       this.#agents.set(agent.id, agent);
+    }
+  }
+
+  /** Writes the batched heartbeat state (last_seen, metrics) in one transaction. */
+  flush(): void {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (this.#dirty.size === 0) return;
+    const ids = [...this.#dirty];
+    this.#dirty.clear();
+    try {
+      this.#db.exec("BEGIN");
+      try {
+        for (const id of ids) {
+          const a = this.#agents.get(id);
+          if (a) this.#stmt.heartbeat.run(iso(a.lastSeen), JSON.stringify(a.metrics), id);
+        }
+        this.#db.exec("COMMIT");
+      } catch (e) {
+        this.#db.exec("ROLLBACK");
+        throw e;
+      }
+    } catch (e) {
+      console.error("Cannot write heartbeats:", (e as Error).message);
     }
   }
 
@@ -289,7 +317,13 @@ export class Registry {
     if (req.ollama_up !== undefined) agent.ollamaUp = req.ollama_up;
     if (req.ollama_version) agent.ollamaVersion = req.ollama_version;
     if (req.parallel) agent.parallel = req.parallel;
-    this.#stmt.heartbeat.run(iso(now), JSON.stringify(agent.metrics), agent.id);
+    // last_seen and metrics are written in batches: a thousand agents beating every few seconds
+    // must not cost a transaction each. A restart loses at most one batch of them.
+    this.#dirty.add(agent.id);
+    if (this.#flushTimer === undefined) {
+      this.#flushTimer = setTimeout(() => this.flush(), HEARTBEAT_FLUSH_MS);
+      Deno.unrefTimer(this.#flushTimer as unknown as number);
+    }
     if (req.models || req.loaded_models) {
       this.setModels(agent, req.models ?? agent.models, req.loaded_models ?? agent.loadedModels);
     }

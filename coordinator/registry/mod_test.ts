@@ -96,6 +96,7 @@ Deno.test("registry - survives a restart", () => {
   const { agent } = registry.register(registration());
   registry.patch(agent.id, { labels: ["fast"], display_name: "A" });
   registry.heartbeat({ agent_id: agent.id, cpu_usage: 5, memory_usage: 6, active_requests: 0 });
+  registry.flush(); // as a stopping coordinator does
   db.close();
   db = openDatabase(`sqlite://${path}`);
   registry = new Registry(db, { agentTimeoutMs: 20_000, now: clock.now });
@@ -124,5 +125,22 @@ Deno.test("monitor - a dead Ollama behind a live agent takes it offline until it
   up = true;
   await checkFleet(registry, { probeTimeoutMs: 100, probe });
   assert.equal(agent.status, "online");
+  db.close();
+});
+
+Deno.test("monitor - a healthy agent is probed at most once per probe interval", async () => {
+  const { registry, db, clock } = setup();
+  registry.register(registration());
+  let probes = 0;
+  const probe = () => (probes++, Promise.resolve(true));
+  const lastProbe = new Map<string, number>();
+  const opts = { probeTimeoutMs: 100, probe, probeIntervalMs: 30_000, lastProbe, now: clock.now };
+  await checkFleet(registry, opts);
+  clock.advance(10_000);
+  await checkFleet(registry, opts);
+  assert.equal(probes, 1);
+  clock.advance(20_000);
+  await checkFleet(registry, opts);
+  assert.equal(probes, 2);
   db.close();
 });

@@ -8,6 +8,14 @@ import type { Agent, Registry } from "./mod.ts";
 /** Options for {@linkcode checkFleet}. */
 export interface MonitorOptions {
   probeTimeoutMs: number;
+  /**
+   * Least time between two probes of a healthy agent (its heartbeats already say whether its
+   * Ollama answers locally). Agents whose Ollama is not answering are probed on every tick.
+   */
+  probeIntervalMs?: number;
+  /** When each agent was last probed; kept by {@linkcode startMonitor} between ticks. */
+  lastProbe?: Map<string, number>;
+  now?: () => number;
   /** Replaceable for tests. */
   probe?: (agent: Agent, timeoutMs: number) => Promise<boolean>;
 }
@@ -30,9 +38,15 @@ export async function probeOllama(agent: Agent, timeoutMs: number): Promise<bool
 export async function checkFleet(registry: Registry, options: MonitorOptions): Promise<void> {
   registry.sweep();
   const probe = options.probe ?? probeOllama;
-  const live = registry.all().filter((a) =>
-    a.status !== "offline" || a.statusReason === "Ollama is not answering"
-  );
+  const now = (options.now ?? Date.now)();
+  const last = options.lastProbe;
+  const every = options.probeIntervalMs ?? 0;
+  const live = registry.all().filter((a) => {
+    if (a.status === "offline" && a.statusReason !== "Ollama is not answering") return false;
+    if (!a.ollamaUp || !last) return true;
+    return now - (last.get(a.id) ?? -Infinity) >= every;
+  });
+  for (const a of live) last?.set(a.id, now);
   const results = await Promise.all(live.map((a) => probe(a, options.probeTimeoutMs)));
   live.forEach((a, i) => {
     if (registry.get(a.id)) registry.setOllamaUp(a, results[i]);
@@ -49,11 +63,13 @@ export function startMonitor(
 ): () => Promise<void> {
   let running: Promise<void> | null = null;
   let stopped = false;
+  const lastProbe = new Map<string, number>();
   const timer = setInterval(() => {
     if (running || stopped) return; // a slow probe round never piles up
     running = (async () => {
       try {
-        await checkFleet(registry, options);
+        await checkFleet(registry, { ...options, lastProbe });
+        for (const id of lastProbe.keys()) if (!registry.get(id)) lastProbe.delete(id);
         if (!stopped) options.afterTick?.();
       } catch (e) {
         console.error("Health check failed:", e);
