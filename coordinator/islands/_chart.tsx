@@ -5,6 +5,7 @@
  */
 import { useState } from "preact/hooks";
 import { fmtTime } from "./_format.ts";
+import type { Range } from "../stats.ts";
 
 /** One line of a chart. */
 export interface ChartLine {
@@ -143,4 +144,26 @@ export function mergeTail<S extends { t: number[] }>(series: S, tail: S, size: n
   const extra = times.length - size;
   if (extra > 0) { for (const k of keys) out[k] = out[k].slice(extra); }
   return out as unknown as S;
+}
+
+/** The "Charts" heading with its 5-minute / 1-hour range switch. */
+export function ChartsHead(
+  { range, onPick }: { range: Range; onPick: (r: Range) => void },
+) {
+  return (
+    <div class="section-head">
+      <h2>Charts</h2>
+      <div class="segmented" role="group" aria-label="Range">
+        {(["5m", "1h"] as Range[]).map((r) => (
+          <button
+            type="button"
+            aria-pressed={r === range}
+            onClick={() => onPick(r)}
+          >
+            {r === "5m" ? "5 minutes" : "1 hour"}
+          </button>
+        ))}
+      </div>
+    </div>
+  );
 }

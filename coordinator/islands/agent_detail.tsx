@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { AgentRow, StatsMessage } from "../routes/live.ts";
 import type { AgentFigures, AgentSeries, Range } from "../stats.ts";
 import { api } from "./_api.ts";
-import { Chart, mergeTail } from "./_chart.tsx";
+import { Chart, ChartsHead, mergeTail } from "./_chart.tsx";
 import { fmtBytes, fmtDateTime, fmtMs, fmtNum, fmtPercent } from "./_format.ts";
 import { listen, tick } from "./_live.ts";
 import { agentName } from "./_models.ts";
@@ -317,20 +317,7 @@ export default function AgentDetail(props: AgentDetailProps) {
           </div>
         </section>
       </div>
-      <div class="section-head">
-        <h2>Charts</h2>
-        <div class="segmented" role="group" aria-label="Range">
-          {(["5m", "1h"] as Range[]).map((r) => (
-            <button
-              type="button"
-              aria-pressed={r === range}
-              onClick={() => pick(r)}
-            >
-              {r === "5m" ? "5 minutes" : "1 hour"}
-            </button>
-          ))}
-        </div>
-      </div>
+      <ChartsHead range={range} onPick={pick} />
       <section class="charts">
         <Chart
           title="Requests per second"

@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { FleetSummary, StatsMessage } from "../routes/live.ts";
 import type { Range, Series } from "../stats.ts";
 import { api } from "./_api.ts";
-import { Chart, mergeTail } from "./_chart.tsx";
+import { Chart, ChartsHead, mergeTail } from "./_chart.tsx";
 import { fmtMs, fmtNum, fmtPct } from "./_format.ts";
 import { listen } from "./_live.ts";
 
@@ -114,20 +114,7 @@ export default function Overview(props: OverviewProps) {
           tone={s.queue_depth > 0 ? "warn" : undefined}
         />
       </section>
-      <div class="section-head">
-        <h2>Charts</h2>
-        <div class="segmented" role="group" aria-label="Range">
-          {(["5m", "1h"] as Range[]).map((r) => (
-            <button
-              type="button"
-              aria-pressed={r === range}
-              onClick={() => pick(r)}
-            >
-              {r === "5m" ? "5 minutes" : "1 hour"}
-            </button>
-          ))}
-        </div>
-      </div>
+      <ChartsHead range={range} onPick={pick} />
       <section class="charts">
         <Chart
           title="Requests per second"

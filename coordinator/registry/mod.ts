@@ -79,6 +79,18 @@ function modelsJson(models: InstalledModel[], loaded: LoadedModel[]): string {
   return JSON.stringify([models, loaded]);
 }
 
+/** An agent's model lists with the indexes routing reads from them. */
+function modelFields(models: InstalledModel[], loaded: LoadedModel[]) {
+  return {
+    models,
+    loadedModels: loaded,
+    modelKeys: keysOf(models),
+    loadedKeys: keysOf(loaded),
+    modelSizes: sizesOf(models),
+    modelsJson: modelsJson(models, loaded),
+  };
+}
+
 const HEARTBEAT_FLUSH_MS = 2000;
 
 /** The registry of agents. */
@@ -139,12 +151,7 @@ export class Registry {
         registeredAt: Date.parse(String(r.registered_at)),
         lastSeen: Date.parse(String(r.last_seen)),
         metrics: r.metrics == null ? null : JSON.parse(String(r.metrics)),
-        models,
-        loadedModels: loaded,
-        modelKeys: keysOf(models),
-        loadedKeys: keysOf(loaded),
-        modelSizes: sizesOf(models),
-        modelsJson: modelsJson(models, loaded),
+        ...modelFields(models, loaded),
         ollamaUp: true,
         inFlight: 0,
         baseUrl: ollamaBaseUrl(String(r.ip_address), Number(r.ollama_port)),
@@ -216,12 +223,7 @@ export class Registry {
         os: req.os ?? existing.os,
         parallel: req.parallel ?? existing.parallel,
         lastSeen: now,
-        models,
-        loadedModels: loaded,
-        modelKeys: keysOf(models),
-        loadedKeys: keysOf(loaded),
-        modelSizes: sizesOf(models),
-        modelsJson: modelsJson(models, loaded),
+        ...modelFields(models, loaded),
         ollamaUp: true,
       });
       if (req.gpus) existing.metrics = { ...this.#emptyMetrics(existing), gpus: req.gpus };
@@ -264,12 +266,7 @@ export class Registry {
       metrics: req.gpus
         ? { cpu_usage: 0, memory_usage: 0, active_requests: 0, gpus: req.gpus }
         : null,
-      models,
-      loadedModels: loaded,
-      modelKeys: keysOf(models),
-      loadedKeys: keysOf(loaded),
-      modelSizes: sizesOf(models),
-      modelsJson: modelsJson(models, loaded),
+      ...modelFields(models, loaded),
       ollamaUp: true,
       inFlight: 0,
       baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
@@ -334,14 +331,8 @@ export class Registry {
 
   /** Replaces what an agent has installed and loaded; persisted only when it changed. */
   setModels(agent: Agent, models: InstalledModel[], loaded: LoadedModel[]): void {
-    const json = modelsJson(models, loaded);
-    if (json === agent.modelsJson) return;
-    agent.models = models;
-    agent.loadedModels = loaded;
-    agent.modelKeys = keysOf(models);
-    agent.loadedKeys = keysOf(loaded);
-    agent.modelSizes = sizesOf(models);
-    agent.modelsJson = json;
+    if (modelsJson(models, loaded) === agent.modelsJson) return;
+    Object.assign(agent, modelFields(models, loaded));
     this.#stmt.models.run(JSON.stringify(models), JSON.stringify(loaded), agent.id);
   }
 

@@ -130,16 +130,20 @@ Deno.test("monitor - a dead Ollama behind a live agent takes it offline until it
 
 Deno.test("monitor - a healthy agent is probed at most once per probe interval", async () => {
   const { registry, db, clock } = setup();
-  registry.register(registration());
+  const { agent } = registry.register(registration());
+  const beat = () =>
+    registry.heartbeat({ agent_id: agent.id, cpu_usage: 1, memory_usage: 1, active_requests: 0 });
   let probes = 0;
   const probe = () => (probes++, Promise.resolve(true));
   const lastProbe = new Map<string, number>();
   const opts = { probeTimeoutMs: 100, probe, probeIntervalMs: 30_000, lastProbe, now: clock.now };
   await checkFleet(registry, opts);
   clock.advance(10_000);
+  beat();
   await checkFleet(registry, opts);
   assert.equal(probes, 1);
   clock.advance(20_000);
+  beat();
   await checkFleet(registry, opts);
   assert.equal(probes, 2);
   db.close();
