@@ -53,8 +53,25 @@ function under(path: string, prefix: string): boolean {
   return path === prefix || path.startsWith(prefix + "/");
 }
 
+const MODEL_MANAGEMENT = [
+  "/api/pull",
+  "/api/push",
+  "/api/create",
+  "/api/copy",
+  "/api/delete",
+  "/api/blobs",
+];
+
 /** Classifies a request by method and path. */
-export function accessOf(method: string, path: string, metricsPublic = false): Access {
+export function accessOf(
+  method: string,
+  path: string,
+  options: { metricsPublic?: boolean; clientModelManagement?: boolean } = {},
+): Access {
+  const metricsPublic = options.metricsPublic ?? false;
+  if (options.clientModelManagement === false && MODEL_MANAGEMENT.some((p) => under(path, p))) {
+    return "admin";
+  }
   if (method === "POST" && path === "/api/agents") return "agent_register";
   if (
     method === "POST" && (path === "/api/health" || /^\/api\/agents\/[^/]+\/progress$/.test(path))
@@ -100,7 +117,7 @@ export function accessControl(ctx: AppContext): MiddlewareHandler {
   return async (c, next) => {
     const { method } = c.req;
     const path = c.req.path;
-    const access = accessOf(method, path, ctx.config.metricsPublic);
+    const access = accessOf(method, path, ctx.config);
     switch (access) {
       case "public":
         break;

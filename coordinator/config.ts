@@ -92,6 +92,14 @@ const SETTINGS = {
     default: "",
     help: "Comma-separated CIDR networks agents may advertise (empty: any but link-local/metadata)",
   },
+  clientModelManagement: {
+    env: "CLIENT_MODEL_MANAGEMENT",
+    flag: "client-model-management",
+    schema: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1"),
+    default: "true",
+    help:
+      "Let API clients pull, push, create, copy and delete models, as Ollama does (false: admins only)",
+  },
   corsOrigins: {
     env: "OLLAMA_ORIGINS",
     flag: "origins",

@@ -115,6 +115,11 @@ Deno.test("security - login sets a strict cookie; changes need the CSRF token; f
   // Logging out ends the session.
   await t.request("/logout", { method: "POST", headers: { cookie: session } });
   assert.equal((await t.request("/api/agents", { headers: { cookie: session } })).status, 401);
+  const huge = await t.request("/login", {
+    method: "POST",
+    body: "password=" + "x".repeat(100_000),
+  });
+  assert.equal(huge.status, 413);
   // Five wrong passwords, then even the right one waits.
   for (let i = 0; i < 5; i++) assert.equal((await form("wrong-password")).status, 401);
   const limited = await form(TEST_ADMIN_PASSWORD);
@@ -217,4 +222,47 @@ Deno.test("security - secrets are generated once, stored hashed", () => {
   assert.ok(store.checkAdminPassword("a much better one"));
   assert.ok(!store.checkAdminPassword(password));
   db.close();
+});
+
+Deno.test("security - model management can be kept to admins; client uses are recorded", async () => {
+  await using open = await startFleet([{ name: "a", models: ["llama3.2"] }]);
+  const copy = await fetch(`${open.url}/api/copy`, {
+    method: "POST",
+    body: JSON.stringify({ source: "llama3.2", destination: "mine" }),
+  });
+  assert.equal(copy.status, 200);
+  await copy.body?.cancel();
+  assert.ok(
+    open.coordinator.ctx.registry.events().some((e) => /API copy of "llama3.2"/.test(e.message)),
+  );
+
+  await using closed = await startFleet([{ name: "a", models: ["llama3.2"] }], {
+    clientModelManagement: false,
+  });
+  for (
+    const [method, path] of [["DELETE", "/api/delete"], ["POST", "/api/pull"], [
+      "POST",
+      "/api/copy",
+    ]]
+  ) {
+    const res = await fetch(`${closed.url}${path}`, {
+      method,
+      body: JSON.stringify({ model: "llama3.2", source: "llama3.2", destination: "x" }),
+    });
+    assert.equal(res.status, 401, path);
+    await res.body?.cancel();
+  }
+  const asAdmin = await fetch(`${closed.url}/api/copy`, {
+    method: "POST",
+    headers: closed.adminHeaders,
+    body: JSON.stringify({ source: "llama3.2", destination: "x" }),
+  });
+  assert.equal(asAdmin.status, 200);
+  await asAdmin.body?.cancel();
+  const chat = await fetch(`${closed.url}/api/generate`, {
+    method: "POST",
+    body: JSON.stringify({ model: "llama3.2", prompt: "hi", stream: false }),
+  });
+  assert.equal(chat.status, 200);
+  await chat.body?.cancel();
 });

@@ -8,7 +8,7 @@ import { z } from "zod";
 import { ollamaError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { adminOf, SESSION_COOKIE } from "../auth.ts";
-import { json, readJson } from "../http.ts";
+import { json, readJson, readLimited } from "../http.ts";
 import { getCookie } from "hono/cookie";
 
 /** Failed logins per client address before it must wait. */
@@ -94,14 +94,11 @@ export function authRoutes(ctx: AppContext): Hono {
     if (origin && origin !== new URL(c.req.url).origin) {
       return c.text("Cross-site sign-in refused", 403);
     }
-    let form: FormData;
-    try {
-      form = await c.req.formData();
-    } catch {
-      return c.text("Expected a form", 400);
-    }
-    const password = String(form.get("password") ?? "");
-    const next = safeNext(String(form.get("next") ?? ""));
+    const bytes = await readLimited(c.req.raw, 16 * 1024);
+    if (bytes === null) return c.text("Sign-in form is too large", 413);
+    const form = new URLSearchParams(new TextDecoder().decode(bytes));
+    const password = form.get("password") ?? "";
+    const next = safeNext(form.get("next") ?? "");
     if (!ctx.security.checkAdminPassword(password)) {
       const entry = f && f.until > now ? f : { count: 0, until: now + FAILURE_WINDOW_MS };
       entry.count++;

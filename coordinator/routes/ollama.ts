@@ -191,6 +191,7 @@ async function modelTransfer(ctx: AppContext, c: Context, path: string): Promise
   if (body instanceof Response) return body;
   const model = modelOf(body, "model", "name");
   if (!model) return ollamaError(400, "model is required");
+  const verb = path === "/api/pull" ? "pull" : "push";
   const ref = c.req.header("x-coordinator-agent");
   const candidates = online(ctx);
   if (candidates.length === 0) {
@@ -208,6 +209,13 @@ async function modelTransfer(ctx: AppContext, c: Context, path: string): Promise
     if (!targets.length) return ollamaError(404, `model "${model}" not found`);
   } else {
     targets = [pickPullTarget(candidates, model)];
+  }
+  for (const a of targets) {
+    ctx.registry.recordEvent(
+      "model",
+      a.id,
+      `API ${verb} of "${model}" on "${ctx.registry.label(a)}"`,
+    );
   }
   const raw = JSON.stringify(body);
   const refresh = (a: Agent) => () => refreshModels(ctx.registry, a);
@@ -410,6 +418,14 @@ async function onEveryHolder(
     );
   }
   if (!agents.length) return ollamaError(404, `model "${model}" not found`);
+  const verb = path === "/api/delete" ? "delete" : "copy";
+  for (const a of agents) {
+    ctx.registry.recordEvent(
+      "model",
+      a.id,
+      `API ${verb} of "${model}" on "${ctx.registry.label(a)}"`,
+    );
+  }
   const results = await fanOut(agents, { path, method, body, timeoutMs: 30_000 });
   await Promise.all(agents.map((a) => refreshModels(ctx.registry, a)));
   const ok = results.filter((r) => r.status === 200);

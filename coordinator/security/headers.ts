@@ -19,15 +19,29 @@ export function originAllowed(origin: string, extra: string[]): boolean {
   return extra.some((o) => o === "*" || globToRegExp(o).test(origin));
 }
 
+/** Whether a browser origin is this server itself (the dashboard calling its own API). */
+function sameHost(origin: string, host: string | undefined): boolean {
+  try {
+    return host !== undefined && new URL(origin).host === host;
+  } catch {
+    return false;
+  }
+}
+
 /** CORS for the API routes: answers preflights and echoes allowed origins. */
 export function apiCors(extra: string[]): MiddlewareHandler {
   return async (c, next) => {
     const origin = c.req.header("origin");
     const path = c.req.path;
     const api = path === "/" || path.startsWith("/api/") || path.startsWith("/v1/");
-    if (!origin || !api || !originAllowed(origin, extra)) {
+    if (!origin || !api || sameHost(origin, c.req.header("host"))) {
       await next();
       return;
+    }
+    // Like Ollama: a browser page from an origin that is not allowed is refused outright, so a
+    // web page a user happens to open cannot drive the API (it runs models, deletes models).
+    if (!originAllowed(origin, extra)) {
+      return c.json({ error: `Origin ${origin} is not allowed (see OLLAMA_ORIGINS)` }, 403);
     }
     if (c.req.method === "OPTIONS") {
       return c.body(null, 204, {
