@@ -225,7 +225,8 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         );
       }
       clearTimeout(firstByte);
-      const ttftMs = deps.now() - sentAt;
+      // Time to first token as the client sees it: queueing and failed attempts included.
+      const ttftMs = deps.now() - started;
       return new Response(
         pipe(
           { reader, first, upstream, req, idleMs: config.idleTimeout * 1000, agentName },
@@ -359,17 +360,19 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
       }
       take(input.first.value);
       controller.enqueue(input.first.value);
-      armIdle();
     },
     async pull(controller) {
       try {
+        // The silence timer runs only while waiting on the agent: a client that reads slowly
+        // holds back the pulls and must not be taken for an agent that stopped answering.
+        armIdle();
         const { done, value } = await reader.read();
+        clearTimeout(idle);
         if (done) {
           controller.close();
           finish({});
           return;
         }
-        armIdle();
         take(value);
         controller.enqueue(value);
       } catch (e) {

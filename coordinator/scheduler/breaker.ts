@@ -64,6 +64,12 @@ export class Breakers {
     if (this.state(id) === "half_open") this.#entry(id).trial = true;
   }
 
+  /** The trial ended without a verdict (busy, client gone): another trial may go. */
+  onNeutral(id: string): void {
+    const e = this.#entries.get(id);
+    if (e) e.trial = false;
+  }
+
   /** A success closes the circuit. */
   onSuccess(id: string): void {
     this.#entries.delete(id);

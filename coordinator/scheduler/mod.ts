@@ -315,40 +315,41 @@ export class Scheduler {
   /** Hands freed slots to waiting requests, oldest first in each model's queue. */
   pump(): void {
     for (const queue of [...this.#queues.values()]) {
-      while (queue.length) {
-        const w = queue[this.#nextWaiter(queue)];
-        const candidates = this.candidates(w.model, w.opts);
-        if (candidates.length === 0) {
+      // Keep placing while anything can be placed. A waiter that cannot go now (pinned to a busy
+      // agent, or excluding the agents it already tried) does not hold up those behind it.
+      let placed = true;
+      while (placed && queue.length) {
+        placed = false;
+        for (const w of this.#byTurn(queue)) {
+          const candidates = this.candidates(w.model, w.opts);
+          if (candidates.length === 0) {
+            w.cleanup();
+            w.reject(this.#whyNone(w.model, w.opts));
+            placed = true;
+            break;
+          }
+          const agent = this.choose(w.model, candidates, w.opts.affinity);
+          if (!agent) continue;
           w.cleanup();
-          w.reject(this.#whyNone(w.model, w.opts));
-          continue;
+          if (w.opts.tenant !== undefined) this.#served.set(w.opts.tenant, ++this.#turn);
+          w.resolve(this.#lease(agent, w.model, this.#now() - w.enqueuedAt));
+          placed = true;
+          break;
         }
-        const agent = this.choose(w.model, candidates, w.opts.affinity);
-        if (!agent) break;
-        w.cleanup();
-        if (w.opts.tenant !== undefined) this.#served.set(w.opts.tenant, ++this.#turn);
-        w.resolve(this.#lease(agent, w.model, this.#now() - w.enqueuedAt));
       }
     }
   }
 
   /**
-   * Which waiter gets the next free slot: round robin over API keys (the key served longest ago
-   * goes first), first come first served within a key and when there are no keys.
+   * Waiters in the order they get free slots: round robin over API keys (the key served longest
+   * ago first), first come first served within a key and when there are no keys.
    */
-  #nextWaiter(queue: Waiter[]): number {
-    let best = 0;
-    let bestTurn = Infinity;
-    for (let i = 0; i < queue.length; i++) {
-      const tenant = queue[i].opts.tenant;
-      const turn = tenant === undefined ? -1 : this.#served.get(tenant) ?? -1;
-      if (turn < bestTurn) {
-        best = i;
-        bestTurn = turn;
-        if (turn === -1) break;
-      }
-    }
-    return best;
+  #byTurn(queue: Waiter[]): Waiter[] {
+    const turn = (w: Waiter) =>
+      w.opts.tenant === undefined ? -1 : this.#served.get(w.opts.tenant) ?? -1;
+    return queue.map((w, i) => ({ w, i, t: turn(w) }))
+      .sort((a, b) => a.t - b.t || a.i - b.i)
+      .map((x) => x.w);
   }
 
   /** Ends an attempt: frees the slot, feeds the breaker and the speed table, wakes the queue. */
@@ -366,6 +367,7 @@ export class Scheduler {
       }
       if (affinity) this.#remember(affinity, agent.id);
     } else if (outcome.result === "busy") {
+      this.breakers.onNeutral(agent.id);
       this.#busyUntil.set(agent.id, this.#now() + BUSY_BACKOFF_MS);
       Deno.unrefTimer(setTimeout(() => this.pump(), BUSY_BACKOFF_MS + 5));
     } else if (this.breakers.onFailure(agent.id)) {

@@ -314,3 +314,35 @@ Deno.test("scheduler - queued requests are shared fairly between API keys", asyn
   assert.deepEqual(granted.map((g) => g.name), ["heavy0", "light1", "heavy1", "heavy2", "heavy3"]);
   db.close();
 });
+
+Deno.test("scheduler - a waiter that cannot go now does not hold up the queue behind it", async () => {
+  const { scheduler, add, db } = setup();
+  const a = add("a", { parallel: 1 });
+  const b = add("b", { parallel: 1 });
+  const onA = await scheduler.acquire(MODEL, { agentId: a.id });
+  const onB = await scheduler.acquire(MODEL, { agentId: b.id });
+  // First in line wants agent a only; second takes anyone.
+  let pinnedServed = false;
+  const pinned = scheduler.acquire(MODEL, { agentId: a.id }).then((l) => (pinnedServed = true, l));
+  const anyone = scheduler.acquire(MODEL);
+  scheduler.release(onB, { result: "ok" });
+  assert.equal((await anyone).agent.id, b.id);
+  assert.equal(pinnedServed, false);
+  scheduler.release(onA, { result: "ok" });
+  assert.equal((await pinned).agent.id, a.id);
+  db.close();
+});
+
+Deno.test("scheduler - a busy answer to the half-open trial lets another trial go later", async () => {
+  const { scheduler, add, clock, db } = setup();
+  const flaky = add("flaky");
+  for (let i = 0; i < 3; i++) {
+    scheduler.release(await scheduler.acquire(MODEL), { result: "failed" });
+  }
+  clock.advance(10_001);
+  scheduler.release(await scheduler.acquire(MODEL), { result: "busy" });
+  clock.advance(1_001);
+  assert.equal(scheduler.breakers.state(flaky.id), "half_open");
+  assert.deepEqual(scheduler.candidates(MODEL).map((x) => x.id), [flaky.id]);
+  db.close();
+});
