@@ -135,7 +135,9 @@ export async function registerSim(
       models: tags.models,
     }),
   });
-  const { agent_id, agent_secret } = await res.json();
+  const reply = await res.json();
+  if (!res.ok) throw new Error(`Cannot register simulator "${name}": ${reply.error}`);
+  const { agent_id, agent_secret } = reply;
   if (!options.keepAlive) return agent_id;
   const timer = setInterval(() => {
     fetch(`${coordinatorUrl}/api/health`, {

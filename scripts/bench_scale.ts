@@ -166,7 +166,10 @@ async function streams() {
     LOG_LEVEL: "error",
     QUEUE_MAX_LENGTH: "100000",
   });
-  await registerSim(co.url, "slow", sim, STREAMS + 10, { keepAlive: true });
+  // An agent has at most 1,024 slots: several agents share the one simulator.
+  for (let i = 0; i * 500 < STREAMS + 10; i++) {
+    await registerSim(co.url, `slow-${i}`, sim, 500, { keepAlive: true });
+  }
   // Warm up the proxy path, then take the baseline.
   for (let i = 0; i < 50; i++) {
     await (await fetch(`${co.url}/api/generate`, {
@@ -182,6 +185,7 @@ async function streams() {
   await sleep(500);
   const base = rssBytes(co.process.pid);
   const readers: Promise<number>[] = [];
+  let chunks = 0;
   let open = 0;
   for (let i = 0; i < STREAMS; i++) {
     readers.push((async () => {
@@ -191,7 +195,10 @@ async function streams() {
       });
       open++;
       let lines = 0;
-      for await (const chunk of res.body!) lines += chunk.byteLength > 0 ? 1 : 0;
+      for await (const chunk of res.body!) {
+        lines += chunk.byteLength > 0 ? 1 : 0;
+        chunks++;
+      }
       return lines;
     })());
   }
@@ -199,15 +206,19 @@ async function streams() {
   await sleep(2000);
   const peak = rssBytes(co.process.pid);
   const cpu0 = cpuSeconds(co.process.pid);
+  const chunks0 = chunks;
   await sleep(5000);
   const cpu = (cpuSeconds(co.process.pid) - cpu0) / 5;
+  const chunkRate = (chunks - chunks0) / 5;
   console.log(
     `3. ${STREAMS} concurrent streams at 4 tokens/s each: coordinator resident ${
       fmt(peak / 1e6, 1)
     } MB ` +
       `(baseline ${fmt(base / 1e6, 1)} MB, ${
         fmt((peak - base) / STREAMS / 1024, 1)
-      } KB per stream), CPU ${fmt(cpu * 100, 1)}% of one core`,
+      } KB per stream), CPU ${fmt(cpu * 100, 1)}% of one core, ${
+        fmt(chunkRate, 0)
+      } chunks/s relayed`,
   );
   const counts = await Promise.all(readers);
   console.log(`   all ${counts.filter((c) => c > 0).length} streams completed`);
