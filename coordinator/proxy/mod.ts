@@ -211,7 +211,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         return new Response(bytes, { status: res.status, headers });
       }
       // Streaming: wait for the first chunk so a failure before it can still be retried.
-      const reader = res.body.getReader();
+      const reader = chunkReader(res.body);
       let first: ReadableStreamReadResult<Uint8Array>;
       try {
         first = await reader.read();
@@ -308,8 +308,36 @@ function usageFields(usage: Usage, outcome: Outcome) {
   };
 }
 
+/** Reads an upstream body chunk by chunk. */
+interface ChunkReader {
+  read(): Promise<ReadableStreamReadResult<Uint8Array>>;
+  cancel(reason?: unknown): Promise<void>;
+}
+
+/** Size of the buffer each upstream read fills: streamed chunks are a few hundred bytes. */
+const READ_BUFFER = 8192;
+
+/**
+ * A reader that reads into small buffers of its own (BYOB) when the body allows it. A default
+ * read hands out a view of a fresh 64 KiB buffer per chunk, which the response then holds: with
+ * thousands of streams that was most of the coordinator's memory (bench:scale).
+ */
+function chunkReader(body: ReadableStream<Uint8Array>): ChunkReader {
+  try {
+    const byob = body.getReader({ mode: "byob" });
+    return {
+      read: () =>
+        byob.read(new Uint8Array(READ_BUFFER)) as Promise<ReadableStreamReadResult<Uint8Array>>,
+      cancel: (reason) => byob.cancel(reason),
+    };
+  } catch {
+    const reader = body.getReader();
+    return { read: () => reader.read(), cancel: (reason) => reader.cancel(reason) };
+  }
+}
+
 interface PipeInput {
-  reader: ReadableStreamDefaultReader<Uint8Array>;
+  reader: ChunkReader;
   first: ReadableStreamReadResult<Uint8Array>;
   upstream: AbortController;
   req: ProxyRequest;
