@@ -98,7 +98,7 @@ export class Metrics {
   );
   readonly retries = new Counter(
     "ollama_coordinator_retries_total",
-    "Attempts that failed on an agent and were retried elsewhere",
+    "Attempts that failed on an agent (each one retried elsewhere while attempts remain)",
   );
   readonly trips = new Counter(
     "ollama_coordinator_circuit_breaker_trips_total",

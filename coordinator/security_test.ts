@@ -217,8 +217,10 @@ Deno.test("security - secrets are generated once, stored hashed", () => {
   const dump = JSON.stringify(db.prepare("SELECT * FROM settings").all());
   assert.ok(!dump.includes(token) && !dump.includes(password));
   assert.match(dump, /scrypt\$/);
-  // A configured password replaces the generated one.
+  // A configured password replaces the generated one and ends the old sessions.
+  const session = store.createSession();
   store.ensureAdminPassword("a much better one");
+  assert.equal(store.session(session.id), undefined);
   assert.ok(store.checkAdminPassword("a much better one"));
   assert.ok(!store.checkAdminPassword(password));
   db.close();

@@ -256,7 +256,8 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
           registry.recordEvent(
             "failure",
             agent.id,
-            `Request ${req.requestId} failed on ${e.message}; retrying elsewhere`,
+            `Request ${req.requestId} failed on ${e.message}` +
+              (attempt + 1 < maxAttempts ? "; retrying elsewhere" : "; no attempts left"),
           );
         }
         continue;

@@ -45,6 +45,7 @@ export function agentRoutes(ctx: AppContext): Hono {
       );
     }
     const { agent, created } = registry.register(body.data);
+    ctx.scheduler.pump(); // requests waiting for this agent's models may go now
     // Each registration gets a fresh secret: one agent can never heartbeat for another.
     const secret = ctx.security.issueAgentSecret(agent.id);
     return json(
@@ -68,6 +69,7 @@ export function agentRoutes(ctx: AppContext): Hono {
     if (!agent) {
       return ollamaError(404, `Agent "${body.data.agent_id}" is not registered`);
     }
+    if (agent.status === "online") ctx.scheduler.pump();
     const commands = ctx.commands.take(agent.id);
     return json(commands.length ? { ok: true, commands } : { ok: true });
   });

@@ -208,3 +208,15 @@ Deno.test("agents API - pins are set, listed, persisted and removed by admins", 
   );
   t.close();
 });
+
+Deno.test("agents API - a newly registered agent takes requests waiting in the queue", async () => {
+  const t = testApp();
+  await t.register(registration({ machine_name: "busy", parallel: 1 }));
+  const first = await t.ctx.scheduler.acquire("llama3.2");
+  const waiting = t.ctx.scheduler.acquire("llama3.2");
+  assert.deepEqual(Object.values(t.ctx.scheduler.queueDepths()), [1]);
+  const fresh = await t.register(registration({ machine_name: "fresh", parallel: 1 }));
+  assert.equal((await waiting).agent.id, fresh.agent_id);
+  t.ctx.scheduler.release(first, { result: "ok" });
+  t.close();
+});

@@ -252,6 +252,14 @@ export class Scheduler {
     if (!online.some((a) => a.modelKeys.has(key))) {
       return new NoAgentError(`model "${model}" not found, try pulling it first`, 404);
     }
+    const pin = this.pins.labelFor(key);
+    if (pin !== undefined && !online.some((a) => a.labels.includes(pin) && a.modelKeys.has(key))) {
+      return new NoAgentError(
+        `model "${model}" is pinned to agents labelled "${pin}", and none of them is online`,
+        503,
+        5,
+      );
+    }
     if (opts.agentId && !online.some((a) => a.id === opts.agentId)) {
       return new NoAgentError("The requested agent is not online", 503, 5);
     }

@@ -286,7 +286,10 @@ Deno.test("scheduler - a model pinned to a label is served only by agents with t
   scheduler.pins.set("llama3.2", "gpu-large");
   assert.deepEqual(scheduler.candidates("llama3.2:latest").map((a) => a.id), [big.id]);
   registry.patch(big.id, { drain: true });
-  await assert.rejects(scheduler.acquire(MODEL), (e: NoAgentError) => e.status === 503);
+  await assert.rejects(
+    scheduler.acquire(MODEL),
+    (e: NoAgentError) => e.status === 503 && /pinned to agents labelled "gpu-large"/.test(e.message),
+  );
   scheduler.pins.remove("llama3.2:latest");
   assert.deepEqual(scheduler.candidates(MODEL).map((a) => a.id), [small.id]);
   db.close();

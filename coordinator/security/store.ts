@@ -127,6 +127,8 @@ export class SecurityStore {
     if (configured) {
       if (!stored || !verifyPassword(configured, stored)) {
         this.setSetting("admin_password_hash", hashPassword(configured));
+        // A new password ends every session signed in with the old one.
+        this.#db.exec("DELETE FROM sessions");
       }
       return {};
     }
