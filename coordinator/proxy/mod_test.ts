@@ -161,3 +161,37 @@ Deno.test("proxy - the request log records route, agent, tokens and speed", asyn
   );
   assert.ok(speed?.tokensPerSecond);
 });
+
+Deno.test("proxy - the first chunk reaches the client before the agent sends its second", async () => {
+  // One token a second: the second chunk leaves the simulator a second after the first.
+  await using fleet = await startFleet([{ name: "slow", models: ["llama3.2"], tokensPerSecond: 1, ttftMs: 0 }]);
+  const started = performance.now();
+  const res = await post(fleet.url, chatBody(true));
+  const reader = res.body!.getReader();
+  const first = await reader.read();
+  const firstMs = performance.now() - started;
+  assert.equal(first.done, false);
+  assert.equal(JSON.parse(new TextDecoder().decode(first.value!).split("\n")[0]).done, false);
+  console.log(`first chunk after ${firstMs.toFixed(1)} ms; the second is due after 1000 ms`);
+  assert.ok(firstMs < 900, `first chunk took ${firstMs} ms`);
+  await reader.cancel();
+});
+
+Deno.test("proxy - the agent sees a client's abort within 100 ms", async () => {
+  await using fleet = await startFleet([{ name: "slow", models: ["llama3.2"], tokensPerSecond: 20 }]);
+  const sim = fleet.sims.slow;
+  const ac = new AbortController();
+  const res = await post(fleet.url, chatBody(true), ac.signal);
+  const reader = res.body!.getReader();
+  await reader.read();
+  const abortedAt = performance.now();
+  ac.abort();
+  await reader.cancel().catch(() => {});
+  while (sim.stats.aborted === 0 && performance.now() - abortedAt < 2000) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  const ms = performance.now() - abortedAt;
+  console.log(`the simulator saw the abort after ${ms.toFixed(1)} ms`);
+  assert.equal(sim.stats.aborted, 1);
+  assert.ok(ms < 100, `abort took ${ms} ms to reach the agent`);
+});
