@@ -298,7 +298,7 @@ function outcomeOf(usage: Usage, sentAt: number, now: number): Outcome {
   else if (usage.completionTokens) {
     tps = usage.completionTokens / Math.max((now - sentAt) / 1000, 0.001);
   }
-  return { result: "ok", tokensPerSecond: tps };
+  return { result: "ok", tokensPerSecond: tps, tokens: usage.completionTokens };
 }
 
 function usageFields(usage: Usage, outcome: Outcome) {

@@ -164,7 +164,12 @@ Deno.test("proxy - the request log records route, agent, tokens and speed", asyn
 
 Deno.test("proxy - the first chunk reaches the client before the agent sends its second", async () => {
   // One token a second: the second chunk leaves the simulator a second after the first.
-  await using fleet = await startFleet([{ name: "slow", models: ["llama3.2"], tokensPerSecond: 1, ttftMs: 0 }]);
+  await using fleet = await startFleet([{
+    name: "slow",
+    models: ["llama3.2"],
+    tokensPerSecond: 1,
+    ttftMs: 0,
+  }]);
   const started = performance.now();
   const res = await post(fleet.url, chatBody(true));
   const reader = res.body!.getReader();
@@ -178,7 +183,11 @@ Deno.test("proxy - the first chunk reaches the client before the agent sends its
 });
 
 Deno.test("proxy - the agent sees a client's abort within 100 ms", async () => {
-  await using fleet = await startFleet([{ name: "slow", models: ["llama3.2"], tokensPerSecond: 20 }]);
+  await using fleet = await startFleet([{
+    name: "slow",
+    models: ["llama3.2"],
+    tokensPerSecond: 20,
+  }]);
   const sim = fleet.sims.slow;
   const ac = new AbortController();
   const res = await post(fleet.url, chatBody(true), ac.signal);

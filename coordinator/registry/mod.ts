@@ -50,6 +50,11 @@ export interface Agent {
   ollamaUp: boolean;
   /** Requests this coordinator has in flight on the agent. */
   inFlight: number;
+  /**
+   * Of those, per model (normalised name): Ollama's parallel slots (OLLAMA_NUM_PARALLEL) are per
+   * loaded model.
+   */
+  inFlightByModel: Map<string, number>;
   /** Where its Ollama listens: `http://host:port`. */
   baseUrl: string;
 }
@@ -102,6 +107,7 @@ export class Registry {
   readonly #bus?: Bus;
   readonly #stmt: Record<string, StatementSync>;
   readonly #dirty = new Set<string>();
+  #list: Agent[] | undefined;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(db: DatabaseSync, options: RegistryOptions) {
@@ -154,6 +160,7 @@ export class Registry {
         ...modelFields(models, loaded),
         ollamaUp: true,
         inFlight: 0,
+        inFlightByModel: new Map(),
         baseUrl: ollamaBaseUrl(String(r.ip_address), Number(r.ollama_port)),
       };
       this.#agents.set(agent.id, agent);
@@ -184,9 +191,12 @@ export class Registry {
     }
   }
 
-  /** Every agent, in registration order. */
-  all(): Agent[] {
-    return [...this.#agents.values()];
+  /**
+   * Every agent, in registration order. The array is shared and rebuilt only when an agent is
+   * added or removed (the scheduler reads it for every request): do not modify it.
+   */
+  all(): readonly Agent[] {
+    return this.#list ??= [...this.#agents.values()];
   }
 
   /** One agent by id. */
@@ -269,6 +279,7 @@ export class Registry {
       ...modelFields(models, loaded),
       ollamaUp: true,
       inFlight: 0,
+      inFlightByModel: new Map(),
       baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
     };
     this.#stmt.insert.run(
@@ -288,6 +299,7 @@ export class Registry {
       JSON.stringify(loaded),
     );
     this.#agents.set(agent.id, agent);
+    this.#list = undefined;
     this.recordEvent("registered", agent.id, `Agent "${agent.machineName}" registered`);
     this.#publish(agent);
     return { agent, created: true };
@@ -368,6 +380,7 @@ export class Registry {
     const agent = this.#agents.get(id);
     if (!agent) return false;
     this.#agents.delete(id);
+    this.#list = undefined;
     this.#stmt.delete.run(id);
     this.recordEvent("removed", id, `Agent "${this.label(agent)}" removed`);
     this.#bus?.publish({ type: "agent_removed", id });

@@ -56,6 +56,8 @@ export interface Outcome {
   /** "ok", "busy" (503/429: alive but full) or "failed" (unreachable, reset, timeout, 5xx). */
   result: "ok" | "busy" | "failed";
   tokensPerSecond?: number;
+  /** Tokens generated, for the expected answer length per model. */
+  tokens?: number;
   ttftMs?: number;
 }
 
@@ -83,6 +85,14 @@ interface Waiter {
 }
 
 const AFFINITY_LIMIT = 10_000;
+/** Answer length assumed for a model before any was measured. */
+const DEFAULT_ANSWER_TOKENS = 100;
+/** Speed assumed before any agent was measured for a model. */
+const DEFAULT_TOKENS_PER_SECOND = 50;
+/** What loading a model that is not in memory is taken to cost. */
+const LOAD_PENALTY_SECONDS = 1;
+/** Completion estimates within this factor of the best count as a tie. */
+const NEAR_TIE = 1.05;
 const BUSY_BACKOFF_MS = 1_000;
 
 /** Picks agents for requests and queues requests while every candidate is full. */
@@ -143,52 +153,102 @@ export class Scheduler {
     return out;
   }
 
-  #hasFreeSlot(a: Agent, now: number): boolean {
-    if (a.inFlight >= this.capacity(a)) return false;
+  /** Requests this coordinator has in flight on an agent for one model (normalised name). */
+  #busy(a: Agent, key: string): number {
+    return a.inFlightByModel.size === 0 ? 0 : a.inFlightByModel.get(key) ?? 0;
+  }
+
+  #hasFreeSlot(a: Agent, key: string, now: number): boolean {
+    if (this.#busy(a, key) >= this.capacity(a)) return false;
     return this.#busyUntil.size === 0 || (this.#busyUntil.get(a.id) ?? 0) <= now;
   }
 
-  /** Chooses among candidates with a free slot; undefined when all are full. */
-  choose(model: string, candidates: Agent[], affinity?: string): Agent | undefined {
+  /**
+   * Chooses an agent for one request, or undefined when the request should wait in the queue.
+   *
+   * `smart` estimates each candidate's completion time: the answer's expected length over the
+   * agent's measured speed for the model, plus a load penalty when the model is not in memory,
+   * plus, for an agent whose slots are all taken, the wait for one of them (`ahead` requests are
+   * queued before this one). The quickest wins; when that agent is full, the request waits for
+   * it rather than going to a much slower free one. Near-ties go to a free agent, then one with
+   * the model loaded, then the lowest load for its capacity, then the cheapest cold start, then
+   * at random. `least_connections` and `round_robin` are the classic baselines: they ignore
+   * slots and speed, and never queue.
+   */
+  choose(
+    model: string,
+    candidates: readonly Agent[],
+    affinity?: string,
+    ahead = 0,
+  ): Agent | undefined {
+    if (candidates.length === 0) return undefined;
+    if (this.policy === "round_robin") return candidates[this.#rr++ % candidates.length];
+    if (this.policy === "least_connections") return this.#pickMin(candidates, (a) => [a.inFlight]);
     const now = this.#now();
-    const free = candidates.filter((a) => this.#hasFreeSlot(a, now));
-    if (free.length === 0) return undefined;
-    if (this.policy === "round_robin") return free[this.#rr++ % free.length];
-    const load = (a: Agent) => a.inFlight / this.capacity(a);
-    if (this.policy === "least_connections") {
-      return this.#pickMin(free, (a) => [load(a)]);
-    }
     const key = normalizeModelName(model);
+    const load = (a: Agent) => this.#busy(a, key) / this.capacity(a);
     if (affinity) {
+      const free = candidates.filter((a) => this.#hasFreeSlot(a, key, now));
       const preferred = free.find((a) => a.id === this.#affinity.get(affinity));
       // Reuse the agent's prompt cache unless it is clearly busier than the best choice.
       if (preferred && load(preferred) <= Math.min(...free.map(load)) + 0.5) return preferred;
     }
-    // Agents with the model loaded come first; tiers of the rest are only worked out when
-    // none of those has a free slot (the common case skips them).
-    const loaded = free.filter((a) => a.loadedKeys.has(key));
-    const pool = loaded.length ? loaded : free;
-    const speeds = pool.map((a) => this.speeds.get(a.id, key)?.tokensPerSecond ?? null);
+    const tokens = this.speeds.meanTokens(key) ?? DEFAULT_ANSWER_TOKENS;
+    const n = candidates.length;
+    const speeds: (number | null)[] = new Array(n);
     let optimistic = 0;
-    for (const s of speeds) if (s !== null && s > optimistic) optimistic = s;
-    // An agent without a measurement gets a fair trial: it ranks as the best measured one.
-    let best: Agent[] = [];
-    let bestTier = Infinity, bestLoad = Infinity, bestSpeed = -Infinity;
-    for (let i = 0; i < pool.length; i++) {
-      const a = pool[i];
-      const tier = loaded.length ? 0 : this.#tier(a, key);
-      const ld = Math.round(load(a) * 1000) / 1000;
-      const speed = speeds[i] ?? optimistic;
-      const better = tier < bestTier ||
-        (tier === bestTier && (ld < bestLoad || (ld === bestLoad && speed > bestSpeed)));
-      if (better) {
-        best = [a];
-        bestTier = tier;
-        bestLoad = ld;
-        bestSpeed = speed;
-      } else if (tier === bestTier && ld === bestLoad && speed === bestSpeed) best.push(a);
+    for (let i = 0; i < n; i++) {
+      const s = this.speeds.get(candidates[i].id, key)?.tokensPerSecond ?? null;
+      speeds[i] = s;
+      if (s !== null && s > optimistic) optimistic = s;
     }
-    return best.length === 1 ? best[0] : best[Math.floor(this.#random() * best.length)];
+    // An agent without a measurement gets a fair trial: it counts as fast as the best measured.
+    if (optimistic === 0) optimistic = DEFAULT_TOKENS_PER_SECOND;
+    const anyBusy = this.#busyUntil.size > 0;
+    const costs: number[] = new Array(n);
+    const free: boolean[] = new Array(n);
+    let min = Infinity;
+    for (let i = 0; i < n; i++) {
+      const a = candidates[i];
+      const service = tokens / (speeds[i] ?? optimistic) +
+        (a.loadedKeys.has(key) ? 0 : LOAD_PENALTY_SECONDS);
+      const cap = this.capacity(a);
+      const busy = this.#busy(a, key);
+      free[i] = busy < cap && (!anyBusy || (this.#busyUntil.get(a.id) ?? 0) <= now);
+      const cost = free[i]
+        ? service
+        : (Math.max(0, busy - cap) + 1 + ahead) * service / cap + service;
+      costs[i] = cost;
+      if (cost < min) min = cost;
+    }
+    // Near-ties narrowed step by step, so the costlier criteria only see the few that remain.
+    let pool: Agent[] = [];
+    let anyFree = false;
+    for (let i = 0; i < n; i++) {
+      if (costs[i] > min * NEAR_TIE) continue;
+      if (free[i] && !anyFree) {
+        anyFree = true;
+        pool = [];
+      }
+      if (free[i] || !anyFree) pool.push(candidates[i]);
+    }
+    const narrow = (score: (a: Agent) => number) => {
+      let best = Infinity;
+      let kept: Agent[] = [];
+      for (const a of pool) {
+        const v = score(a);
+        if (v < best) {
+          best = v;
+          kept = [a];
+        } else if (v === best) kept.push(a);
+      }
+      pool = kept;
+    };
+    if (pool.length > 1) narrow((a) => (a.loadedKeys.has(key) ? 0 : 1));
+    if (pool.length > 1) narrow((a) => Math.round(load(a) * 1000));
+    if (pool.length > 1 && !pool[0].loadedKeys.has(key)) narrow((a) => this.#tier(a, key));
+    const pick = pool.length === 1 ? pool[0] : pool[Math.floor(this.#random() * pool.length)];
+    return this.#hasFreeSlot(pick, key, now) ? pick : undefined;
   }
 
   /** 0: loaded; 1: fits in free VRAM; 2: fits in free memory; 3: must evict or swap. */
@@ -209,7 +269,7 @@ export class Scheduler {
     return 3;
   }
 
-  #pickMin(agents: Agent[], key: (a: Agent, i: number) => number[]): Agent {
+  #pickMin(agents: readonly Agent[], key: (a: Agent, i: number) => number[]): Agent {
     let best: Agent[] = [];
     let bestKey: number[] | null = null;
     agents.forEach((a, i) => {
@@ -233,7 +293,7 @@ export class Scheduler {
     const queue = this.#queues.get(normalizeModelName(model));
     // First come, first served: nobody overtakes requests already waiting for this model.
     if (!queue?.length) {
-      const agent = this.choose(model, candidates, opts.affinity);
+      const agent = this.choose(model, candidates, opts.affinity, 0);
       if (agent) {
         if (opts.tenant !== undefined) this.#served.set(opts.tenant, ++this.#turn);
         return Promise.resolve(this.#lease(agent, model, 0));
@@ -272,6 +332,8 @@ export class Scheduler {
 
   #lease(agent: Agent, model: string, queuedMs: number): Lease {
     agent.inFlight++;
+    const key = normalizeModelName(model);
+    agent.inFlightByModel.set(key, this.#busy(agent, key) + 1);
     this.breakers.onSend(agent.id);
     return { agent, model, queuedMs };
   }
@@ -328,7 +390,7 @@ export class Scheduler {
       let placed = true;
       while (placed && queue.length) {
         placed = false;
-        for (const w of this.#byTurn(queue)) {
+        for (const [ahead, w] of this.#byTurn(queue).entries()) {
           const candidates = this.candidates(w.model, w.opts);
           if (candidates.length === 0) {
             w.cleanup();
@@ -336,7 +398,7 @@ export class Scheduler {
             placed = true;
             break;
           }
-          const agent = this.choose(w.model, candidates, w.opts.affinity);
+          const agent = this.choose(w.model, candidates, w.opts.affinity, ahead);
           if (!agent) continue;
           w.cleanup();
           if (w.opts.tenant !== undefined) this.#served.set(w.opts.tenant, ++this.#turn);
@@ -365,6 +427,9 @@ export class Scheduler {
     const { agent } = lease;
     agent.inFlight = Math.max(0, agent.inFlight - 1);
     const key = normalizeModelName(lease.model);
+    const left = this.#busy(agent, key) - 1;
+    if (left > 0) agent.inFlightByModel.set(key, left);
+    else agent.inFlightByModel.delete(key);
     if (outcome.result === "ok") {
       // It answered, so the model is in memory there now; the next heartbeat has the details.
       agent.loadedKeys.add(key);
@@ -373,6 +438,7 @@ export class Scheduler {
       if (outcome.tokensPerSecond !== undefined || outcome.ttftMs !== undefined) {
         this.speeds.record(agent.id, key, outcome);
       }
+      if (outcome.tokens) this.speeds.recordTokens(key, outcome.tokens);
       if (affinity) this.#remember(affinity, agent.id);
     } else if (outcome.result === "busy") {
       this.breakers.onNeutral(agent.id);

@@ -6,6 +6,12 @@ import { FakeClock, registration } from "../testing.ts";
 import { type Lease, type NoAgentError, type Policy, Scheduler } from "./mod.ts";
 
 const MODEL = "llama3.2";
+
+/** Marks `n` requests for llama3.2 in flight on an agent, as leases would. */
+function occupy(agent: { inFlight: number; inFlightByModel: Map<string, number> }, n: number) {
+  agent.inFlight = n;
+  agent.inFlightByModel.set("registry.ollama.ai/library/llama3.2:latest", n);
+}
 const GB = 1_000_000_000;
 
 function setup(
@@ -43,7 +49,7 @@ Deno.test("scheduler - among loaded agents, the lowest load relative to capacity
   const loaded = [{ name: "llama3.2:latest" }];
   const small = add("small", { parallel: 1, loaded_models: loaded });
   const big = add("big", { parallel: 4, loaded_models: loaded });
-  big.inFlight = 1;
+  occupy(big, 1);
   assert.equal((await scheduler.acquire(MODEL)).agent.id, small.id);
   // small is now full (1/1); big at 1/4 takes the next one even though it has more requests.
   assert.equal((await scheduler.acquire(MODEL)).agent.id, big.id);
@@ -54,7 +60,7 @@ Deno.test("scheduler - a loaded agent that is full loses to one that must load",
   const { scheduler, add, db } = setup();
   const warm = add("warm", { parallel: 1, loaded_models: [{ name: "llama3.2:latest" }] });
   const cold = add("cold", { parallel: 1 });
-  warm.inFlight = 1;
+  occupy(warm, 1);
   assert.equal((await scheduler.acquire(MODEL)).agent.id, cold.id);
   db.close();
 });
@@ -244,8 +250,8 @@ Deno.test("scheduler - a continued conversation prefers the agent that served it
   const first = await scheduler.acquire(MODEL, { affinity: "conv-1" });
   assert.equal(first.agent.id, a.id);
   scheduler.release(first, { result: "ok" }, "conv-1");
-  b.inFlight = 0;
-  a.inFlight = 1; // a is a little busier, not clearly busier
+  occupy(b, 0);
+  occupy(a, 1); // a is a little busier, not clearly busier
   assert.equal((await scheduler.acquire(MODEL, { affinity: "conv-1" })).agent.id, a.id);
   assert.equal((await scheduler.acquire(MODEL, { affinity: "other" })).agent.id, b.id);
   db.close();
@@ -255,7 +261,7 @@ Deno.test("scheduler - least_connections and round_robin policies", async () => 
   const lc = setup({ policy: "least_connections" });
   const x = lc.add("x", { loaded_models: [{ name: "llama3.2:latest" }] });
   const y = lc.add("y");
-  x.inFlight = 1;
+  occupy(x, 1);
   assert.equal((await lc.scheduler.acquire(MODEL)).agent.id, y.id);
   lc.db.close();
   const rr = setup({ policy: "round_robin" });
@@ -288,7 +294,8 @@ Deno.test("scheduler - a model pinned to a label is served only by agents with t
   registry.patch(big.id, { drain: true });
   await assert.rejects(
     scheduler.acquire(MODEL),
-    (e: NoAgentError) => e.status === 503 && /pinned to agents labelled "gpu-large"/.test(e.message),
+    (e: NoAgentError) =>
+      e.status === 503 && /pinned to agents labelled "gpu-large"/.test(e.message),
   );
   scheduler.pins.remove("llama3.2:latest");
   assert.deepEqual(scheduler.candidates(MODEL).map((a) => a.id), [small.id]);
@@ -347,5 +354,43 @@ Deno.test("scheduler - a busy answer to the half-open trial lets another trial g
   clock.advance(1_001);
   assert.equal(scheduler.breakers.state(flaky.id), "half_open");
   assert.deepEqual(scheduler.candidates(MODEL).map((x) => x.id), [flaky.id]);
+  db.close();
+});
+
+Deno.test("scheduler - waits for a much faster busy agent rather than take a slow free one", async () => {
+  const { scheduler, add, db } = setup();
+  const loaded = [{ name: "llama3.2:latest" }];
+  const key = "registry.ollama.ai/library/llama3.2:latest";
+  const fast = add("fast", { parallel: 1, loaded_models: loaded });
+  const slow = add("slow", { parallel: 1, loaded_models: loaded });
+  scheduler.speeds.record(fast.id, key, { tokensPerSecond: 600 });
+  scheduler.speeds.record(slow.id, key, { tokensPerSecond: 10 });
+  scheduler.speeds.recordTokens(key, 100);
+  const first = await scheduler.acquire(MODEL);
+  assert.equal(first.agent.id, fast.id);
+  // Fast is full: 100 tokens there after one more answer (~0.33 s) beat 10 s on the free slow one.
+  let second: string | undefined;
+  const waiting = scheduler.acquire(MODEL).then((l) => (second = l.agent.machineName, l));
+  await Promise.resolve();
+  assert.equal(second, undefined);
+  assert.deepEqual(Object.values(scheduler.queueDepths()), [1]);
+  scheduler.release(first, { result: "ok" });
+  assert.equal((await waiting).agent.id, fast.id);
+  db.close();
+});
+
+Deno.test("scheduler - a long queue for the fast agent spills over to slower ones", () => {
+  const { scheduler, add, db } = setup();
+  const loaded = [{ name: "llama3.2:latest" }];
+  const key = "registry.ollama.ai/library/llama3.2:latest";
+  const fast = add("fast", { parallel: 1, loaded_models: loaded });
+  const slow = add("slow", { parallel: 1, loaded_models: loaded });
+  scheduler.speeds.record(fast.id, key, { tokensPerSecond: 100 });
+  scheduler.speeds.record(slow.id, key, { tokensPerSecond: 40 });
+  scheduler.speeds.recordTokens(key, 100);
+  occupy(fast, 1);
+  // Right behind the running answer, fast (1 s + 1 s) beats slow (2.5 s); three deep, it does not.
+  assert.equal(scheduler.choose(MODEL, [fast, slow], undefined, 0), undefined);
+  assert.equal(scheduler.choose(MODEL, [fast, slow], undefined, 3)?.id, slow.id);
   db.close();
 });

@@ -20,6 +20,7 @@ function ewma(prev: number | null, x: number): number {
 /** Speeds keyed by agent id and normalised model name. */
 export class SpeedTable {
   readonly #table = new Map<string, Map<string, Speed>>();
+  readonly #tokens = new Map<string, number>();
 
   /** The measured speed, or undefined before the first measurement. */
   get(agentId: string, model: string): Speed | undefined {
@@ -41,6 +42,18 @@ export class SpeedTable {
     }
     s.samples++;
     perAgent.set(model, s);
+  }
+
+  /** Adds an answer's length (tokens generated) for a model. */
+  recordTokens(model: string, tokens: number): void {
+    if (!Number.isFinite(tokens) || tokens <= 0) return;
+    this.#tokens.set(model, ewma(this.#tokens.get(model) ?? null, tokens));
+    if (this.#tokens.size > 10_000) this.#tokens.delete(this.#tokens.keys().next().value!);
+  }
+
+  /** The usual answer length for a model, once measured. */
+  meanTokens(model: string): number | undefined {
+    return this.#tokens.get(model);
   }
 
   /** Forgets a removed agent. */
