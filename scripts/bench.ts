@@ -1,10 +1,12 @@
 /**
  * `deno task bench`: what the coordinator costs on the hot path, against a direct connection to
- * the (simulated) Ollama and against nginx proxying the same upstream, all in one process tree
- * on loopback. Prints medians of several runs and the ratios; asserts nothing.
+ * the (simulated) Ollama and against nginx (Debian's, `least_conn`, keepalive, buffering off,
+ * started here in the foreground) proxying the same upstream, all in one process tree on
+ * loopback. Prints medians of several runs; asserts nothing.
  *
- * Measures: latency at concurrency 1 (non-streaming), requests per second at concurrency 32
- * (wrk), streaming throughput of one long NDJSON answer, and the coordinator's resident memory.
+ * Measures small non-streaming chats at concurrency 1 (p50/p99 latency) and 32 (wrk: requests
+ * per second, p50/p99), the aggregate token rate of 200 concurrent streams, and the
+ * coordinator's resident memory.
  */
 import { parseArgs } from "node:util";
 import {
@@ -29,18 +31,19 @@ if (values.help) {
 }
 const RUNS = Number(values.runs);
 const DURATION = Number(values.duration);
+const STREAMS = 200;
 
 const SMALL = JSON.stringify({
   model: "llama3.2",
-  prompt: "hi",
+  messages: [{ role: "user", content: "hi" }],
   stream: false,
   options: { num_predict: 8 },
 });
-const LONG = JSON.stringify({
+const STREAM = JSON.stringify({
   model: "llama3.2",
-  prompt: "long",
+  messages: [{ role: "user", content: "go" }],
   stream: true,
-  options: { num_predict: 20000 },
+  options: { num_predict: 400 },
 });
 
 function which(cmd: string): string | null {
@@ -69,8 +72,9 @@ error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-  upstream ollama { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
+  uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  upstream ollama { least_conn; server 127.0.0.1:${upstreamPort}; keepalive 64; }
   server {
     listen 127.0.0.1:${port};
     location / {
@@ -100,11 +104,17 @@ http {
   };
 }
 
-async function latencyMs(url: string, n = 300): Promise<number> {
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
+}
+
+/** p50 and p99 latency (ms) of small non-streaming chats, one at a time. */
+async function latency(url: string, n = 500): Promise<{ p50: number; p99: number }> {
   const times: number[] = [];
   for (let i = 0; i < n; i++) {
     const t = performance.now();
-    const res = await fetch(`${url}/api/generate`, {
+    const res = await fetch(`${url}/api/chat`, {
       method: "POST",
       body: SMALL,
       headers: { "content-type": "application/json" },
@@ -112,36 +122,60 @@ async function latencyMs(url: string, n = 300): Promise<number> {
     await res.arrayBuffer();
     times.push(performance.now() - t);
   }
-  return median(times);
+  return { p50: median(times), p99: pct(times, 0.99) };
 }
 
-async function wrkRps(url: string, connections: number): Promise<number> {
-  const wrk = which("wrk");
-  if (!wrk) return NaN;
+/** Requests per second and p50/p99 latency (ms) with `connections` at once, measured by wrk. */
+async function wrk(
+  url: string,
+  connections: number,
+): Promise<{ rps: number; p50: number; p99: number }> {
+  const bin = which("wrk");
+  if (!bin) return { rps: NaN, p50: NaN, p99: NaN };
   const script = await Deno.makeTempFile({ suffix: ".lua" });
   await Deno.writeTextFile(
     script,
     `wrk.method = "POST"\nwrk.body = '${SMALL}'\nwrk.headers["Content-Type"] = "application/json"\n`,
   );
-  const out = await new Deno.Command(wrk, {
-    args: ["-t2", `-c${connections}`, `-d${DURATION}s`, "-s", script, `${url}/api/generate`],
+  const out = await new Deno.Command(bin, {
+    args: [
+      "-t2",
+      `-c${connections}`,
+      `-d${DURATION}s`,
+      "--latency",
+      "-s",
+      script,
+      `${url}/api/chat`,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
   await Deno.remove(script);
   const text = new TextDecoder().decode(out.stdout);
-  const m = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  const ms = (label: string) => {
+    const m = new RegExp(`\\s${label}%\\s+([\\d.]+)(us|ms|s)\\b`).exec(text);
+    if (!m) return NaN;
+    const v = Number(m[1]);
+    return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
+  };
   const errors = /Non-2xx or 3xx responses: (\d+)/.exec(text);
   if (errors) console.log(`  (wrk saw ${errors[1]} non-2xx responses at ${url})`);
-  return m ? Number(m[1]) : NaN;
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  return { rps: rps ? Number(rps[1]) : NaN, p50: ms("50"), p99: ms("99") };
 }
 
-async function streamMBps(url: string): Promise<number> {
+/** Aggregate NDJSON lines (tokens) per second over `STREAMS` concurrent streams. */
+async function tokenRate(url: string): Promise<number> {
   const t = performance.now();
-  const res = await fetch(`${url}/api/generate`, { method: "POST", body: LONG });
-  let bytes = 0;
-  for await (const chunk of res.body!) bytes += chunk.byteLength;
-  return bytes / 1e6 / ((performance.now() - t) / 1000);
+  const counts = await Promise.all(Array.from({ length: STREAMS }, async () => {
+    const res = await fetch(`${url}/api/chat`, { method: "POST", body: STREAM });
+    let lines = 0;
+    for await (const chunk of res.body!) {
+      for (const b of chunk) if (b === 10) lines++;
+    }
+    return lines;
+  }));
+  return counts.reduce((a, b) => a + b, 0) / ((performance.now() - t) / 1000);
 }
 
 const sim = await spawnSimulator([
@@ -150,7 +184,7 @@ const sim = await spawnSimulator([
   "--ttft",
   "0",
   "--parallel",
-  "256",
+  "512",
   "--models",
   "llama3.2",
 ]);
@@ -159,55 +193,80 @@ const coordinator = await spawnCoordinator({
   LOG_LEVEL: "error",
   QUEUE_MAX_LENGTH: "10000",
 });
-await registerSim(coordinator.url, "bench", sim, 256, { keepAlive: true });
+await registerSim(coordinator.url, "bench", sim, 512, { keepAlive: true });
 const nginx = await startNginx(sim.port);
-if (!nginx) {
-  console.log("nginx not found: install it (apt-get install -y nginx wrk) for the nginx column");
-}
+if (!nginx) console.log("nginx not found: apt-get install -y nginx wrk for the nginx row");
 
 const targets: [string, string][] = [["direct", sim.url], ["coordinator", coordinator.url]];
 if (nginx) targets.push(["nginx", nginx.url]);
 
+type Row = {
+  c1p50: number;
+  c1p99: number;
+  rps: number;
+  c32p50: number;
+  c32p99: number;
+  tokens: number;
+};
+const results: Record<string, Row[]> = {};
+for (const [name] of targets) results[name] = [];
 console.log(
-  `Ollama Coordinator benchmark: ${RUNS} runs each, medians; loopback, simulated Ollama at 1M tokens/s`,
+  `Ollama Coordinator benchmark: ${RUNS} runs, medians; loopback; simulated Ollama at 1M tokens/s`,
 );
-const results: Record<string, { lat: number[]; rps: number[]; mbps: number[] }> = {};
-for (const [name] of targets) results[name] = { lat: [], rps: [], mbps: [] };
 for (let run = 0; run < RUNS; run++) {
   for (const [name, url] of targets) {
-    results[name].lat.push(await latencyMs(url));
-    results[name].rps.push(await wrkRps(url, 32));
-    results[name].mbps.push(await streamMBps(url));
+    const c1 = await latency(url);
+    const c32 = await wrk(url, 32);
+    results[name].push({
+      c1p50: c1.p50,
+      c1p99: c1.p99,
+      rps: c32.rps,
+      c32p50: c32.p50,
+      c32p99: c32.p99,
+      tokens: await tokenRate(url),
+    });
   }
 }
-const row = (name: string) => {
-  const r = results[name];
-  return { lat: median(r.lat), rps: median(r.rps), mbps: median(r.mbps) };
+const med = (name: string): Row => {
+  const rows = results[name];
+  const m = (k: keyof Row) => median(rows.map((r) => r[k]));
+  return {
+    c1p50: m("c1p50"),
+    c1p99: m("c1p99"),
+    rps: m("rps"),
+    c32p50: m("c32p50"),
+    c32p99: m("c32p99"),
+    tokens: m("tokens"),
+  };
 };
-const direct = row("direct");
-console.log("\n| target | latency c=1 (ms) | req/s c=32 | stream MB/s |");
-console.log("| --- | --- | --- | --- |");
-for (const [name] of targets) {
-  const r = row(name);
-  console.log(`| ${name} | ${fmt(r.lat, 3)} | ${fmt(r.rps, 0)} | ${fmt(r.mbps, 1)} |`);
-}
-const c = row("coordinator");
 console.log(
-  `\ncoordinator vs direct: +${fmt(c.lat - direct.lat, 3)} ms latency, ${
-    fmt(c.rps / direct.rps)
-  }x req/s, ${fmt(c.mbps / direct.mbps)}x stream throughput`,
+  `\n| path | c=1 p50 (ms) | c=1 p99 (ms) | c=32 req/s | c=32 p50 (ms) | c=32 p99 (ms) | ${STREAMS} streams, tokens/s |`,
+);
+console.log("| --- | --- | --- | --- | --- | --- | --- |");
+for (const [name] of targets) {
+  const r = med(name);
+  console.log(
+    `| ${name} | ${fmt(r.c1p50, 3)} | ${fmt(r.c1p99, 3)} | ${fmt(r.rps, 0)} | ${
+      fmt(r.c32p50, 2)
+    } | ${fmt(r.c32p99, 2)} | ${fmt(r.tokens, 0)} |`,
+  );
+}
+const d = med("direct");
+const c = med("coordinator");
+console.log(
+  `\ncoordinator adds ${fmt(c.c1p50 - d.c1p50, 3)} ms at p50 and ${
+    fmt(c.c1p99 - d.c1p99, 3)
+  } ms at p99 at c=1 (aims ≤ 0.15 and ≤ 1)`,
 );
 if (nginx) {
-  const n = row("nginx");
+  const n = med("nginx");
   console.log(
-    `nginx vs direct:       +${fmt(n.lat - direct.lat, 3)} ms latency, ${
-      fmt(n.rps / direct.rps)
-    }x req/s, ${fmt(n.mbps / direct.mbps)}x stream throughput`,
+    `nginx adds ${fmt(n.c1p50 - d.c1p50, 3)} ms at p50 and ${fmt(n.c1p99 - d.c1p99, 3)} ms at p99`,
   );
   console.log(
-    `coordinator vs nginx:  ${fmt(c.rps / n.rps)}x req/s, ${
-      fmt(c.mbps / n.mbps)
-    }x stream throughput`,
+    `coordinator vs nginx: ${fmt(c.rps / n.rps)}x req/s at c=32 (aim ≥ 0.5), ${
+      fmt(c.tokens / n.tokens)
+    }x stream tokens/s (aim ≥ 0.5)`,
   );
 }
 console.log(
