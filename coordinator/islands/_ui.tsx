@@ -1,6 +1,6 @@
 /** Small pieces shared by the pages and the islands. */
 import type { AgentView } from "../../shared/schemas.ts";
-import { fmtAgo } from "./_format.ts";
+import { fmtAgo, fmtBytes, fmtPercent } from "./_format.ts";
 import { now } from "./_live.ts";
 
 /** An agent's status as a coloured pill. */
@@ -20,6 +20,19 @@ export function Meter(
       </span>
       <span class="meter-text">{text}</span>
     </span>
+  );
+}
+
+/** An agent's memory use as a meter: used / total when known, else the share. */
+export function MemoryMeter({ metrics: m }: { metrics: AgentView["metrics"] }) {
+  if (!m) return <>–</>;
+  return (
+    <Meter
+      value={m.memory_usage / 100}
+      text={m.memory_total
+        ? `${fmtBytes(m.memory_used)} / ${fmtBytes(m.memory_total)}`
+        : fmtPercent(m.memory_usage)}
+    />
   );
 }
 

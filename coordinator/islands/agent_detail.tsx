@@ -8,7 +8,7 @@ import { Chart, ChartsHead, mergeTail } from "./_chart.tsx";
 import { fmtBytes, fmtDateTime, fmtMs, fmtNum, fmtPercent } from "./_format.ts";
 import { listen, tick } from "./_live.ts";
 import { agentName } from "./_models.ts";
-import { Ago, Labels, Meter, StatusPill } from "./_ui.tsx";
+import { Ago, Labels, MemoryMeter, Meter, StatusPill } from "./_ui.tsx";
 
 /** Props of the agent island. */
 export interface AgentDetailProps {
@@ -248,16 +248,7 @@ export default function AgentDetail(props: AgentDetailProps) {
               {m ? <Meter value={m.cpu_usage / 100} text={fmtPercent(m.cpu_usage)} /> : "–"}
             </Fact>
             <Fact label="Memory">
-              {m
-                ? (
-                  <Meter
-                    value={m.memory_usage / 100}
-                    text={m.memory_total
-                      ? `${fmtBytes(m.memory_used)} / ${fmtBytes(m.memory_total)}`
-                      : fmtPercent(m.memory_usage)}
-                  />
-                )
-                : "–"}
+              <MemoryMeter metrics={m} />
             </Fact>
             {gpus.length === 0 && <Fact label="GPU">none reported</Fact>}
             {gpus.map((g, i) => (

@@ -6,7 +6,7 @@ import { api } from "./_api.ts";
 import { fmtBytes, fmtNum, fmtPercent } from "./_format.ts";
 import { listen, tick } from "./_live.ts";
 import { agentName } from "./_models.ts";
-import { Ago, gpuSummary, Labels, Meter, StatusPill } from "./_ui.tsx";
+import { Ago, gpuSummary, Labels, MemoryMeter, Meter, StatusPill } from "./_ui.tsx";
 
 /** Columns that can be sorted. */
 export const SORTS = {
@@ -237,16 +237,7 @@ export default function AgentsTable(props: AgentsTableProps) {
                     {m ? <Meter value={m.cpu_usage / 100} text={fmtPercent(m.cpu_usage)} /> : "–"}
                   </td>
                   <td class="hide-sm">
-                    {m
-                      ? (
-                        <Meter
-                          value={m.memory_usage / 100}
-                          text={m.memory_total
-                            ? `${fmtBytes(m.memory_used)} / ${fmtBytes(m.memory_total)}`
-                            : fmtPercent(m.memory_usage)}
-                        />
-                      )
-                      : "–"}
+                    <MemoryMeter metrics={m} />
                   </td>
                   <td class="hide-sm">
                     {gpu.names
