@@ -71,7 +71,8 @@ export class RequestLog {
   ) {
     this.#db = db;
     this.#bus = options.bus;
-    this.#flushMs = options.flushMs ?? 1000;
+    // Small, frequent batches: a write of many rows blocks the event loop for milliseconds.
+    this.#flushMs = options.flushMs ?? 250;
     this.#retentionMs = (options.retentionDays ?? 7) * 86_400_000;
     this.#insert = db.prepare(
       `INSERT OR IGNORE INTO requests (${COLUMNS.join(", ")}) VALUES (${
@@ -85,7 +86,7 @@ export class RequestLog {
     if (this.#closed) return;
     this.#pending.push(r);
     this.#bus?.publish({ type: "request", request: r as unknown as Record<string, unknown> });
-    if (this.#pending.length >= 500) this.flush();
+    if (this.#pending.length >= 100) this.flush();
     else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => this.flush(), this.#flushMs);
     }
