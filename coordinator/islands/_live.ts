@@ -74,3 +74,28 @@ function connect(): void {
     }
   };
 }
+
+/**
+ * An agent list after one live message: `agents` rows replace or join the list by id, `removed`
+ * ids leave it; any other message leaves it as it is (the same array).
+ */
+export function applyAgentMessage<T extends { id: string }>(
+  list: T[],
+  event: string,
+  data: unknown,
+): T[] {
+  if (event === "agents") {
+    const next = [...list];
+    for (const r of data as T[]) {
+      const i = next.findIndex((a) => a.id === r.id);
+      if (i === -1) next.push(r);
+      else next[i] = r;
+    }
+    return next;
+  }
+  if (event === "removed") {
+    const ids = new Set(data as string[]);
+    return list.filter((a) => !ids.has(a.id));
+  }
+  return list;
+}

@@ -4,7 +4,7 @@ import type { AgentRow, StatsMessage } from "../routes/live.ts";
 import type { AgentFigures } from "../stats.ts";
 import { api } from "./_api.ts";
 import { fmtBytes, fmtNum, fmtPercent } from "./_format.ts";
-import { listen, tick } from "./_live.ts";
+import { applyAgentMessage, listen, tick } from "./_live.ts";
 import { agentName } from "./_models.ts";
 import { Ago, gpuSummary, Labels, MemoryMeter, Meter, StatusPill } from "./_ui.tsx";
 
@@ -119,21 +119,8 @@ export default function AgentsTable(props: AgentsTableProps) {
     tick();
     return listen({
       on(event, data) {
-        if (event === "agents") {
-          const rows = data as AgentRow[];
-          setAgents((list) => {
-            const next = [...list];
-            for (const r of rows) {
-              const i = next.findIndex((a) => a.id === r.id);
-              if (i === -1) next.push(r);
-              else next[i] = r;
-            }
-            return next;
-          });
-        } else if (event === "removed") {
-          const ids = new Set(data as string[]);
-          setAgents((list) => list.filter((a) => !ids.has(a.id)));
-        } else if (event === "stats") setFigures((data as StatsMessage).agents);
+        if (event === "stats") setFigures((data as StatsMessage).agents);
+        else setAgents((list) => applyAgentMessage(list, event, data));
       },
       resync: () =>
         void api<{ agents: AgentRow[]; figures: Record<string, AgentFigures> }>("/api/fleet")

@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { AgentRow } from "../routes/live.ts";
 import { api } from "./_api.ts";
 import { fmtBytes } from "./_format.ts";
-import { listen } from "./_live.ts";
+import { applyAgentMessage, listen } from "./_live.ts";
 import { fleetModelView } from "./_models.ts";
 
 /** Props of the models island. */
@@ -20,20 +20,7 @@ export default function ModelsView(props: ModelsViewProps) {
   useEffect(() =>
     listen({
       on(event, data) {
-        if (event === "agents") {
-          setAgents((list) => {
-            const next = [...list];
-            for (const r of data as AgentRow[]) {
-              const i = next.findIndex((a) => a.id === r.id);
-              if (i === -1) next.push(r);
-              else next[i] = r;
-            }
-            return next;
-          });
-        } else if (event === "removed") {
-          const ids = new Set(data as string[]);
-          setAgents((list) => list.filter((a) => !ids.has(a.id)));
-        }
+        setAgents((list) => applyAgentMessage(list, event, data));
       },
       resync: () =>
         void api<{ agents: AgentRow[] }>("/api/fleet").then((f) => setAgents(f.agents)).catch(
