@@ -412,7 +412,7 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
           : describeFetchError(e);
         const message = `agent "${input.agentName}" ${why} during the stream`;
         controller.enqueue(
-          new TextEncoder().encode(inStreamError(req.flavor, message, req.stream)),
+          new TextEncoder().encode(inStreamError(req.flavor, message)),
         );
         controller.close();
         finish({ error: message });
@@ -427,7 +427,7 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
 }
 
 /** The line that ends a broken stream, in the client's API's shape. */
-function inStreamError(flavor: Flavor, message: string, _stream: boolean): string {
+function inStreamError(flavor: Flavor, message: string): string {
   if (flavor === "openai") return `data: ${openaiErrorBody(500, message)}\n\n`;
   return `${ollamaErrorBody(message)}\n`;
 }

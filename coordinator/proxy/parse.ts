@@ -12,7 +12,6 @@ export interface RoutingInfo {
   model: string;
   stream: boolean;
   affinity?: string;
-  body: Record<string, unknown>;
 }
 
 /** Parses an inference body; returns an error message instead when it cannot be routed. */
@@ -42,7 +41,7 @@ export function routingInfo(
   // Native streams unless told not to; /v1 streams only when asked.
   const stream = options.streams &&
     (options.flavor === "ollama" ? b.stream !== false : b.stream === true);
-  return { model, stream, affinity: affinityKey(model, b.messages), body: b };
+  return { model, stream, affinity: affinityKey(model, b.messages) };
 }
 
 /**
