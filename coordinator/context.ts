@@ -10,6 +10,7 @@ import type { Logger } from "./log.ts";
 import type { SecurityStore } from "./security/store.ts";
 import type { Stats } from "./stats.ts";
 import type { LiveHub } from "./routes/live.ts";
+import type { UpstreamClient } from "./proxy/upstream.ts";
 
 /** The coordinator's shared state, built once in main.ts (or by a test). */
 export interface AppContext {
@@ -27,6 +28,8 @@ export interface AppContext {
   stats: Stats;
   /** The open live streams of the dashboard, ended on shutdown. */
   live: LiveHub;
+  /** Kept-alive connections to agents for proxied requests. */
+  upstream: UpstreamClient;
   /** Clock, injectable for tests. */
   now: () => number;
 }

@@ -19,6 +19,7 @@ import { ModelPins } from "./scheduler/pins.ts";
 import { logBus, Logger } from "./log.ts";
 import { Stats } from "./stats.ts";
 import { LiveHub } from "./routes/live.ts";
+import { UpstreamClient } from "./proxy/upstream.ts";
 
 /** The full context, with the request log. */
 export type FullContext = AppContext & {
@@ -87,6 +88,7 @@ export function createContext(
     now,
     stats,
     live,
+    upstream: new UpstreamClient(),
   };
 }
 
@@ -149,6 +151,7 @@ export async function startCoordinator(
         await Promise.race([server.shutdown(), deadline]);
         clearTimeout(timer);
         await monitorStopped;
+        ctx.upstream.close();
         ctx.log.close();
         ctx.registry.flush();
         ctx.security.close();

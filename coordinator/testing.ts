@@ -43,6 +43,7 @@ export function testApp(
     return await res.json() as { agent_id: string; agent_secret: string; status: string };
   };
   const close = () => {
+    ctx.upstream.close();
     ctx.security.close();
     ctx.log.close();
     ctx.registry.flush();

@@ -9,6 +9,7 @@ import { type Lease, NoAgentError, type Outcome } from "../scheduler/mod.ts";
 import type { RequestLog } from "../request_log.ts";
 import { errorResponse, type Flavor } from "./errors.ts";
 import { readUsage, type Usage } from "./usage.ts";
+import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
 
 /** Everything the proxy needs to know about one client request. */
 export interface ProxyRequest {
@@ -34,33 +35,40 @@ export interface ProxyRequest {
 }
 
 /** Dependencies of the proxy. */
-export interface ProxyDeps extends Pick<AppContext, "scheduler" | "registry" | "config" | "now"> {
+export interface ProxyDeps
+  extends Pick<AppContext, "scheduler" | "registry" | "config" | "now" | "upstream"> {
   log?: RequestLog;
 }
 
 const FORWARDED_REQUEST_HEADERS = ["content-type", "accept", "user-agent"];
-const DROPPED_RESPONSE_HEADERS = [
+const DROPPED_RESPONSE_HEADERS = new Set([
   "connection",
   "keep-alive",
   "transfer-encoding",
   "content-length",
   "date",
   "server",
-];
+]);
 
 /** Headers sent upstream: only what Ollama reads; never the client's credentials. */
-function upstreamHeaders(h: Headers): Headers {
-  const out = new Headers();
+function upstreamHeaders(h: Headers): [string, string][] {
+  const out: [string, string][] = [];
   for (const name of FORWARDED_REQUEST_HEADERS) {
     const v = h.get(name);
-    if (v !== null) out.set(name, v);
+    if (v !== null) out.push([name, v]);
   }
   return out;
 }
 
-function responseHeaders(upstream: Headers, agentName: string, requestId: string): Headers {
-  const h = new Headers(upstream);
-  for (const name of DROPPED_RESPONSE_HEADERS) h.delete(name);
+function responseHeaders(
+  upstream: [string, string][],
+  agentName: string,
+  requestId: string,
+): Headers {
+  const h = new Headers();
+  for (const [name, value] of upstream) {
+    if (!DROPPED_RESPONSE_HEADERS.has(name)) h.append(name, value);
+  }
   h.set("x-coordinator-agent", agentName);
   h.set("x-request-id", requestId);
   return h;
@@ -75,6 +83,13 @@ class AttemptError extends Error {
 
 function describeFetchError(e: unknown): string {
   if (e instanceof DOMException && e.name === "TimeoutError") return "timed out";
+  if (e instanceof UpstreamError) {
+    return e.kind === "refused"
+      ? "connection refused"
+      : e.kind === "lost"
+      ? "connection lost"
+      : `answered with broken HTTP (${e.message})`;
+  }
   const msg = e instanceof Error ? e.message : String(e);
   if (/refused/i.test(msg)) return "connection refused";
   if (/reset|closed|broken pipe|EOF/i.test(msg)) return "connection lost";
@@ -150,10 +165,12 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
       registry.touch(agent);
     };
     try {
-      let res: Response;
+      let res: UpstreamResponse;
       try {
-        res = await fetch(agent.baseUrl + req.upstreamPath, {
+        res = await deps.upstream.request({
+          baseUrl: agent.baseUrl,
           method: req.method,
+          path: req.upstreamPath,
           headers: upstreamHeaders(req.headers),
           body: req.body,
           signal: upstream.signal,
@@ -166,15 +183,16 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         );
       }
       if (res.status === 503 || res.status === 429) {
-        await res.body?.cancel();
+        await discard(res);
         throw new AttemptError(`agent "${agentName}" is busy`, "busy", 503);
       }
       if (res.status === 404 && scheduler.candidates(req.model, { exclude: tried }).length > 0) {
-        await res.body?.cancel();
+        await discard(res);
         throw new AttemptError(`agent "${agentName}" does not have the model`, "ok", 404);
       }
       if (res.status >= 500) {
-        const text = await res.text().catch(() => "");
+        const text = await res.readAll(ERROR_BODY_LIMIT).then((b) => new TextDecoder().decode(b))
+          .catch(() => "");
         throw new AttemptError(
           `agent "${agentName}" failed: ${upstreamMessage(text) ?? res.status}`,
           "failed",
@@ -182,11 +200,12 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         );
       }
       const headers = responseHeaders(res.headers, agentName, req.requestId);
-      if (!res.ok || !req.stream || !res.body) {
+      const ok = res.status >= 200 && res.status < 300;
+      if (!ok || !req.stream) {
         // Buffered: a client that asked for one JSON object gets it whole, or a retry elsewhere.
         let bytes: Uint8Array<ArrayBuffer>;
         try {
-          bytes = new Uint8Array(await res.arrayBuffer());
+          bytes = await res.readAll();
         } catch (e) {
           if (req.signal.aborted) throw e;
           throw new AttemptError(
@@ -194,7 +213,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
             "failed",
           );
         }
-        const usage = res.ok ? readUsage([bytes]) : {};
+        const usage = ok ? readUsage([bytes]) : {};
         const outcome = outcomeOf(usage, sentAt, deps.now());
         done(outcome);
         record({
@@ -203,7 +222,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
           agent_name: agentName,
           queued_ms: lease.queuedMs,
           ...usageFields(usage, outcome),
-          error: res.ok
+          error: ok
             ? null
             : upstreamMessage(new TextDecoder().decode(bytes)) ?? `HTTP ${res.status}`,
         });
@@ -211,8 +230,8 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         return new Response(bytes, { status: res.status, headers });
       }
       // Streaming: wait for the first chunk so a failure before it can still be retried.
-      const reader = chunkReader(res.body);
-      let first: ReadableStreamReadResult<Uint8Array>;
+      const reader = res;
+      let first: Uint8Array | null;
       try {
         first = await reader.read();
       } catch (e) {
@@ -309,37 +328,17 @@ function usageFields(usage: Usage, outcome: Outcome) {
   };
 }
 
-/** Reads an upstream body chunk by chunk. */
-interface ChunkReader {
-  read(): Promise<ReadableStreamReadResult<Uint8Array>>;
-  cancel(reason?: unknown): Promise<void>;
-}
+/** Largest error body read from an agent to quote its message. */
+const ERROR_BODY_LIMIT = 64 * 1024;
 
-/** Size of the buffer each upstream read fills: streamed chunks are a few hundred bytes. */
-const READ_BUFFER = 8192;
-
-/**
- * A reader that reads into small buffers of its own (BYOB) when the body allows it. A default
- * read hands out a view of a fresh 64 KiB buffer per chunk, which the response then holds: with
- * thousands of streams that was most of the coordinator's memory (bench:scale).
- */
-function chunkReader(body: ReadableStream<Uint8Array>): ChunkReader {
-  try {
-    const byob = body.getReader({ mode: "byob" });
-    return {
-      read: () =>
-        byob.read(new Uint8Array(READ_BUFFER)) as Promise<ReadableStreamReadResult<Uint8Array>>,
-      cancel: (reason) => byob.cancel(reason),
-    };
-  } catch {
-    const reader = body.getReader();
-    return { read: () => reader.read(), cancel: (reason) => reader.cancel(reason) };
-  }
+/** Reads away a small unwanted answer so its connection can be kept; else drops it. */
+async function discard(res: UpstreamResponse): Promise<void> {
+  await res.readAll(ERROR_BODY_LIMIT).catch(() => {});
 }
 
 interface PipeInput {
-  reader: ChunkReader;
-  first: ReadableStreamReadResult<Uint8Array>;
+  reader: UpstreamResponse;
+  first: Uint8Array | null;
   upstream: AbortController;
   req: ProxyRequest;
   idleMs: number;
@@ -382,22 +381,22 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
   };
   return new ReadableStream<Uint8Array>({
     start(controller) {
-      if (input.first.done) {
+      if (input.first === null) {
         controller.close();
         finish({});
         return;
       }
-      take(input.first.value);
-      controller.enqueue(input.first.value);
+      take(input.first);
+      controller.enqueue(input.first);
     },
     async pull(controller) {
       try {
         // The silence timer runs only while waiting on the agent: a client that reads slowly
         // holds back the pulls and must not be taken for an agent that stopped answering.
         armIdle();
-        const { done, value } = await reader.read();
+        const value = await reader.read();
         clearTimeout(idle);
-        if (done) {
+        if (value === null) {
           controller.close();
           finish({});
           return;
@@ -420,7 +419,7 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
     },
     cancel(reason) {
       upstream.abort(reason);
-      reader.cancel(reason).catch(() => {});
+      reader.cancel();
       finish({ error: "Client closed the request", clientGone: true });
     },
   }, { highWaterMark: 0 });
