@@ -133,6 +133,9 @@ export class UpstreamClient {
         conn.close();
         if (req.signal.aborted) throw req.signal.reason;
         if (conn.reused && e instanceof UpstreamError && e.kind === "lost" && !e.answered) {
+          // The agent likely restarted: its other idle connections are dead too.
+          for (const c of origin.idle) c.close();
+          origin.idle.length = 0;
           continue;
         }
         throw e;
