@@ -10,6 +10,7 @@ import type { RequestLog } from "../request_log.ts";
 import { errorResponse, type Flavor } from "./errors.ts";
 import { readUsage, type Usage } from "./usage.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
+import { probeOllama } from "../registry/monitor.ts";
 
 /** Everything the proxy needs to know about one client request. */
 export interface ProxyRequest {
@@ -153,12 +154,20 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
     const upstream = new AbortController();
     const onClientAbort = () => upstream.abort(req.signal.reason);
     req.signal.addEventListener("abort", onClientAbort, { once: true });
-    const firstByte = setTimeout(
-      () => upstream.abort(new DOMException("First byte timed out", "TimeoutError")),
-      config.firstByteTimeout * 1000,
-    );
+    // No first byte in time: a stream gives up. A non-streaming answer only comes when the whole
+    // generation is done, so it waits on while the agent's Ollama still answers a probe.
+    let settled = false;
+    const onFirstByteTimeout = async () => {
+      if (!req.stream && await probeOllama(agent, config.probeTimeout * 1000)) {
+        if (!settled) firstByte = setTimeout(onFirstByteTimeout, config.firstByteTimeout * 1000);
+        return;
+      }
+      if (!settled) upstream.abort(new DOMException("First byte timed out", "TimeoutError"));
+    };
+    let firstByte = setTimeout(onFirstByteTimeout, config.firstByteTimeout * 1000);
     const sentAt = deps.now();
     const done = (outcome: Outcome) => {
+      settled = true;
       clearTimeout(firstByte);
       req.signal.removeEventListener("abort", onClientAbort);
       scheduler.release(lease, outcome, req.affinity);
@@ -243,6 +252,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
           "failed",
         );
       }
+      settled = true;
       clearTimeout(firstByte);
       // Time to first token as the client sees it: queueing and failed attempts included.
       const ttftMs = deps.now() - started;

@@ -120,6 +120,30 @@ Deno.test("proxy - an agent that hangs times out and the request is served elsew
   await res.body?.cancel();
 });
 
+Deno.test("proxy - a long non-streaming answer outlasts the first-byte timeout while the agent answers probes", async () => {
+  await using fleet = await startFleet([
+    { name: "slow", models: ["llama3.2"], loaded: ["llama3.2"], tokensPerSecond: 20 },
+  ], { firstByteTimeout: 0.3, probeTimeout: 0.5 });
+  const started = performance.now();
+  const res = await fetch(`${fleet.url}/api/generate`, {
+    method: "POST",
+    body: JSON.stringify({
+      model: "llama3.2",
+      prompt: "a long answer",
+      stream: false,
+      options: { num_predict: 24 },
+    }),
+  });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.eval_count, 24);
+  assert.ok(performance.now() - started > 900, "the answer took several first-byte timeouts");
+  assert.equal(
+    fleet.coordinator.ctx.registry.events().filter((e) => e.kind === "failure").length,
+    0,
+  );
+});
+
 Deno.test("proxy - a client that disconnects aborts the upstream request at once", async () => {
   await using fleet = await startFleet([{
     name: "slow",
