@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startFleet } from "./testing.ts";
+import { startFleet, testApp } from "./testing.ts";
 
 Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges", async () => {
   await using fleet = await startFleet([{ name: "gpu-01", models: ["llama3.2"] }], {
@@ -43,4 +43,30 @@ Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges
   for (const line of text.trim().split("\n")) {
     if (!line.startsWith("#")) assert.match(line, /^[a-z_]+(\{.*\})? -?[\d.e+-]+$/, line);
   }
+});
+
+Deno.test("metrics - label values are escaped as the exposition format requires", () => {
+  const { ctx, close } = testApp();
+  ctx.bus.publish({
+    type: "request",
+    request: {
+      route: 'odd"route\\with\nbreaks',
+      model: null,
+      agent_id: null,
+      agent_name: "plain",
+      status: 200,
+      latency_ms: 5,
+      ttft_ms: null,
+      tokens_in: null,
+      tokens_out: null,
+    },
+  });
+  const text = ctx.metrics.render();
+  assert.ok(
+    text.includes(
+      'ollama_coordinator_requests_total{route="odd\\"route\\\\with\\nbreaks",model="none",agent="plain",status="200"} 1',
+    ),
+    text,
+  );
+  close();
 });
