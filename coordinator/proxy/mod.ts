@@ -376,7 +376,13 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
     if (finished) return;
     finished = true;
     clearTimeout(idle);
-    onEnd({ ...r, usage: readUsage([prev, last]) });
+    const usage = readUsage([prev, last]);
+    // A /v1 stream without `include_usage` states no counts: one event per token, less the
+    // closing event and `[DONE]`, is what Ollama sends.
+    if (sse && usage.completionTokens === undefined && sse.events >= 2) {
+      usage.completionTokens = sse.events - 2;
+    }
+    onEnd({ ...r, usage });
   };
   const armIdle = () => {
     clearTimeout(idle);
@@ -385,9 +391,11 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
       input.idleMs,
     );
   };
+  const sse = req.flavor === "openai" ? { events: 0, lastByte: 0 } : undefined;
   const take = (chunk: Uint8Array) => {
     prev = last;
     last = chunk;
+    if (sse) countEvents(sse, chunk);
   };
   return new ReadableStream<Uint8Array>({
     start(controller) {
@@ -433,6 +441,17 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
       finish({ error: "Client closed the request", clientGone: true });
     },
   }, { highWaterMark: 0 });
+}
+
+/** Counts SSE events (blank-line ends, also when split between pieces). */
+function countEvents(state: { events: number; lastByte: number }, chunk: Uint8Array) {
+  let prevByte = state.lastByte;
+  for (let i = 0; i < chunk.length; i++) {
+    const b = chunk[i];
+    if (b === 10 && prevByte === 10) state.events++;
+    if (b !== 13) prevByte = b;
+  }
+  state.lastByte = prevByte;
 }
 
 /** The line that ends a broken stream, in the client's API's shape. */

@@ -73,3 +73,29 @@ Deno.test("openai API - errors use OpenAI's shape", async () => {
   assert.equal(body.error.type, "invalid_request_error");
   assert.equal(body.error.param, null);
 });
+
+Deno.test("openai API - streams without include_usage still count their tokens", async () => {
+  await using fleet = await startFleet(FLEET);
+  const openai = new OpenAI({ baseURL: `${fleet.url}/v1`, apiKey: "ollama", maxRetries: 0 });
+  const chat = await openai.chat.completions.create({
+    model: "llama3.2",
+    messages: [{ role: "user", content: "Count these" }],
+    stream: true,
+    max_tokens: 7,
+  });
+  let chunks = 0;
+  for await (const chunk of chat) if (chunk.choices[0]?.delta?.content) chunks++;
+  const legacy = await openai.completions.create({
+    model: "llama3.2",
+    prompt: "Once upon",
+    stream: true,
+    max_tokens: 4,
+  });
+  for await (const _ of legacy) { /* drain */ }
+  const log = fleet.coordinator.ctx.log;
+  const [chatRow] = log.query({ route: "/v1/chat/completions" });
+  assert.equal(chunks, 7);
+  assert.equal(chatRow.tokens_out, 7);
+  assert.ok(chatRow.tokens_per_second! > 0);
+  assert.equal(log.query({ route: "/v1/completions" })[0].tokens_out, 4);
+});
