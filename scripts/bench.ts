@@ -4,6 +4,9 @@
  * started here in the foreground) proxying the same upstream, all in one process tree on
  * loopback. Prints medians of several runs; asserts nothing.
  *
+ * A fourth row, a bare Deno pass-through (scripts/bench/passthrough.ts), shows what Deno itself
+ * costs, so the coordinator's own share can be read off.
+ *
  * Measures small non-streaming chats at concurrency 1 (p50/p99 latency) and 32 (wrk: requests
  * per second, p50/p99), the aggregate token rate of 200 concurrent streams, and the
  * coordinator's resident memory.
@@ -196,8 +199,20 @@ const coordinator = await spawnCoordinator({
 await registerSim(coordinator.url, "bench", sim, 512, { keepAlive: true });
 const nginx = await startNginx(sim.port);
 if (!nginx) console.log("nginx not found: apt-get install -y nginx wrk for the nginx row");
+const floorPort = freePort();
+const floor = new Deno.Command(Deno.execPath(), {
+  args: ["run", "-A", "scripts/bench/passthrough.ts", sim.url, String(floorPort)],
+  stdout: "null",
+  stderr: "inherit",
+}).spawn();
+const floorUrl = `http://127.0.0.1:${floorPort}`;
+await waitUntilUp(floorUrl);
 
-const targets: [string, string][] = [["direct", sim.url], ["coordinator", coordinator.url]];
+const targets: [string, string][] = [
+  ["direct", sim.url],
+  ["coordinator", coordinator.url],
+  ["deno pass-through", floorUrl],
+];
 if (nginx) targets.push(["nginx", nginx.url]);
 
 type Row = {
@@ -258,6 +273,12 @@ console.log(
     fmt(c.c1p99 - d.c1p99, 3)
   } ms at p99 at c=1 (aims ≤ 0.15 and ≤ 1)`,
 );
+const f = med("deno pass-through");
+console.log(
+  `a bare Deno pass-through (Deno.serve + the same upstream client, nothing else) adds ${
+    fmt(f.c1p50 - d.c1p50, 3)
+  } ms at p50 and ${fmt(f.c1p99 - d.c1p99, 3)} ms at p99: Deno's own floor`,
+);
 if (nginx) {
   const n = med("nginx");
   console.log(
@@ -268,6 +289,11 @@ if (nginx) {
       fmt(c.tokens / n.tokens)
     }x stream tokens/s (aim ≥ 0.5)`,
   );
+  console.log(
+    `deno pass-through vs nginx: ${fmt(f.rps / n.rps)}x req/s at c=32, ${
+      fmt(f.tokens / n.tokens)
+    }x stream tokens/s`,
+  );
 }
 console.log(
   `coordinator resident memory after the runs: ${
@@ -276,5 +302,7 @@ console.log(
 );
 
 await nginx?.stop();
+floor.kill();
+await floor.status;
 await coordinator.stop();
 await sim.stop();
