@@ -12,8 +12,13 @@
 
 /** Largest response head accepted. */
 const MAX_HEAD = 64 * 1024;
-/** Each connection's read buffer: streamed chunks are a few hundred bytes. */
-const READ_BUFFER = 8 * 1024;
+/**
+ * Each connection's read buffer starts small (streamed chunks are a few hundred bytes and
+ * thousands of streams may be open) and grows while reads fill it (a large answer), up to
+ * MAX_READ_BUFFER; it shrinks back when the connection goes idle.
+ */
+const READ_BUFFER = 2 * 1024;
+const MAX_READ_BUFFER = 64 * 1024;
 /** Idle connections kept per agent, and for how long. */
 const MAX_IDLE_PER_ORIGIN = 256;
 const IDLE_TTL_MS = 30_000;
@@ -69,23 +74,30 @@ interface Origin {
 
 /** One TCP connection with its read buffer and the bytes read but not yet consumed. */
 class Conn {
-  readonly buf = new Uint8Array(READ_BUFFER);
+  buf = new Uint8Array(READ_BUFFER);
   /** Unconsumed bytes are buf[start, end). */
   start = 0;
   end = 0;
   reused = false;
   closed = false;
   idleSince = 0;
+  /** Whether the last read filled all the room it had. */
+  #filled = false;
   constructor(readonly tcp: Deno.TcpConn) {}
 
   /** Reads more bytes into the buffer; false at the end of the stream. */
   async fill(): Promise<boolean> {
-    if (this.start === this.end) this.start = this.end = 0;
-    else if (this.end === this.buf.length) {
-      if (this.start === 0) throw new UpstreamError("response head is too large", "protocol");
-      this.buf.copyWithin(0, this.start, this.end);
-      this.end -= this.start;
-      this.start = 0;
+    if (this.start === this.end) {
+      this.start = this.end = 0;
+      if (this.#filled && this.buf.length < MAX_READ_BUFFER) this.#resize(this.buf.length * 4);
+    } else if (this.end === this.buf.length) {
+      // Unconsumed bytes up to the end (a head still incomplete): make room.
+      if (this.start > 0) {
+        this.buf.copyWithin(0, this.start, this.end);
+        this.end -= this.start;
+        this.start = 0;
+      } else if (this.buf.length < MAX_HEAD) this.#resize(this.buf.length * 4);
+      else throw new UpstreamError("response head is too large", "protocol");
     }
     let n: number | null;
     try {
@@ -94,8 +106,24 @@ class Conn {
       throw lost(e);
     }
     if (n === null) return false;
+    this.#filled = this.end + n === this.buf.length;
     this.end += n;
     return true;
+  }
+
+  /** Back to a small buffer for a connection going idle. */
+  shrink() {
+    this.start = this.end = 0;
+    this.#filled = false;
+    if (this.buf.length > READ_BUFFER) this.buf = new Uint8Array(READ_BUFFER);
+  }
+
+  #resize(size: number) {
+    const next = new Uint8Array(Math.min(size, MAX_READ_BUFFER));
+    next.set(this.buf.subarray(this.start, this.end));
+    this.end -= this.start;
+    this.start = 0;
+    this.buf = next;
   }
 
   close() {
@@ -186,7 +214,7 @@ export class UpstreamClient {
       conn.close();
       return;
     }
-    conn.start = conn.end = 0;
+    conn.shrink();
     conn.reused = true;
     conn.idleSince = performance.now();
     origin.idle.push(conn);

@@ -333,3 +333,31 @@ Deno.test("upstream - readAll enforces its limit", async () => {
   client.close();
   await server.close();
 });
+
+Deno.test("upstream - heads longer than the first buffer and large bodies are read whole", async () => {
+  const big = "x".repeat(1_000_000);
+  const chunked = Array.from({ length: 100 }, () => `2710\r\n${"y".repeat(10_000)}\r\n`).join("");
+  const server = rawServer(
+    (_r, n) =>
+      n === 1
+        ? [
+          `HTTP/1.1 200 OK\r\nx-long: ${"h".repeat(20_000)}\r\nContent-Length: 1000000\r\n\r\n`,
+          big,
+        ]
+        : [`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}0\r\n\r\n`],
+    {
+      keepOpen: true,
+    },
+  );
+  const client = new UpstreamClient();
+  const first = await client.request(request(server.baseUrl));
+  assertEquals(first.headers[0][1].length, 20_000);
+  assertEquals((await first.readAll()).byteLength, 1_000_000);
+  const second = await client.request(request(server.baseUrl));
+  const body = await second.readAll();
+  assertEquals(body.byteLength, 1_000_000);
+  assert(body.every((b) => b === 121));
+  assertEquals(server.accepted(), 1);
+  client.close();
+  await server.close();
+});
