@@ -3,6 +3,7 @@
  * fed from the bus (requests, events); gauges are read from the registry and the scheduler at
  * scrape time, so the hot path does no metrics work of its own.
  */
+import process from "node:process";
 import type { Bus } from "./bus.ts";
 import type { Registry } from "./registry/mod.ts";
 import type { Scheduler } from "./scheduler/mod.ts";
@@ -229,6 +230,31 @@ export class Metrics {
       "Requests waiting for a free slot, per model",
       Object.entries(this.#scheduler.queueDepths()).map(([model, n]) => [{ model }, n]),
     );
+    processMetrics(out);
     return out.join("\n") + "\n";
   }
+}
+
+const STARTED_AT = Date.now() / 1000;
+
+/** The standard `process_*` series, as Prometheus client libraries export them. */
+function processMetrics(out: string[]): void {
+  const { user, system } = process.cpuUsage();
+  out.push(
+    "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+    "# TYPE process_cpu_seconds_total counter",
+    `process_cpu_seconds_total ${(user + system) / 1e6}`,
+  );
+  const mem = Deno.memoryUsage();
+  gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", [[{}, mem.rss]]);
+  gauge(out, "process_heap_bytes", "JavaScript heap in use, in bytes.", [[{}, mem.heapUsed]]);
+  gauge(out, "process_start_time_seconds", "Start time of the process since the epoch.", [[
+    {},
+    STARTED_AT,
+  ]]);
+  try {
+    let fds = 0;
+    for (const _ of Deno.readDirSync("/proc/self/fd")) fds++;
+    gauge(out, "process_open_fds", "Number of open file descriptors.", [[{}, fds]]);
+  } catch { /* not Linux */ }
 }

@@ -39,6 +39,9 @@ Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges
   );
   assert.match(text, /ollama_coordinator_agent_heartbeat_age_seconds\{agent="gpu-01"/);
   assert.match(text, /ollama_coordinator_in_flight_requests 0/);
+  assert.match(text, /\nprocess_resident_memory_bytes \d{7,}\n/);
+  assert.match(text, /\nprocess_cpu_seconds_total \d+(\.\d+)?\n/);
+  assert.match(text, /\nprocess_open_fds \d+\n/);
   // Every sample line is "name{labels} value".
   for (const line of text.trim().split("\n")) {
     if (!line.startsWith("#")) assert.match(line, /^[a-z_]+(\{.*\})? -?[\d.e+-]+$/, line);
