@@ -236,3 +236,93 @@ Deno.test("faults - the coordinator killed with SIGKILL under load comes back wi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("faults - SIGTERM with a stream that never ends stops at SHUTDOWN_TIMEOUT, database intact", async () => {
+  // 2 tokens per second and 100,000 to go: the stream outlives any deadline.
+  const sim = await spawnSimulator(["--tps", "2", "--models", "llama3.2"]);
+  const dir = await Deno.makeTempDir();
+  const coordinator = await spawnCoordinator({
+    DATABASE_URL: `sqlite://${dir}/c.db`,
+    SHUTDOWN_TIMEOUT: "2",
+  });
+  try {
+    await registerSim(coordinator.url, "sim", sim);
+    const completed: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${coordinator.url}/api/generate`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "llama3.2",
+          prompt: `short ${i}`,
+          stream: false,
+          options: { num_predict: 1 },
+        }),
+      });
+      assert.equal((await res.json()).done, true);
+      completed.push(res.headers.get("x-request-id")!);
+    }
+    const res = await fetch(`${coordinator.url}/api/generate`, {
+      method: "POST",
+      body: JSON.stringify({
+        model: "llama3.2",
+        prompt: "long",
+        options: { num_predict: 100_000 },
+      }),
+    });
+    const reader = res.body!.getReader();
+    await reader.read(); // the stream has started
+    const signalled = performance.now();
+    coordinator.kill("SIGTERM");
+    const exited = coordinator.process.status.then((s) => ({
+      code: s.code,
+      seconds: (performance.now() - signalled) / 1000,
+    }));
+    // Read until the stream ends, one way or another; it must not hang.
+    const decoder = new TextDecoder();
+    let text = "";
+    let chunksAfterSignal = 0;
+    let ending: string;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) {
+          ending = "closed";
+          break;
+        }
+        chunksAfterSignal++;
+        text += decoder.decode(value);
+      }
+    } catch (e) {
+      ending = `error: ${(e as Error).message}`;
+    }
+    const streamSeconds = (performance.now() - signalled) / 1000;
+    const { code, seconds } = await exited;
+    const lastLine = text.trim().split("\n").at(-1);
+    console.log(
+      `faults: SIGTERM with SHUTDOWN_TIMEOUT=2 and an endless stream: exit ${code} after ` +
+        `${seconds.toFixed(2)} s; the stream got ${chunksAfterSignal} chunks during the grace ` +
+        `period and ended after ${streamSeconds.toFixed(2)} s (${ending})`,
+    );
+    assert.equal(code, 0);
+    assert.ok(seconds < 2 + 3, `exited ${seconds} s after SIGTERM`);
+    assert.ok(streamSeconds < 2 + 3, `the stream ended ${streamSeconds} s after SIGTERM`);
+    // The stream kept flowing during the grace period; then the process exited under it, so the
+    // client sees the connection cut (a read error), never a final `done` line.
+    assert.ok(chunksAfterSignal > 0);
+    assert.match(ending, /^error: /);
+    assert.ok(lastLine === undefined || JSON.parse(lastLine).done !== true);
+    // What is on disk is a sound database with the requests completed before the signal.
+    const { DatabaseSync } = await import("node:sqlite");
+    const db = new DatabaseSync(`${dir}/c.db`);
+    try {
+      assert.equal(db.prepare("PRAGMA integrity_check").get()?.integrity_check, "ok");
+      const stored = new Set(db.prepare("SELECT id FROM requests").all().map((r) => r.id));
+      assert.deepEqual(completed.filter((id) => !stored.has(id)), []);
+    } finally {
+      db.close();
+    }
+  } finally {
+    await stopAll([sim, coordinator]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -3,8 +3,24 @@
  * terminal or JSON lines (`LOG_FORMAT=json`), filtered by `LOG_LEVEL`. Never prompts or secrets:
  * request lines carry only routing facts and figures.
  */
+import { format } from "node:util";
 import type { Bus } from "./bus.ts";
 import type { RequestRecord } from "./request_log.ts";
+
+// The console's own writers, kept before `routeConsole` may replace them, so that a logger's
+// lines never loop back through the logger.
+const consoleLog = console.log.bind(console);
+const consoleError = console.error.bind(console);
+
+/** Writes one line to standard output, bypassing {@linkcode routeConsole}. */
+export function writeStdout(line: string): void {
+  consoleLog(line);
+}
+
+/** Writes one line to standard error, bypassing {@linkcode routeConsole}. */
+export function writeStderr(line: string): void {
+  consoleError(line);
+}
 
 /** Log levels, least to most severe. */
 export const LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -22,7 +38,7 @@ export class Logger {
   ) {
     this.#min = LEVELS.indexOf(options.level ?? "info");
     this.#json = options.format === "json";
-    this.#write = options.write ?? ((line) => console.log(line));
+    this.#write = options.write ?? writeStdout;
   }
 
   /** Writes an entry when `level` is at or above the configured level. */
@@ -53,6 +69,30 @@ export class Logger {
   error(msg: string, fields?: Record<string, unknown>): void {
     this.log("error", msg, fields);
   }
+}
+
+/**
+ * Sends every `console` call of the process through loggers, so that with `LOG_FORMAT=json` even
+ * the modules that print with `console.error` write one JSON object per line. `console.log`,
+ * `info` and `debug` go to `out`, `warn` and `error` to `err`; the arguments are formatted as the
+ * console would and become `msg`. Returns a function that puts the console back.
+ */
+export function routeConsole(out: Logger, err: Logger = out): () => void {
+  const saved = {
+    log: console.log,
+    info: console.info,
+    debug: console.debug,
+    warn: console.warn,
+    error: console.error,
+  };
+  const to = (logger: Logger, level: Level) => (...args: unknown[]) =>
+    logger.log(level, format(...args));
+  console.log = to(out, "info");
+  console.info = to(out, "info");
+  console.debug = to(out, "debug");
+  console.warn = to(err, "warn");
+  console.error = to(err, "error");
+  return () => Object.assign(console, saved);
 }
 
 const round = (x: number | null) => (x === null ? null : Math.round(x * 10) / 10);

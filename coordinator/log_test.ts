@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Bus } from "./bus.ts";
-import { logBus, Logger } from "./log.ts";
+import { logBus, Logger, routeConsole } from "./log.ts";
 
 Deno.test("log - text lines for terminals, JSON lines when asked, filtered by level", () => {
   const lines: string[] = [];
@@ -53,4 +53,33 @@ Deno.test("log - one line per request and event from the bus, without prompt tex
   assert.equal(req.route, "/api/chat");
   assert.equal(req.ms, 12.3);
   assert.equal(JSON.parse(lines[1]).level, "warn");
+});
+
+Deno.test("log - routeConsole turns other modules' console output into log lines", () => {
+  const out: string[] = [];
+  const err: string[] = [];
+  const original = console.error;
+  const restore = routeConsole(
+    new Logger({ level: "debug", format: "json", write: (l) => out.push(l) }),
+    new Logger({ level: "debug", format: "json", write: (l) => err.push(l) }),
+  );
+  try {
+    console.log("Registered the local Ollama at %s", "http://127.0.0.1:11434");
+    console.debug("detail");
+    console.warn("careful");
+    console.error("Health check failed:", new Error("line one\nline two"));
+  } finally {
+    restore();
+  }
+  assert.equal(console.error, original);
+  assert.deepEqual(out.map((l) => [JSON.parse(l).level, JSON.parse(l).msg]), [
+    ["info", "Registered the local Ollama at http://127.0.0.1:11434"],
+    ["debug", "detail"],
+  ]);
+  assert.equal(err.length, 2);
+  assert.equal(JSON.parse(err[0]).level, "warn");
+  // A multi-line error (with its stack) is still one line, one JSON object.
+  const failure = JSON.parse(err[1]);
+  assert.equal(failure.level, "error");
+  assert.match(failure.msg, /^Health check failed: Error: line one\nline two\n {4}at /);
 });

@@ -1,30 +1,101 @@
 /**
  * The coordinator's entry point: configuration → database → app → serve.
  * `deno task coordinator --help` lists the settings.
+ *
+ * With `LOG_FORMAT=json` every line the process writes is one JSON object shaped like the
+ * {@linkcode Logger}'s: its own start-up and shutdown lines, the first-start secrets, a bad
+ * setting, uncaught errors, and whatever other modules print with `console`.
  */
 import { ConfigError, helpText, loadConfig } from "./config.ts";
 import { hostname } from "node:os";
 import { startCoordinator } from "./server.ts";
+import { Logger, routeConsole, writeStderr } from "./log.ts";
+
+/** Secrets generated at the first start. */
+type FirstStart = { agentToken?: string; adminPassword?: string };
 
 /** Shows the secrets generated at the first start, once, with the command that starts an agent. */
-function printFirstStart(first: { agentToken?: string; adminPassword?: string }, port: number) {
+function printFirstStart(first: FirstStart, port: number) {
   if (!first.agentToken && !first.adminPassword) return;
   const lines = ["", "First start: these secrets are shown once and stored only as hashes."];
   if (first.agentToken) {
     lines.push(
       `  Agent token: ${first.agentToken}`,
       "  Start an agent on each Ollama machine with:",
-      `    COORDINATOR_URL=http://${hostname()}:${port} AGENT_TOKEN=${first.agentToken} deno task agent`,
+      `    ${agentCommand(first.agentToken, port)}`,
     );
   }
   if (first.adminPassword) {
     lines.push(
       `  Admin password: ${first.adminPassword}`,
-      `  Sign in to the dashboard at http://${hostname()}:${port}/dashboard`,
+      `  Sign in to the dashboard at ${dashboardUrl(port)}`,
     );
   }
   lines.push("  Set AGENT_TOKEN / ADMIN_PASSWORD to choose your own instead.", "");
   console.log(lines.join("\n"));
+}
+
+function agentCommand(token: string, port: number): string {
+  return `COORDINATOR_URL=http://${hostname()}:${port} AGENT_TOKEN=${token} deno task agent`;
+}
+
+function dashboardUrl(port: number): string {
+  return `http://${hostname()}:${port}/dashboard`;
+}
+
+/**
+ * The first-start secrets as one JSON log line. They are the one exception to "no secrets in
+ * logs": an operator who runs with JSON logs must still be able to read them once.
+ */
+function logFirstStart(logger: Logger, first: FirstStart, port: number) {
+  if (!first.agentToken && !first.adminPassword) return;
+  logger.info("First start: these secrets are shown once and stored only as hashes", {
+    agent_token: first.agentToken,
+    agent_command: first.agentToken ? agentCommand(first.agentToken, port) : undefined,
+    admin_password: first.adminPassword,
+    dashboard_url: first.adminPassword ? dashboardUrl(port) : undefined,
+    hint: "Set AGENT_TOKEN / ADMIN_PASSWORD to choose your own instead",
+  });
+}
+
+/**
+ * Whether JSON logs were asked for, read from the raw flags and environment: a bad setting must be
+ * reported in the asked-for format although the configuration could not be loaded.
+ */
+function jsonRequested(args: string[], env: Record<string, string | undefined>): boolean {
+  let flag: string | undefined;
+  for (const [i, arg] of args.entries()) {
+    if (arg === "--log-format") flag = args[i + 1];
+    else if (arg.startsWith("--log-format=")) flag = arg.slice("--log-format=".length);
+  }
+  return (flag ?? env.LOG_FORMAT) === "json";
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.stack ?? error.message : String(error);
+}
+
+/**
+ * In JSON mode: console output of every module, and uncaught errors, become JSON lines. An
+ * uncaught error still ends the process, with exit code 1 as Deno's own handler would.
+ */
+function jsonEverywhere(): { out: Logger; err: Logger } {
+  // Everything is written whatever LOG_LEVEL says, as in text mode: the level filters the
+  // request and event lines, not the coordinator's own messages.
+  const out = new Logger({ level: "debug", format: "json" });
+  const err = new Logger({ level: "debug", format: "json", write: writeStderr });
+  routeConsole(out, err);
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    err.error("Uncaught error, stopping", { error: describe(e.error ?? e.message) });
+    Deno.exit(1);
+  });
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    err.error("Unhandled promise rejection, stopping", { error: describe(e.reason) });
+    Deno.exit(1);
+  });
+  return { out, err };
 }
 
 if (import.meta.main) {
@@ -33,26 +104,60 @@ if (import.meta.main) {
     config = loadConfig();
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
-    console.error(e.message);
+    if (jsonRequested(Deno.args, Deno.env.toObject())) {
+      new Logger({ format: "json", write: writeStderr }).error(e.message, { exit_code: 2 });
+    } else {
+      console.error(e.message);
+    }
     Deno.exit(2);
   }
   if (config === "help") {
     console.log(helpText());
     Deno.exit(0);
   }
-  const coordinator = await startCoordinator(config);
+  const logs = config.logFormat === "json" ? jsonEverywhere() : null;
+  const json = logs?.out;
+  let coordinator;
+  try {
+    coordinator = await startCoordinator(config);
+  } catch (e) {
+    if (!logs) throw e;
+    logs.err.error("Cannot start the coordinator", { error: describe(e) });
+    Deno.exit(1);
+  }
   const { registry } = coordinator.ctx;
-  console.log(
-    `Ollama Coordinator listening on http://${config.host}:${coordinator.port} ` +
-      `(database ${config.databaseUrl}, ${registry.all().length} agents known)`,
-  );
-  console.log(
-    `Point Ollama clients at ${coordinator.url} and OpenAI clients at ${coordinator.url}/v1`,
-  );
-  printFirstStart(coordinator.firstStart, config.port === 0 ? coordinator.port : config.port);
+  const listening = `http://${config.host}:${coordinator.port}`;
+  const port = config.port === 0 ? coordinator.port : config.port;
+  if (json) {
+    json.info("Ollama Coordinator listening", {
+      address: listening,
+      database: config.databaseUrl,
+      agents: registry.all().length,
+      ollama_url: coordinator.url,
+      openai_url: `${coordinator.url}/v1`,
+    });
+    logFirstStart(json, coordinator.firstStart, port);
+  } else {
+    console.log(
+      `Ollama Coordinator listening on ${listening} ` +
+        `(database ${config.databaseUrl}, ${registry.all().length} agents known)`,
+    );
+    console.log(
+      `Point Ollama clients at ${coordinator.url} and OpenAI clients at ${coordinator.url}/v1`,
+    );
+    printFirstStart(coordinator.firstStart, port);
+  }
   const stop = async (signal: string) => {
-    console.log(`${signal} received: finishing in-flight requests, then stopping`);
+    if (json) {
+      json.info("Stopping: finishing in-flight requests", {
+        signal,
+        shutdown_timeout_s: config.shutdownTimeout,
+      });
+    } else {
+      console.log(`${signal} received: finishing in-flight requests, then stopping`);
+    }
     await coordinator.stop();
+    json?.info("Stopped", { signal });
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));

@@ -17,7 +17,15 @@ if (import.meta.main) {
     },
   });
   if (values.help) {
-    console.log("Usage: deno task backup [--database-url sqlite://coordinator.db] [--out FILE]");
+    console.log(`Usage: deno task backup [--database-url sqlite://coordinator.db] [--out FILE]
+
+Writes a consistent copy of the coordinator's database (VACUUM INTO), safe while it runs.
+
+  --database-url URL  the database to copy (default: DATABASE_URL or sqlite://coordinator.db)
+  --out FILE          where to write it (default: coordinator-backup-<time>.db; must not exist)
+  -h, --help          show this help
+
+Restore it with \`deno task restore FILE\` while the coordinator is stopped.`);
     Deno.exit(0);
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
