@@ -147,7 +147,22 @@ if (import.meta.main) {
     );
     printFirstStart(coordinator.firstStart, port);
   }
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) {
+      // A second signal: stop now. What is flushed is kept; streams still running are cut.
+      if (json) json.warn("Second signal: stopping now", { signal });
+      else console.log(`Second ${signal}: stopping now`);
+      const { ctx } = coordinator;
+      ctx.upstream.cutAll("The coordinator is shutting down");
+      try {
+        ctx.log.close();
+        ctx.registry.flush();
+        ctx.db.close();
+      } catch { /* the graceful stop may have closed some already */ }
+      Deno.exit(signal === "SIGINT" ? 130 : 143);
+    }
+    stopping = true;
     if (json) {
       json.info("Stopping: finishing in-flight requests", {
         signal,

@@ -147,8 +147,17 @@ export async function startCoordinator(
         ctx.live.close();
         // In-flight streams get until the deadline to finish; then the database closes anyway.
         let timer: ReturnType<typeof setTimeout> | undefined;
-        const deadline = new Promise((r) => timer = setTimeout(r, config.shutdownTimeout * 1000));
-        await Promise.race([server.shutdown(), deadline]);
+        const deadline = new Promise<false>((r) =>
+          timer = setTimeout(() => r(false), config.shutdownTimeout * 1000)
+        );
+        const shutdown = server.shutdown().then(() => true);
+        if (!await Promise.race([shutdown, deadline])) {
+          // Past the deadline: cut what still runs, so each stream ends with the API's in-stream
+          // error and is logged, and give the server a moment to send those last lines.
+          ctx.upstream.cutAll("The coordinator is shutting down");
+          const grace = new Promise((r) => timer = setTimeout(r, 1000));
+          await Promise.race([shutdown, grace]);
+        }
         clearTimeout(timer);
         await monitorStopped;
         ctx.upstream.close();

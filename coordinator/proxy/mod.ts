@@ -85,6 +85,7 @@ class AttemptError extends Error {
 function describeFetchError(e: unknown): string {
   if (e instanceof DOMException && e.name === "TimeoutError") return "timed out";
   if (e instanceof UpstreamError) {
+    if (e.kind === "cut") return e.message;
     return e.kind === "refused"
       ? "connection refused"
       : e.kind === "lost"
@@ -185,7 +186,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
           signal: upstream.signal,
         });
       } catch (e) {
-        if (req.signal.aborted) throw e;
+        if (req.signal.aborted || isCut(e)) throw e;
         throw new AttemptError(
           `agent "${agentName}" ${describeFetchError(upstream.signal.reason ?? e)}`,
           "failed",
@@ -216,7 +217,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         try {
           bytes = await res.readAll();
         } catch (e) {
-          if (req.signal.aborted) throw e;
+          if (req.signal.aborted || isCut(e)) throw e;
           throw new AttemptError(
             `agent "${agentName}" ${describeFetchError(e)} while answering`,
             "failed",
@@ -244,7 +245,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
       try {
         first = await reader.read();
       } catch (e) {
-        if (req.signal.aborted) throw e;
+        if (req.signal.aborted || isCut(e)) throw e;
         throw new AttemptError(
           `agent "${agentName}" ${
             describeFetchError(upstream.signal.reason ?? e)
@@ -261,7 +262,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
           { reader, first, upstream, req, idleMs: config.idleTimeout * 1000, agentName },
           (result) => {
             const outcome: Outcome = result.error
-              ? { result: result.clientGone ? "ok" : "failed" }
+              ? { result: result.clientGone || result.cut ? "ok" : "failed" }
               : { ...outcomeOf(result.usage, sentAt, deps.now()), ttftMs };
             done(outcome);
             record({
@@ -292,6 +293,10 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         continue;
       }
       done({ result: "ok" });
+      if (isCut(e)) {
+        record({ status: 503, agent_id: agent.id, agent_name: agentName, error: e.message });
+        return errorResponse(req.flavor, 503, e.message, req.requestId, { "retry-after": "5" });
+      }
       if (req.signal.aborted) {
         record({
           status: 499,
@@ -359,6 +364,13 @@ interface PipeResult {
   usage: Usage;
   error?: string;
   clientGone?: boolean;
+  /** The coordinator cut the stream (shutdown): not the agent's fault. */
+  cut?: boolean;
+}
+
+/** Whether the coordinator itself cut the upstream request (see `UpstreamClient.cutAll`). */
+function isCut(e: unknown): e is UpstreamError {
+  return e instanceof UpstreamError && e.kind === "cut";
 }
 
 /**
@@ -427,12 +439,14 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
             upstream.signal.reason.name === "TimeoutError"
           ? "stopped answering"
           : describeFetchError(e);
-        const message = `agent "${input.agentName}" ${why} during the stream`;
+        const message = isCut(e)
+          ? e.message
+          : `agent "${input.agentName}" ${why} during the stream`;
         controller.enqueue(
           new TextEncoder().encode(inStreamError(req.flavor, message)),
         );
         controller.close();
-        finish({ error: message });
+        finish({ error: message, cut: isCut(e) });
       }
     },
     cancel(reason) {

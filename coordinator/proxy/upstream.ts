@@ -54,8 +54,11 @@ export interface UpstreamResponse {
 export class UpstreamError extends Error {
   constructor(
     message: string,
-    /** Refused: nothing listens. Lost: the connection failed. Protocol: not HTTP/1.1 we read. */
-    readonly kind: "refused" | "lost" | "protocol",
+    /**
+     * Refused: nothing listens. Lost: the connection failed. Protocol: not HTTP/1.1 we read.
+     * Cut: the client itself cut it ({@linkcode UpstreamClient.cutAll}), the agent is not to blame.
+     */
+    readonly kind: "refused" | "lost" | "protocol" | "cut",
     /** Whether any byte of the answer had arrived. */
     readonly answered = true,
   ) {
@@ -83,6 +86,8 @@ class Conn {
   idleSince = 0;
   /** Whether the last read filled all the room it had. */
   #filled = false;
+  /** Set when the client cut the connection on purpose: why. */
+  cutReason: string | undefined;
   constructor(readonly tcp: Deno.TcpConn) {}
 
   /** Reads more bytes into the buffer; false at the end of the stream. */
@@ -103,7 +108,7 @@ class Conn {
     try {
       n = await this.tcp.read(this.buf.subarray(this.end));
     } catch (e) {
-      throw lost(e);
+      throw this.cutReason ? new UpstreamError(this.cutReason, "cut") : lost(e);
     }
     if (n === null) return false;
     this.#filled = this.end + n === this.buf.length;
@@ -145,19 +150,29 @@ function lost(e: unknown): UpstreamError {
 export class UpstreamClient {
   #origins = new Map<string, Origin>();
   #lastSweep = 0;
+  /** Connections with a request on them. */
+  #active = new Set<Conn>();
+  #cutReason: string | undefined;
 
   /** Sends a request; resolves once the response head has arrived. */
   async request(req: UpstreamRequest): Promise<UpstreamResponse> {
     const origin = this.#origin(req.baseUrl);
     req.signal.throwIfAborted();
+    if (this.#cutReason) throw new UpstreamError(this.#cutReason, "cut");
     const head = requestHead(req, origin.host);
     // A kept-alive connection the agent closed meanwhile fails before any answer: then the
     // request goes once more on a fresh connection, as browsers and Go's client do.
     for (;;) {
       const conn = this.#idle(origin) ?? await this.#connect(origin, req.signal);
+      if (this.#cutReason) {
+        conn.close();
+        throw new UpstreamError(this.#cutReason, "cut");
+      }
+      this.#active.add(conn);
       try {
         return await this.#exchange(origin, conn, head, req);
       } catch (e) {
+        this.#active.delete(conn);
         conn.close();
         if (req.signal.aborted) throw req.signal.reason;
         if (conn.reused && e instanceof UpstreamError && e.kind === "lost" && !e.answered) {
@@ -169,6 +184,20 @@ export class UpstreamClient {
         throw e;
       }
     }
+  }
+
+  /**
+   * Cuts every request in flight and refuses new ones, for a shutdown past its deadline: their
+   * reads fail with an {@linkcode UpstreamError} of kind "cut" carrying `reason`.
+   */
+  cutAll(reason: string) {
+    this.#cutReason = reason;
+    for (const conn of this.#active) {
+      conn.cutReason = reason;
+      conn.close();
+    }
+    this.#active.clear();
+    this.close();
   }
 
   /** Closes every idle connection. */
@@ -210,7 +239,10 @@ export class UpstreamClient {
   }
 
   #release(origin: Origin, conn: Conn) {
-    if (conn.closed || origin.idle.length >= MAX_IDLE_PER_ORIGIN || conn.start !== conn.end) {
+    if (
+      conn.closed || this.#cutReason || origin.idle.length >= MAX_IDLE_PER_ORIGIN ||
+      conn.start !== conn.end
+    ) {
       conn.close();
       return;
     }
@@ -263,10 +295,12 @@ export class UpstreamClient {
       const framing = bodyFraming(req.method, res.status, res.headers);
       const body = new BodyReader(conn, framing, () => {
         req.signal.removeEventListener("abort", onAbort);
+        this.#active.delete(conn);
         if (framing.keepAlive) this.#release(origin, conn);
         else conn.close();
       }, () => {
         req.signal.removeEventListener("abort", onAbort);
+        this.#active.delete(conn);
         conn.close();
       });
       handedOver = true;
@@ -307,6 +341,7 @@ async function writeAll(conn: Conn, head: Uint8Array, body: Uint8Array | null) {
       for (let off = 0; off < part.byteLength;) off += await conn.tcp.write(part.subarray(off));
     }
   } catch (e) {
+    if (conn.cutReason) throw new UpstreamError(conn.cutReason, "cut");
     throw new UpstreamError(lost(e).message, "lost", false);
   }
 }

@@ -361,3 +361,22 @@ Deno.test("upstream - heads longer than the first buffer and large bodies are re
   client.close();
   await server.close();
 });
+
+Deno.test("upstream - cutAll ends requests in flight with its reason and refuses new ones", async () => {
+  const server = rawServer(
+    () => ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"],
+    {
+      keepOpen: true,
+    },
+  );
+  const client = new UpstreamClient();
+  const res = await client.request(request(server.baseUrl));
+  assertEquals(dec.decode((await res.read())!), "abc");
+  const reading = res.read();
+  client.cutAll("shutting down");
+  const cut = await assertRejects(() => reading, UpstreamError, "shutting down");
+  assertEquals(cut.kind, "cut");
+  const refused = await assertRejects(() => client.request(request(server.baseUrl)), UpstreamError);
+  assertEquals(refused.kind, "cut");
+  await server.close();
+});
