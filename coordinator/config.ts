@@ -10,6 +10,16 @@ const seconds = z.coerce.number().positive().max(86_400);
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 /** Every setting: env name, flag name, schema, default and help line. */
+
+/** A comma-separated list of CIDR networks. */
+const networkList = z.string().transform((v, ctx) => {
+  try {
+    return v.split(",").map((n) => n.trim()).filter(Boolean).map(parseNetwork);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+    return z.NEVER;
+  }
+});
 const SETTINGS = {
   host: {
     env: "COORDINATOR_HOST",
@@ -81,16 +91,17 @@ const SETTINGS = {
   allowedNetworks: {
     env: "AGENT_ALLOWED_NETWORKS",
     flag: "agent-allowed-networks",
-    schema: z.string().transform((v, ctx) => {
-      try {
-        return v.split(",").map((n) => n.trim()).filter(Boolean).map(parseNetwork);
-      } catch (e) {
-        ctx.addIssue({ code: "custom", message: (e as Error).message });
-        return z.NEVER;
-      }
-    }),
+    schema: networkList,
     default: "",
     help: "Comma-separated CIDR networks agents may advertise (empty: any but link-local/metadata)",
+  },
+  trustedProxies: {
+    env: "TRUSTED_PROXIES",
+    flag: "trusted-proxies",
+    schema: networkList,
+    default: "",
+    help:
+      "Comma-separated CIDR networks of reverse proxies whose X-Forwarded-For names the client (sign-in limits)",
   },
   clientModelManagement: {
     env: "CLIENT_MODEL_MANAGEMENT",

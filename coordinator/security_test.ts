@@ -4,7 +4,7 @@ import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "./config.ts";
 import { countRows, registration, startFleet, testApp } from "./testing.ts";
 import { migrate } from "./db/mod.ts";
 import { SecurityStore } from "./security/store.ts";
-import { inNetworks, parseNetwork } from "./security/networks.ts";
+import { clientAddress, inNetworks, parseNetwork } from "./security/networks.ts";
 
 const asAgent = (token: string) => ({ authorization: `Bearer ${token}` });
 
@@ -267,4 +267,40 @@ Deno.test("security - model management can be kept to admins; client uses are re
   });
   assert.equal(chat.status, 200);
   await chat.body?.cancel();
+});
+
+Deno.test("security - clientAddress believes X-Forwarded-For only from trusted proxies", () => {
+  const trusted = [parseNetwork("10.0.0.0/8"), parseNetwork("::1")];
+  // No trusted proxies, or a peer that is not one: the peer is the client.
+  assert.equal(clientAddress("203.0.113.9", "1.2.3.4", []), "203.0.113.9");
+  assert.equal(clientAddress("203.0.113.9", "1.2.3.4", trusted), "203.0.113.9");
+  // Through trusted proxies: the rightmost address that is not a proxy.
+  assert.equal(clientAddress("10.0.0.1", "1.2.3.4", trusted), "1.2.3.4");
+  assert.equal(clientAddress("10.0.0.1", "1.2.3.4, 10.9.9.9", trusted), "1.2.3.4");
+  assert.equal(clientAddress("::1", "6.6.6.6, 1.2.3.4", trusted), "1.2.3.4");
+  assert.equal(clientAddress("::ffff:10.0.0.1", "1.2.3.4", trusted), "1.2.3.4");
+  // A forged or malformed entry stops the walk at the last good address.
+  assert.equal(clientAddress("10.0.0.1", "1.2.3.4, not-an-ip", trusted), "10.0.0.1");
+  assert.equal(clientAddress("10.0.0.1", "junk, 10.0.0.7", trusted), "10.0.0.7");
+  assert.equal(clientAddress("10.0.0.1", null, trusted), "10.0.0.1");
+});
+
+Deno.test("security - behind a trusted proxy, failed sign-ins are limited per forwarded client", async () => {
+  const t = testApp({ trustedProxies: [parseNetwork("127.0.0.1")] });
+  const signIn = (peer: string, forwardedFor: string, password = "wrong-password") =>
+    t.app.request("/login", {
+      method: "POST",
+      body: new URLSearchParams({ password }),
+      headers: { "x-forwarded-for": forwardedFor },
+    }, { remoteAddr: { hostname: peer } });
+  for (let i = 0; i < 5; i++) assert.equal((await signIn("127.0.0.1", "203.0.113.5")).status, 401);
+  assert.equal((await signIn("127.0.0.1", "203.0.113.5")).status, 429);
+  // Another client behind the same proxy is not locked out.
+  assert.equal((await signIn("127.0.0.1", "198.51.100.7", TEST_ADMIN_PASSWORD)).status, 303);
+  // A peer that is not a trusted proxy cannot dodge the limit with a made-up header.
+  for (let i = 0; i < 5; i++) {
+    assert.equal((await signIn("192.0.2.50", `100.64.0.${i}`)).status, 401);
+  }
+  assert.equal((await signIn("192.0.2.50", "100.64.0.99")).status, 429);
+  t.close();
 });

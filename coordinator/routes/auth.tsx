@@ -10,6 +10,7 @@ import type { AppContext } from "../context.ts";
 import { adminOf, SESSION_COOKIE } from "../auth.ts";
 import { json, readJson, readLimited } from "../http.ts";
 import { getCookie } from "hono/cookie";
+import { clientAddress, type Network } from "../security/networks.ts";
 
 /** Failed logins per client address before it must wait. */
 const MAX_FAILURES = 5;
@@ -20,9 +21,12 @@ const KeyRequest = z.object({
   scope: z.enum(["client", "admin"]).default("client"),
 }).strict();
 
-function clientAddress(c: Context): string {
+/** The signing-in client's address: the peer, or the client a trusted proxy forwards for. */
+function signInAddress(c: Context, trusted: Network[]): string {
   const info = c.env as { remoteAddr?: { hostname?: string } } | undefined;
-  return info?.remoteAddr?.hostname ?? "unknown";
+  const peer = info?.remoteAddr?.hostname;
+  if (!peer) return "unknown";
+  return clientAddress(peer, c.req.header("x-forwarded-for") ?? null, trusted);
 }
 
 /** Only same-site paths are followed after login. */
@@ -80,7 +84,7 @@ export function authRoutes(ctx: AppContext): Hono {
   app.get("/login", (c) => page(c, <LoginPage next={safeNext(c.req.query("next"))} />));
 
   app.post("/login", async (c) => {
-    const ip = clientAddress(c);
+    const ip = signInAddress(c, ctx.config.trustedProxies);
     const now = ctx.now();
     const f = failures.get(ip);
     if (f && f.count >= MAX_FAILURES && f.until > now) {

@@ -54,3 +54,32 @@ export function inNetworks(ip: string, networks: Network[]): boolean {
     return (value >> shift) << shift === n.base;
   });
 }
+
+/** An IPv4 address written as IPv4-mapped IPv6 (`::ffff:10.0.0.1`) becomes plain IPv4. */
+function plain(ip: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return m ? m[1] : ip;
+}
+
+/**
+ * The address of the client behind a request. The connecting peer is the client, unless it is one
+ * of the `trusted` proxies: then `X-Forwarded-For` is read from the right (each proxy appends the
+ * address it saw) and the first address that is not a trusted proxy is the client. Entries that
+ * are not IP addresses end the walk, so a forged header can only name addresses left of the
+ * trusted proxies' own entries.
+ */
+export function clientAddress(
+  peer: string,
+  forwardedFor: string | null,
+  trusted: Network[],
+): string {
+  let client = plain(peer);
+  if (!trusted.length || !forwardedFor || !inNetworks(client, trusted)) return client;
+  const hops = forwardedFor.split(",").map((h) => plain(h.trim()));
+  for (let i = hops.length - 1; i >= 0; i--) {
+    if (!isIP(hops[i])) break;
+    client = hops[i];
+    if (!inNetworks(client, trusted)) break;
+  }
+  return client;
+}
