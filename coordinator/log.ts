@@ -41,9 +41,14 @@ export class Logger {
     this.#write = options.write ?? writeStdout;
   }
 
+  /** Whether entries of `level` are written. */
+  enabled(level: Level): boolean {
+    return LEVELS.indexOf(level) >= this.#min;
+  }
+
   /** Writes an entry when `level` is at or above the configured level. */
   log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
-    if (LEVELS.indexOf(level) < this.#min) return;
+    if (!this.enabled(level)) return;
     const time = new Date().toISOString();
     if (this.#json) {
       this.#write(JSON.stringify({ time, level, msg, ...fields }));
@@ -103,6 +108,7 @@ export function logBus(bus: Bus, logger: Logger): () => void {
     if (m.type === "request") {
       const r = m.request as unknown as RequestRecord;
       const level = r.status >= 500 ? "warn" : "info";
+      if (!logger.enabled(level)) return;
       logger.log(level, "request", {
         id: r.id,
         route: r.route,

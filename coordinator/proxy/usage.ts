@@ -11,13 +11,27 @@ export interface Usage {
   evalDurationNs?: number;
 }
 
-const PATTERNS: [keyof Usage, RegExp][] = [
-  ["promptTokens", /"prompt_eval_count":\s*(\d+)/g],
-  ["evalCount", /"eval_count":\s*(\d+)/g],
-  ["evalDurationNs", /"eval_duration":\s*(\d+)/g],
-  ["promptTokens", /"prompt_tokens":\s*(\d+)/g],
-  ["completionTokens", /"completion_tokens":\s*(\d+)/g],
+const FIELDS: [keyof Usage, string][] = [
+  ["promptTokens", '"prompt_eval_count":'],
+  ["evalCount", '"eval_count":'],
+  ["evalDurationNs", '"eval_duration":'],
+  ["promptTokens", '"prompt_tokens":'],
+  ["completionTokens", '"completion_tokens":'],
 ];
+
+/** The number after the last `"field":` in `text`, if any. */
+function lastNumber(text: string, field: string): number | undefined {
+  const at = text.lastIndexOf(field);
+  if (at === -1) return undefined;
+  let i = at + field.length;
+  while (text.charCodeAt(i) === 32 || text.charCodeAt(i) === 9) i++;
+  let value = 0;
+  const start = i;
+  for (let c = text.charCodeAt(i); c >= 48 && c <= 57; c = text.charCodeAt(++i)) {
+    value = value * 10 + (c - 48);
+  }
+  return i > start ? value : undefined;
+}
 
 /** Reads usage from the tail chunks of an answer (at most the last 8 KiB are decoded). */
 export function readUsage(chunks: (Uint8Array | undefined)[]): Usage {
@@ -29,12 +43,9 @@ export function readUsage(chunks: (Uint8Array | undefined)[]): Usage {
   ).join("");
   if (text.length > 8192) text = text.slice(-8192);
   const usage: Usage = {};
-  for (const [key, re] of PATTERNS) {
-    let m: RegExpExecArray | null;
-    let lastValue: number | undefined;
-    re.lastIndex = 0;
-    while ((m = re.exec(text)) !== null) lastValue = Number(m[1]);
-    if (lastValue !== undefined) usage[key] = lastValue;
+  for (const [key, field] of FIELDS) {
+    const value = lastNumber(text, field);
+    if (value !== undefined) usage[key] = value;
   }
   if (usage.completionTokens === undefined && usage.evalCount !== undefined) {
     usage.completionTokens = usage.evalCount;
