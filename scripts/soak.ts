@@ -29,8 +29,9 @@ const sims = await Promise.all(
     ])
   ),
 );
+const dbDir = await Deno.makeTempDir();
 const co = await spawnCoordinator({
-  DATABASE_URL: `sqlite://${await Deno.makeTempDir()}/soak.db`,
+  DATABASE_URL: `sqlite://${dbDir}/soak.db`,
   LOG_LEVEL: "error",
 });
 for (const [i, sim] of sims.entries()) {
@@ -101,3 +102,4 @@ if (samples.length >= 3) {
 }
 await co.stop();
 await Promise.all(sims.map((s) => s.stop()));
+await Deno.remove(dbDir, { recursive: true });
