@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
 import {
+  agentTaskCommand,
+  bundleArgs,
   compileArgs,
   isDenortDownloadFailure,
   outputName,
   TARGETS,
 } from "../scripts/compile_agent.ts";
+import { AGENT_VERSION } from "./config.ts";
+
+const ROOT = new URL("../", import.meta.url);
 
 Deno.test("compile agent - builds the five targets with the agent's permissions", () => {
   assert.equal(TARGETS.length, 5);
@@ -12,7 +17,7 @@ Deno.test("compile agent - builds the five targets with the agent's permissions"
     outputName("aarch64-apple-darwin"),
     "ollama-coordinator-agent-aarch64-apple-darwin",
   );
-  assert.deepEqual(compileArgs("x86_64-pc-windows-msvc", "dist", "agent/main.ts"), [
+  assert.deepEqual(compileArgs("x86_64-pc-windows-msvc", "dist", "dist/agent.js"), [
     "compile",
     "--allow-net",
     "--allow-read",
@@ -23,8 +28,42 @@ Deno.test("compile agent - builds the five targets with the agent's permissions"
     "x86_64-pc-windows-msvc",
     "--output",
     "dist/ollama-coordinator-agent-x86_64-pc-windows-msvc",
+    "dist/agent.js",
+  ]);
+});
+
+Deno.test("compile agent - deno task agent runs the bundle the executables embed", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  assert.equal(config.tasks.agent, agentTaskCommand());
+  assert.deepEqual(bundleArgs("dist"), [
+    "bundle",
+    "--quiet",
+    "--platform",
+    "deno",
+    "--output",
+    "dist/agent.js",
     "agent/main.ts",
   ]);
+});
+
+Deno.test("compile agent - the bundled agent runs and validates its settings", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      new Deno.Command(Deno.execPath(), { args, cwd: ROOT, env, stdin: "null" }).output();
+    const bundled = await run(bundleArgs(dir));
+    assert.equal(bundled.code, 0, new TextDecoder().decode(bundled.stderr));
+    const version = await run(["run", "--allow-all", `${dir}/agent.js`, "--version"]);
+    assert.equal(new TextDecoder().decode(version.stdout).trim(), AGENT_VERSION);
+    const bad = await run(["run", "--allow-all", `${dir}/agent.js`], { OLLAMA_PORT: "70000" });
+    assert.equal(bad.code, 2);
+    assert.equal(
+      new TextDecoder().decode(bad.stderr).trim(),
+      'Invalid OLLAMA_PORT "70000": expected an integer from 1 to 65535',
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("compile agent - recognises a denort download failure", () => {

@@ -8,15 +8,10 @@
  * The coordinator going away is logged once, and its return once; the attempts in between are
  * quiet.
  */
-import {
-  type CommandProgress,
-  type HealthRequest,
-  HealthResponse,
-  type RegisterRequest,
-  RegisterResponse,
-} from "@oc/shared";
+import type { CommandProgress, HealthRequest, RegisterRequest } from "@oc/shared";
 import type { Logger } from "./log.ts";
 import { silentLogger } from "./log.ts";
+import { HealthResponse, RegisterResponse } from "./wire.ts";
 import { errorMessage, sleep } from "./util.ts";
 
 /** The coordinator answered with an error status; callers act on `status` (404, 401, …). */

@@ -6,6 +6,8 @@
  * `/api/ps` lists loaded models, not requests), and the coordinator counts the requests it sends.
  *
  * Run: `deno run --allow-net --allow-read --allow-env --allow-sys --allow-run agent/main.ts --help`
+ * (`deno task agent` and the compiled executables run a bundle of this file instead, see
+ * scripts/compile_agent.ts: same code, less resident memory).
  */
 import type {
   AgentCommand,
@@ -29,7 +31,6 @@ import type { Logger } from "./log.ts";
 import { createLogger, silentLogger } from "./log.ts";
 import type { MetricsSampler } from "./metrics.ts";
 import { cpuCores, createMetricsSampler } from "./metrics.ts";
-import { ensureModels, runModelCommand } from "./models.ts";
 import { getOllamaVersion, listInstalledModels, listLoadedModels } from "./ollama_api.ts";
 import type { SupervisorEvent } from "./supervisor.ts";
 import { createSupervisor } from "./supervisor.ts";
@@ -91,6 +92,15 @@ interface Run {
   /** The model lists the coordinator last acknowledged, and how many beats ago they were sent. */
   sentModels?: { json: string; age: number };
 }
+
+/**
+ * Pulling and deleting models (and the progress bar) is loaded on first use: an agent without
+ * default models may never need it, and every module loaded stays resident (issue #5's memory aim).
+ */
+function modelsModule(): Promise<typeof import("./models.ts")> {
+  return modelsImport ??= import("./models.ts");
+}
+let modelsImport: Promise<typeof import("./models.ts")> | undefined;
 
 /** Unchanged model lists are re-sent at least this often (a resync, in heartbeats). */
 const MODELS_RESEND_EVERY = 12;
@@ -180,6 +190,7 @@ function startCommand(run: Run, command: AgentCommand): void {
   track(
     run,
     (async () => {
+      const { runModelCommand } = await modelsModule();
       const final = await runModelCommand(run.ollama, command, {
         signal,
         pullTimeoutMs: run.config.pullTimeoutSecs * 1000,
@@ -294,12 +305,14 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
     if (config.defaultModels.length > 0) {
       track(
         run,
-        ensureModels(run.ollama, config.defaultModels, {
-          logger,
-          signal,
-          timeoutMs: config.pullTimeoutSecs * 1000,
-          progressLogMs: config.timing.progressLogMs,
-        }).then(
+        modelsModule().then(({ ensureModels }) =>
+          ensureModels(run.ollama, config.defaultModels, {
+            logger,
+            signal,
+            timeoutMs: config.pullTimeoutSecs * 1000,
+            progressLogMs: config.timing.progressLogMs,
+          })
+        ).then(
           (r) => emit({ type: "default-models-done", ...r }),
           (error) => logger.error(`Cannot check the default models: ${errorMessage(error)}`),
         ),

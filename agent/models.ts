@@ -2,7 +2,9 @@
  * Pulling and deleting models on the local Ollama, with progress; keeping the default models
  * installed.
  */
-import { type AgentCommand, type CommandProgress, normalizeModelName } from "@oc/shared";
+import type { AgentCommand, CommandProgress } from "@oc/shared";
+// The module itself, not `@oc/shared`'s entry, which would load the zod schemas too (see wire.ts).
+import { normalizeModelName } from "../shared/model_name.ts";
 import type { Logger } from "./log.ts";
 import { silentLogger } from "./log.ts";
 import { listInstalledModels } from "./ollama_api.ts";
