@@ -41,6 +41,8 @@ function child(
   port: number,
   env: Record<string, string> = {},
   quiet = false,
+  /** Stop with SIGTERM first (an agent then stops the Ollama it started), SIGKILL after this. */
+  graceMs = 0,
 ): Child {
   const process = new Deno.Command(Deno.execPath(), {
     args: cmd,
@@ -67,11 +69,19 @@ function child(
       }
     },
     async stop() {
-      if (!exited) {
+      const signal = (s: Deno.Signal) => {
+        if (exited) return;
         try {
-          process.kill("SIGKILL");
+          process.kill(s);
         } catch { /* already gone */ }
+      };
+      if (graceMs > 0) {
+        signal("SIGTERM");
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([status, new Promise((r) => timer = setTimeout(r, graceMs))]);
+        clearTimeout(timer);
       }
+      signal("SIGKILL");
       await status;
     },
   };
@@ -177,22 +187,28 @@ export function spawnAgent(
   ollamaPort = freePort(),
   env: Record<string, string> = {},
 ): Child {
-  return child(["run", "-A", "agent/main.ts"], ollamaPort, {
-    COORDINATOR_URL: coordinatorUrl,
-    OLLAMA_PORT: String(ollamaPort),
-    OLLAMA_BIN: new URL("scripts/fake-ollama", ROOT).pathname,
-    AGENT_OLLAMA_BIND: "127.0.0.1",
-    AGENT_ADVERTISE_ADDRESS: "127.0.0.1",
-    OLLAMA_AGENT_MACHINE_NAME: name,
-    HEARTBEAT_INTERVAL: "1",
-    COORDINATOR_REGISTER_RETRY_SECS: "0.2",
-    SIM_MODELS: "llama3.2",
-    AGENT_TOKEN: TEST_AGENT_TOKEN,
-    SIM_TPS: "2000",
-    LOG_LEVEL: "error",
-    PATH: Deno.env.get("PATH") ?? "",
-    ...env,
-  }, true);
+  return child(
+    ["run", "-A", "agent/main.ts"],
+    ollamaPort,
+    {
+      COORDINATOR_URL: coordinatorUrl,
+      OLLAMA_PORT: String(ollamaPort),
+      OLLAMA_BIN: new URL("scripts/fake-ollama", ROOT).pathname,
+      AGENT_OLLAMA_BIND: "127.0.0.1",
+      AGENT_ADVERTISE_ADDRESS: "127.0.0.1",
+      OLLAMA_AGENT_MACHINE_NAME: name,
+      HEARTBEAT_INTERVAL: "1",
+      COORDINATOR_REGISTER_RETRY_SECS: "0.2",
+      SIM_MODELS: "llama3.2",
+      AGENT_TOKEN: TEST_AGENT_TOKEN,
+      SIM_TPS: "2000",
+      LOG_LEVEL: "error",
+      PATH: Deno.env.get("PATH") ?? "",
+      ...env,
+    },
+    true,
+    3000,
+  );
 }
 
 /** Signs in to a coordinator as admin; returns the Cookie header for read-only admin calls. */
