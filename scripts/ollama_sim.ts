@@ -1632,7 +1632,7 @@ Options (flags win over environment variables):
   --parallel N      slots per model (SIM_PARALLEL, then OLLAMA_NUM_PARALLEL; 4)
   --max-queue N     waiting requests before 503 (SIM_MAX_QUEUE, then OLLAMA_MAX_QUEUE; 512)
   --fault F         none | refuse | busy | hang | die_after:N (SIM_FAULT; none)
-  --quiet           no request log
+  --quiet           no request log, no start-up line
   -v, --version     print "ollama version is X"
   -h, --help        this help
 `;
@@ -1731,9 +1731,11 @@ async function main(): Promise<void> {
     );
     Deno.exit(1);
   }
-  console.error(
-    `[sim] Listening on ${sim.url.replace("http://", "")} (version ${clean.version ?? "0.12.6"})`,
-  );
+  if (!values.quiet) {
+    console.error(
+      `[sim] Listening on ${sim.url.replace("http://", "")} (version ${clean.version ?? "0.12.6"})`,
+    );
+  }
   const stop = async () => {
     await sim.close();
     Deno.exit(0);
