@@ -1731,7 +1731,7 @@ async function main(): Promise<void> {
     );
     Deno.exit(1);
   }
-  if (!values.quiet) {
+  if (!clean.quiet) {
     console.error(
       `[sim] Listening on ${sim.url.replace("http://", "")} (version ${clean.version ?? "0.12.6"})`,
     );
