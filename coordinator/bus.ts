@@ -3,8 +3,6 @@
  * the dashboard's live stream and the metrics subscribe. Delivery is synchronous and a failing
  * subscriber never breaks the publisher.
  */
-import type { AgentView } from "@oc/shared";
-
 /** A recorded event in an agent's life (registration, status change, failure, …). */
 export interface FleetEvent {
   id: number;
@@ -14,9 +12,13 @@ export interface FleetEvent {
   message: string;
 }
 
-/** What flows on the bus. */
+/**
+ * What flows on the bus. An agent's change carries only its id: a subscriber reads the agent from
+ * the registry when it needs it (the live stream does so once per flush, however many heartbeats
+ * came in between).
+ */
 export type BusMessage =
-  | { type: "agent"; agent: AgentView }
+  | { type: "agent"; id: string }
   | { type: "agent_removed"; id: string }
   | { type: "event"; event: FleetEvent }
   | { type: "request"; request: Record<string, unknown> }
@@ -25,20 +27,36 @@ export type BusMessage =
 /** A minimal publish/subscribe hub. */
 export class Bus {
   #subs = new Map<(m: BusMessage) => void, ReadonlySet<BusMessage["type"]> | null>();
+  /** Subscribers per type, and those to every type: {@linkcode wants} on every heartbeat. */
+  #counts = new Map<BusMessage["type"], number>();
+  #all = 0;
 
   /**
    * Subscribes to every message, or only to the given types; returns the function that
    * unsubscribes.
    */
   subscribe(fn: (m: BusMessage) => void, types?: BusMessage["type"][]): () => void {
-    this.#subs.set(fn, types ? new Set(types) : null);
-    return () => this.#subs.delete(fn);
+    this.#remove(fn);
+    const set = types ? new Set(types) : null;
+    this.#subs.set(fn, set);
+    this.#count(set, 1);
+    return () => this.#remove(fn);
+  }
+
+  #remove(fn: (m: BusMessage) => void): void {
+    if (!this.#subs.has(fn)) return;
+    this.#count(this.#subs.get(fn)!, -1);
+    this.#subs.delete(fn);
+  }
+
+  #count(types: ReadonlySet<BusMessage["type"]> | null, by: 1 | -1): void {
+    if (types === null) this.#all += by;
+    else for (const t of types) this.#counts.set(t, (this.#counts.get(t) ?? 0) + by);
   }
 
   /** Whether anyone listens to `type`: lets publishers skip building a message nobody reads. */
   wants(type: BusMessage["type"]): boolean {
-    for (const types of this.#subs.values()) if (!types || types.has(type)) return true;
-    return false;
+    return this.#all > 0 || (this.#counts.get(type) ?? 0) > 0;
   }
 
   /** Delivers `m` to every subscriber that wants it. */

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "./config.ts";
 import { countRows, registration, startFleet, testApp } from "./testing.ts";
-import { migrate } from "./db/mod.ts";
+import { migrate, openDatabase } from "./db/mod.ts";
+import { Registry } from "./registry/mod.ts";
 import { SecurityStore } from "./security/store.ts";
 import { clientAddress, inNetworks, parseNetwork } from "./security/networks.ts";
 
@@ -223,6 +224,41 @@ Deno.test("security - secrets are generated once, stored hashed", () => {
   assert.equal(store.session(session.id), undefined);
   assert.ok(store.checkAdminPassword("a much better one"));
   assert.ok(!store.checkAdminPassword(password));
+  db.close();
+});
+
+Deno.test("security - a verified agent secret is remembered until it is rotated or revoked", () => {
+  const db = openDatabase("sqlite::memory:");
+  const registry = new Registry(db, { agentTimeoutMs: 60_000 });
+  const a = registry.register(registration({ machine_name: "a" })).agent;
+  const b = registry.register(registration({ machine_name: "b" })).agent;
+  const store = new SecurityStore(db);
+  const secretA = store.issueAgentSecret(a.id);
+  const secretB = store.issueAgentSecret(b.id);
+  // The second check of each is answered from the cache of verified secrets.
+  for (let i = 0; i < 2; i++) {
+    assert.equal(store.agentForSecret(secretA), a.id);
+    assert.equal(store.agentForSecret(secretB), b.id);
+  }
+  // Same lookup characters, different secret: refused, and the real one still works.
+  const lookAlike = secretA.slice(0, -1) + (secretA.endsWith("A") ? "B" : "A");
+  assert.equal(store.agentForSecret(lookAlike), undefined);
+  assert.equal(store.agentForSecret(secretA.slice(0, 20)), undefined);
+  assert.equal(store.agentForSecret(secretA), a.id);
+  // Registering again rotates the secret: the cached old one is refused at once.
+  const rotated = store.issueAgentSecret(a.id);
+  assert.equal(store.agentForSecret(secretA), undefined);
+  assert.equal(store.agentForSecret(rotated), a.id);
+  assert.equal(store.agentForSecret(rotated), a.id);
+  // Removal revokes it.
+  store.revokeAgentSecret(a.id);
+  assert.equal(store.agentForSecret(rotated), undefined);
+  assert.equal(store.agentForSecret(secretB), b.id);
+  // After a restart only the stored hash is known; the secret is checked against it again.
+  const restarted = new SecurityStore(db);
+  assert.equal(restarted.agentForSecret(secretB), b.id);
+  assert.equal(restarted.agentForSecret(secretB), b.id);
+  assert.equal(restarted.agentForSecret(secretA), undefined);
   db.close();
 });
 

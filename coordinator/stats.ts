@@ -221,7 +221,7 @@ export class Stats {
     this.#unsubscribe = options.bus?.subscribe((m) => {
       if (m.type === "request") this.record(m.request as unknown as RequestRecord);
       else if (m.type === "agent_removed") this.#agents.delete(m.id);
-    });
+    }, ["request", "agent_removed"]);
   }
 
   /** Starts sampling the queue and in-flight count once a second; returns the stop function. */

@@ -108,6 +108,8 @@ export class Registry {
   readonly #stmt: Record<string, StatementSync>;
   readonly #dirty = new Set<string>();
   #list: Agent[] | undefined;
+  /** Agents by normalised model name they have installed; filled on demand, reset on change. */
+  readonly #byModel = new Map<string, readonly Agent[]>();
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(db: DatabaseSync, options: RegistryOptions) {
@@ -199,6 +201,20 @@ export class Registry {
     return this.#list ??= [...this.#agents.values()];
   }
 
+  /**
+   * The agents that have a model installed (normalised name), in registration order. Shared like
+   * {@linkcode all} and rebuilt only when an agent or its model list changes: do not modify it.
+   */
+  withModel(key: string): readonly Agent[] {
+    let list = this.#byModel.get(key);
+    if (list === undefined) {
+      list = this.all().filter((a) => a.modelKeys.has(key));
+      // Any name can be asked for: remember only the models some agent has.
+      if (list.length > 0) this.#byModel.set(key, list);
+    }
+    return list;
+  }
+
   /** One agent by id. */
   get(id: string): Agent | undefined {
     return this.#agents.get(id);
@@ -236,6 +252,7 @@ export class Registry {
         ...modelFields(models, loaded),
         ollamaUp: true,
       });
+      this.#byModel.clear();
       if (req.gpus) existing.metrics = { ...this.#emptyMetrics(existing), gpus: req.gpus };
       this.#stmt.reregister.run(
         existing.ollamaVersion,
@@ -300,6 +317,7 @@ export class Registry {
     );
     this.#agents.set(agent.id, agent);
     this.#list = undefined;
+    this.#byModel.clear();
     this.recordEvent("registered", agent.id, `Agent "${agent.machineName}" registered`);
     this.#publish(agent);
     return { agent, created: true };
@@ -345,6 +363,7 @@ export class Registry {
   setModels(agent: Agent, models: InstalledModel[], loaded: LoadedModel[]): void {
     if (modelsJson(models, loaded) === agent.modelsJson) return;
     Object.assign(agent, modelFields(models, loaded));
+    this.#byModel.clear();
     this.#stmt.models.run(JSON.stringify(models), JSON.stringify(loaded), agent.id);
   }
 
@@ -381,6 +400,7 @@ export class Registry {
     if (!agent) return false;
     this.#agents.delete(id);
     this.#list = undefined;
+    this.#byModel.clear();
     this.#stmt.delete.run(id);
     this.recordEvent("removed", id, `Agent "${this.label(agent)}" removed`);
     this.#bus?.publish({ type: "agent_removed", id });
@@ -496,9 +516,7 @@ export class Registry {
   }
 
   #publish(agent: Agent): void {
-    if (this.#bus && this.#bus.size > 0) {
-      this.#bus.publish({ type: "agent", agent: this.view(agent) });
-    }
+    if (this.#bus?.wants("agent")) this.#bus.publish({ type: "agent", id: agent.id });
   }
 
   /** Publishes an agent's current state (after in-flight changes, for the live dashboard). */

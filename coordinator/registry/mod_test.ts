@@ -73,6 +73,51 @@ Deno.test("registry - heartbeats update metrics and models", () => {
   db.close();
 });
 
+Deno.test("registry - withModel follows registrations, model changes and removals", () => {
+  const { registry, db } = setup();
+  const LLAMA = "registry.ollama.ai/library/llama3.2:latest";
+  const QWEN = "registry.ollama.ai/library/qwen3:8b";
+  const ids = (key: string) => registry.withModel(key).map((a) => a.machineName);
+  const a = registry.register(registration({ machine_name: "a" })).agent;
+  assert.deepEqual(ids(LLAMA), ["a"]);
+  assert.deepEqual(ids(QWEN), []);
+  registry.register(registration({ machine_name: "b", models: [{ name: "qwen3:8b" }] }));
+  assert.deepEqual(ids(QWEN), ["b"]);
+  // A heartbeat with a new model list, then registering again with another one.
+  registry.heartbeat({
+    agent_id: a.id,
+    cpu_usage: 1,
+    memory_usage: 1,
+    active_requests: 0,
+    models: [{ name: "qwen3:8b" }, { name: "llama3.2" }],
+  });
+  assert.deepEqual(ids(QWEN), ["a", "b"]);
+  registry.register(registration({ machine_name: "b", models: [{ name: "llama3.2" }] }));
+  assert.deepEqual(ids(QWEN), ["a"]);
+  assert.deepEqual(ids(LLAMA), ["a", "b"]);
+  registry.remove(a.id);
+  assert.deepEqual(ids(LLAMA), ["b"]);
+  assert.deepEqual(ids(QWEN), []);
+  db.close();
+});
+
+Deno.test("registry - an agent's changes are published by id, only when someone listens", () => {
+  const db = openDatabase("sqlite::memory:");
+  const bus = new Bus();
+  const registry = new Registry(db, { agentTimeoutMs: 20_000, bus });
+  const events: BusMessage[] = [];
+  bus.subscribe((m) => events.push(m), ["event"]);
+  const { agent } = registry.register(registration());
+  const beat = { agent_id: agent.id, cpu_usage: 1, memory_usage: 1, active_requests: 0 };
+  registry.heartbeat(beat);
+  assert.ok(events.every((m) => m.type === "event"));
+  const agents: BusMessage[] = [];
+  bus.subscribe((m) => agents.push(m), ["agent"]);
+  registry.heartbeat(beat);
+  assert.deepEqual(agents, [{ type: "agent", id: agent.id }]);
+  db.close();
+});
+
 Deno.test("registry - drain and enable change the status and record events", () => {
   const { registry, db } = setup();
   const { agent } = registry.register(registration());

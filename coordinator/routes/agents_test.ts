@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { TEST_AGENT_TOKEN } from "../config.ts";
 import { countRows, FakeClock, registration, testApp } from "../testing.ts";
+import { HealthRequest } from "@oc/shared";
+import { HealthBody } from "./agents.ts";
 
 const beat = (agent_id: string, extra: Record<string, unknown> = {}) => ({
   agent_id,
@@ -219,4 +221,109 @@ Deno.test("agents API - a newly registered agent takes requests waiting in the q
   assert.equal((await waiting).agent.id, fresh.agent_id);
   t.ctx.scheduler.release(first, { result: "ok" });
   t.close();
+});
+
+Deno.test("agents API - a heartbeat reads the same with or without a declared length", async () => {
+  const t = testApp();
+  const { agent_id, agent_secret } = await t.register(registration());
+  const send = (body: string, declared?: number) =>
+    t.app.request("/api/health", {
+      method: "POST",
+      body,
+      headers: {
+        authorization: `Bearer ${agent_secret}`,
+        ...(declared === undefined ? {} : { "content-length": String(declared) }),
+      },
+    });
+  const cpu = async () =>
+    (await (await t.admin(`/api/agents/${agent_id}`)).json()).metrics.cpu_usage;
+  for (const declared of [true, false]) {
+    const body = JSON.stringify(beat(agent_id, { cpu_usage: declared ? 12 : 34 }));
+    const res = await send(body, declared ? new TextEncoder().encode(body).length : undefined);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { ok: true });
+    assert.equal(await cpu(), declared ? 12 : 34);
+    const broken = await send("{", declared ? 1 : undefined);
+    assert.equal(broken.status, 400);
+    assert.equal((await broken.json()).error, "Request body is not valid JSON");
+    const invalid = JSON.stringify(beat(agent_id, { cpu_usage: 101 }));
+    const refused = await send(invalid, declared ? invalid.length : undefined);
+    assert.equal(refused.status, 400);
+    assert.match((await refused.json()).error, /cpu_usage/);
+  }
+  const huge = JSON.stringify(beat(agent_id, { pad: "x".repeat(2_000_000) }));
+  assert.equal((await send(huge, huge.length)).status, 413);
+  assert.equal((await send(huge)).status, 413);
+  t.close();
+});
+
+Deno.test("agents API - the compiled heartbeat schema accepts and refuses exactly what zod does", () => {
+  const id = crypto.randomUUID();
+  const gpu = { name: "RTX 4090", utilization: 30, memory_used: 4e9, memory_total: 24e9 };
+  const base = {
+    agent_id: id,
+    cpu_usage: 12.5,
+    memory_usage: 40,
+    active_requests: 0,
+    memory_used: 8e9,
+    memory_total: 16e9,
+    ollama_up: true,
+    ollama_version: "0.12.6",
+    parallel: 4,
+    gpus: [gpu],
+  };
+  const values: unknown[] = [
+    undefined,
+    null,
+    true,
+    "1",
+    "",
+    " x ",
+    "x".repeat(65),
+    -1,
+    0,
+    0.5,
+    1,
+    100,
+    100.5,
+    101,
+    1024,
+    1025,
+    1_000_000,
+    1_000_001,
+    2 ** 53 - 1,
+    2 ** 53,
+    1e308,
+    [],
+    {},
+    [gpu],
+    new Array(65).fill(gpu),
+    [{ ...gpu, vendor: "nvidia", temperature: 60 }],
+    [{ ...gpu, vendor: "intel" }],
+    [{ ...gpu, temperature: 301 }],
+    [{ name: 5 }],
+    [{ name: "a".repeat(257) }],
+    [{ name: "  llama3.2  ", size: 1e9, details: { families: null } }],
+    [{ name: "   " }],
+    [{ name: "m", details: { families: ["x"], format: "gguf", extra: 1 } }],
+    [{ name: "m", size_vram: 1e9, context_length: 4096, expires_at: "soon" }],
+    "00000000-0000-0000-0000-000000000000",
+    id.toUpperCase(),
+    id.slice(1),
+  ];
+  const fields = [...Object.keys(base), "models", "loaded_models", "unknown"];
+  let compared = 0;
+  for (const field of fields) {
+    for (const value of values) {
+      const input: Record<string, unknown> = { ...base, [field]: value };
+      if (value === undefined) delete input[field];
+      const runtime = HealthRequest.safeParse(input);
+      const compiled = HealthBody.safeParse(input);
+      assert.equal(compiled.success, runtime.success, `${field}=${JSON.stringify(value)}`);
+      if (runtime.success) assert.deepEqual(compiled.data, runtime.data);
+      else assert.deepEqual(compiled.error?.issues, runtime.error.issues);
+      compared++;
+    }
+  }
+  assert.equal(compared, fields.length * values.length);
 });

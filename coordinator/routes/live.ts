@@ -185,13 +185,24 @@ export function liveRoutes(ctx: LiveContext): Hono {
   return app;
 }
 
+/** The bus messages a stream with these topics needs (the stats come from a timer). */
+function busTypes(topics: ReadonlySet<Topic>): BusMessage["type"][] {
+  const types: BusMessage["type"][] = [];
+  if (topics.has("agents")) types.push("agent", "agent_removed");
+  if (topics.has("events")) types.push("event");
+  if (topics.has("requests")) types.push("request");
+  if (topics.has("progress")) types.push("progress");
+  return types;
+}
+
 function openStream(
   ctx: LiveContext,
   { topics, agent: agentId }: { topics: Set<Topic>; agent?: string },
   signal: AbortSignal,
 ): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
-  const agents = new Map<string, AgentRow>();
+  /** Agents that changed since the last flush; their rows are built once, at the flush. */
+  const agents = new Set<string>();
   const removed = new Set<string>();
   const progress = new Map<string, Record<string, unknown>>();
   let events: FleetEvent[] = [];
@@ -232,7 +243,12 @@ function openStream(
 
   const flush = () => {
     flushTimer = undefined;
-    if (agents.size) send("agents", [...agents.values()]);
+    const rows: AgentRow[] = [];
+    for (const id of agents) {
+      const agent = ctx.registry.get(id);
+      if (agent) rows.push(agentRow(ctx, agent));
+    }
+    if (rows.length) send("agents", rows);
     if (removed.size) send("removed", [...removed]);
     if (events.length) send("events", events);
     if (requests.length) send("requests", requests);
@@ -245,18 +261,11 @@ function openStream(
   };
   const onMessage = (m: BusMessage) => {
     switch (m.type) {
-      case "agent": {
+      case "agent":
         if (!topics.has("agents")) return;
-        const agent = ctx.registry.get(m.agent.id);
-        if (!agent) return;
-        removed.delete(m.agent.id);
-        agents.set(m.agent.id, {
-          ...m.agent,
-          capacity: ctx.scheduler.capacity(agent),
-          drain: agent.drain,
-        });
+        removed.delete(m.id);
+        agents.add(m.id);
         break;
-      }
       case "agent_removed":
         if (!topics.has("agents")) return;
         agents.delete(m.id);
@@ -295,7 +304,7 @@ function openStream(
       if (signal.aborted) return end();
       signal.addEventListener("abort", end, { once: true });
       unregister = ctx.live.add(end);
-      unsubscribe = ctx.bus.subscribe(onMessage);
+      unsubscribe = ctx.bus.subscribe(onMessage, busTypes(topics));
       write(`retry: ${RETRY_MS}\n\n`);
       send("hello", { at: ctx.now(), topics: [...topics] });
       if (topics.has("stats")) sendStats();

@@ -82,6 +82,36 @@ Deno.test("live API - the stream sends retry, hello and stats, then every bus ch
   t.close();
 });
 
+Deno.test("live API - agent rows carry the state at the flush; a removed agent is not sent", async () => {
+  const t = testApp();
+  const a = await t.register(registration({ machine_name: "a" }));
+  const b = await t.register(registration({ machine_name: "b" }));
+  const res = await t.admin("/api/stream?topics=agents");
+  const got = readEvents(res, (evs) => evs.some((e) => e.event === "removed"));
+  for (const cpu of [10, 20, 30]) {
+    const hb = await t.heartbeat(a.agent_secret, {
+      agent_id: a.agent_id,
+      cpu_usage: cpu,
+      memory_usage: 1,
+      active_requests: 0,
+    });
+    assert.equal(hb.status, 200);
+  }
+  await t.admin(`/api/agents/${b.agent_id}`, { method: "DELETE" });
+  const { events } = await got;
+  type Row = { id: string; capacity: number; metrics: { cpu_usage: number } };
+  const batches = events.filter((e) => e.event === "agents").map((e) => e.data as Row[]);
+  for (const rows of batches) {
+    assert.equal(new Set(rows.map((r) => r.id)).size, rows.length, "one row per agent per flush");
+    assert.ok(!rows.some((r) => r.id === b.agent_id), "a removed agent has no row");
+  }
+  const last = batches.flat().filter((r) => r.id === a.agent_id).at(-1)!;
+  assert.equal(last.metrics.cpu_usage, 30);
+  assert.equal(last.capacity, 2);
+  assert.deepEqual(events.find((e) => e.event === "removed")!.data, [b.agent_id]);
+  t.close();
+});
+
 Deno.test("live API - topics filter the stream; closing the hub ends it", async () => {
   const t = testApp();
   const res = await t.admin("/api/stream?topics=events");

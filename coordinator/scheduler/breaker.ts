@@ -51,6 +51,11 @@ export class Breakers {
     return this.#now() < e.openUntil ? "open" : "half_open";
   }
 
+  /** Whether every circuit is closed (no agent has failures): callers may skip per-agent checks. */
+  get allClosed(): boolean {
+    return this.#entries.size === 0;
+  }
+
   /** Whether a request may go to the agent now (half-open admits one trial at a time). */
   allows(id: string): boolean {
     const s = this.state(id);

@@ -94,6 +94,18 @@ const LOAD_PENALTY_SECONDS = 1;
 /** Completion estimates within this factor of the best count as a tie. */
 const NEAR_TIE = 1.05;
 const BUSY_BACKOFF_MS = 1_000;
+/** Flags per candidate in {@linkcode Scheduler.choose}. */
+const FREE = 1;
+const LOADED = 2;
+
+/** Per-candidate working arrays of one decision. */
+interface Scratch {
+  /** Each candidate's measured speed, then its estimated completion cost. */
+  costs: Float64Array;
+  flags: Uint8Array;
+  /** Indexes of the candidates still in the running. */
+  pool: Int32Array;
+}
 
 /** Picks agents for requests and queues requests while every candidate is full. */
 export class Scheduler {
@@ -113,6 +125,11 @@ export class Scheduler {
   /** The turn at which each API key was last given a slot from a queue (for fairness). */
   readonly #served = new Map<string, number>();
   #turn = 0;
+  #scratch: Scratch = {
+    costs: new Float64Array(0),
+    flags: new Uint8Array(0),
+    pool: new Int32Array(0),
+  };
   /** Called when a breaker trips: (agent, opened). */
   onTrip?: (agent: Agent) => void;
 
@@ -140,14 +157,17 @@ export class Scheduler {
   candidates(model: string, opts: AcquireOptions = {}): Agent[] {
     const key = normalizeModelName(model);
     const pin = this.pins.labelFor(key);
+    const { agentId } = opts;
+    const exclude = opts.exclude?.size ? opts.exclude : undefined;
+    // With no failures anywhere every circuit is closed: no lookup per agent.
+    const breakers = this.breakers.allClosed ? undefined : this.breakers;
     const out: Agent[] = [];
-    for (const a of this.registry.all()) {
+    for (const a of this.registry.withModel(key)) {
       if (a.status !== "online" || a.weight <= 0) continue;
       if (pin !== undefined && !a.labels.includes(pin)) continue;
-      if (opts.agentId && a.id !== opts.agentId) continue;
-      if (opts.exclude?.has(a.id)) continue;
-      if (!a.modelKeys.has(key)) continue;
-      if (!this.breakers.allows(a.id)) continue;
+      if (agentId && a.id !== agentId) continue;
+      if (exclude?.has(a.id)) continue;
+      if (breakers && !breakers.allows(a.id)) continue;
       out.push(a);
     }
     return out;
@@ -186,69 +206,101 @@ export class Scheduler {
     if (this.policy === "least_connections") return this.#pickMin(candidates, (a) => [a.inFlight]);
     const now = this.#now();
     const key = normalizeModelName(model);
-    const load = (a: Agent) => this.#busy(a, key) / this.capacity(a);
     if (affinity) {
+      const load = (a: Agent) => this.#busy(a, key) / this.capacity(a);
       const free = candidates.filter((a) => this.#hasFreeSlot(a, key, now));
       const preferred = free.find((a) => a.id === this.#affinity.get(affinity));
       // Reuse the agent's prompt cache unless it is clearly busier than the best choice.
       if (preferred && load(preferred) <= Math.min(...free.map(load)) + 0.5) return preferred;
     }
-    const tokens = this.speeds.meanTokens(key) ?? DEFAULT_ANSWER_TOKENS;
+    // One pass over the candidates into scratch arrays reused between decisions: a decision
+    // among a thousand agents allocates nothing per agent.
     const n = candidates.length;
-    const speeds: (number | null)[] = new Array(n);
-    let optimistic = 0;
-    for (let i = 0; i < n; i++) {
-      const s = this.speeds.get(candidates[i].id, key)?.tokensPerSecond ?? null;
-      speeds[i] = s;
-      if (s !== null && s > optimistic) optimistic = s;
-    }
+    const { costs, flags, pool } = this.#scratchFor(n);
+    const tokens = this.speeds.meanTokens(key) ?? DEFAULT_ANSWER_TOKENS;
+    const measured = this.speeds.forModel(key);
     // An agent without a measurement gets a fair trial: it counts as fast as the best measured.
+    let optimistic = 0;
+    if (measured !== undefined) {
+      for (let i = 0; i < n; i++) {
+        const v = measured.get(candidates[i].id)?.tokensPerSecond ?? null;
+        costs[i] = v === null ? NaN : v; // the speed for now; NaN: not measured
+        if (v !== null && v > optimistic) optimistic = v;
+      }
+    }
     if (optimistic === 0) optimistic = DEFAULT_TOKENS_PER_SECOND;
-    const anyBusy = this.#busyUntil.size > 0;
-    const costs: number[] = new Array(n);
-    const free: boolean[] = new Array(n);
+    const busyUntil = this.#busyUntil.size > 0 ? this.#busyUntil : undefined;
     let min = Infinity;
     for (let i = 0; i < n; i++) {
       const a = candidates[i];
-      const service = tokens / (speeds[i] ?? optimistic) +
-        (a.loadedKeys.has(key) ? 0 : LOAD_PENALTY_SECONDS);
+      const loaded = a.loadedKeys.has(key);
+      const speed = measured === undefined ? NaN : costs[i];
+      const service = tokens / (speed === speed ? speed : optimistic) +
+        (loaded ? 0 : LOAD_PENALTY_SECONDS);
       const cap = this.capacity(a);
       const busy = this.#busy(a, key);
-      free[i] = busy < cap && (!anyBusy || (this.#busyUntil.get(a.id) ?? 0) <= now);
-      const cost = free[i]
-        ? service
-        : (Math.max(0, busy - cap) + 1 + ahead) * service / cap + service;
+      const free = busy < cap && (busyUntil === undefined || (busyUntil.get(a.id) ?? 0) <= now);
+      const cost = free ? service : (Math.max(0, busy - cap) + 1 + ahead) * service / cap + service;
       costs[i] = cost;
+      flags[i] = (free ? FREE : 0) | (loaded ? LOADED : 0);
       if (cost < min) min = cost;
     }
     // Near-ties narrowed step by step, so the costlier criteria only see the few that remain.
-    let pool: Agent[] = [];
+    // The pool holds candidate indexes, in candidate order.
+    let size = 0;
     let anyFree = false;
     for (let i = 0; i < n; i++) {
       if (costs[i] > min * NEAR_TIE) continue;
-      if (free[i] && !anyFree) {
+      const free = (flags[i] & FREE) !== 0;
+      if (free && !anyFree) {
         anyFree = true;
-        pool = [];
+        size = 0;
       }
-      if (free[i] || !anyFree) pool.push(candidates[i]);
+      if (free || !anyFree) pool[size++] = i;
     }
-    const narrow = (score: (a: Agent) => number) => {
-      let best = Infinity;
-      let kept: Agent[] = [];
-      for (const a of pool) {
-        const v = score(a);
-        if (v < best) {
-          best = v;
-          kept = [a];
-        } else if (v === best) kept.push(a);
-      }
-      pool = kept;
-    };
-    if (pool.length > 1) narrow((a) => (a.loadedKeys.has(key) ? 0 : 1));
-    if (pool.length > 1) narrow((a) => Math.round(load(a) * 1000));
-    if (pool.length > 1 && !pool[0].loadedKeys.has(key)) narrow((a) => this.#tier(a, key));
-    const pick = pool.length === 1 ? pool[0] : pool[Math.floor(this.#random() * pool.length)];
-    return this.#hasFreeSlot(pick, key, now) ? pick : undefined;
+    if (size > 1) {
+      size = this.#narrow(pool, size, (i) => (flags[i] & LOADED) !== 0 ? 0 : 1);
+    }
+    if (size > 1) {
+      size = this.#narrow(pool, size, (i) => {
+        const a = candidates[i];
+        return Math.round((this.#busy(a, key) / this.capacity(a)) * 1000);
+      });
+    }
+    if (size > 1 && (flags[pool[0]] & LOADED) === 0) {
+      size = this.#narrow(pool, size, (i) => this.#tier(candidates[i], key));
+    }
+    const pick = size === 1 ? pool[0] : pool[Math.floor(this.#random() * size)];
+    return (flags[pick] & FREE) !== 0 ? candidates[pick] : undefined;
+  }
+
+  /** Scratch arrays for {@linkcode choose}, grown to fit `n` candidates. */
+  #scratchFor(n: number): Scratch {
+    if (this.#scratch.pool.length < n) {
+      const size = Math.max(64, 2 ** Math.ceil(Math.log2(n)));
+      this.#scratch = {
+        costs: new Float64Array(size),
+        flags: new Uint8Array(size),
+        pool: new Int32Array(size),
+      };
+    }
+    return this.#scratch;
+  }
+
+  /** Keeps, in order, the pool entries with the lowest score; returns the new pool size. */
+  #narrow(pool: Int32Array, size: number, score: (i: number) => number): number {
+    let best = Infinity;
+    let kept = 0;
+    for (let j = 0; j < size; j++) {
+      const i = pool[j];
+      const v = score(i);
+      if (v < best) {
+        best = v;
+        kept = 0;
+        pool[kept++] = i;
+      } else if (v === best) pool[kept++] = i;
+    }
+    return kept;
   }
 
   /** 0: loaded; 1: fits in free VRAM; 2: fits in free memory; 3: must evict or swap. */
@@ -384,6 +436,7 @@ export class Scheduler {
 
   /** Hands freed slots to waiting requests, oldest first in each model's queue. */
   pump(): void {
+    if (this.#queues.size === 0) return; // every heartbeat calls this: nothing waits, usually
     for (const queue of [...this.#queues.values()]) {
       // Keep placing while anything can be placed. A waiter that cannot go now (pinned to a busy
       // agent, or excluding the agents it already tried) does not hold up those behind it.

@@ -4,6 +4,7 @@ import { openDatabase } from "../db/mod.ts";
 import { Registry } from "../registry/mod.ts";
 import { FakeClock, registration } from "../testing.ts";
 import { type Lease, type NoAgentError, type Policy, Scheduler } from "./mod.ts";
+import { SpeedTable } from "./stats.ts";
 
 const MODEL = "llama3.2";
 
@@ -392,5 +393,50 @@ Deno.test("scheduler - a long queue for the fast agent spills over to slower one
   // Right behind the running answer, fast (1 s + 1 s) beats slow (2.5 s); three deep, it does not.
   assert.equal(scheduler.choose(MODEL, [fast, slow], undefined, 0), undefined);
   assert.equal(scheduler.choose(MODEL, [fast, slow], undefined, 3)?.id, slow.id);
+  db.close();
+});
+
+Deno.test("scheduler - candidates follow model changes; one open circuit keeps out only its agent", async () => {
+  const { scheduler, registry, add, db } = setup();
+  const a = add("a");
+  const b = add("b", { models: [{ name: "qwen3:8b" }] });
+  assert.deepEqual(scheduler.candidates(MODEL).map((x) => x.id), [a.id]);
+  registry.setModels(b, [{ name: "llama3.2" }], []);
+  assert.deepEqual(scheduler.candidates(MODEL).map((x) => x.id), [a.id, b.id]);
+  assert.deepEqual(scheduler.candidates("qwen3:8b"), []);
+  for (let i = 0; i < 3; i++) {
+    scheduler.release(await scheduler.acquire(MODEL, { agentId: b.id }), { result: "failed" });
+  }
+  assert.equal(scheduler.breakers.state(b.id), "open");
+  assert.deepEqual(scheduler.candidates(MODEL).map((x) => x.id), [a.id]);
+  assert.deepEqual(scheduler.candidates(MODEL, { exclude: new Set([a.id]) }), []);
+  db.close();
+});
+
+Deno.test("scheduler - speeds are kept per model for every agent and forgotten with the agent", () => {
+  const table = new SpeedTable();
+  const LLAMA = "registry.ollama.ai/library/llama3.2:latest";
+  table.record("a", LLAMA, { tokensPerSecond: 40 });
+  table.record("b", LLAMA, { tokensPerSecond: 80, ttftMs: 100 });
+  table.record("a", "qwen", { ttftMs: 50 });
+  assert.deepEqual([...table.forModel(LLAMA)!.keys()], ["a", "b"]);
+  assert.equal(table.forModel(LLAMA)!.get("b"), table.get("b", LLAMA));
+  assert.equal(table.forModel("qwen")!.get("a")?.tokensPerSecond, null);
+  table.forget("a");
+  assert.equal(table.get("a", LLAMA), undefined);
+  assert.deepEqual([...table.forModel(LLAMA)!.keys()], ["b"]);
+  assert.equal(table.forModel("qwen"), undefined);
+});
+
+Deno.test("scheduler - a decision after a larger one sees only its own candidates", () => {
+  const { scheduler, add, db } = setup({ random: () => 0.999 });
+  const loaded = [{ name: "llama3.2:latest" }];
+  const agents = Array.from({ length: 100 }, (_, i) => add(`n${i}`, { loaded_models: loaded }));
+  // The pool of near-ties is all 100 agents: the random source picks the last one.
+  assert.equal(scheduler.choose(MODEL, scheduler.candidates(MODEL))?.id, agents[99].id);
+  // A smaller decision after a larger one sees only its own candidates.
+  assert.equal(scheduler.choose(MODEL, agents.slice(0, 3))?.id, agents[2].id);
+  occupy(agents[2], 2);
+  assert.equal(scheduler.choose(MODEL, agents.slice(0, 3))?.id, agents[1].id);
   db.close();
 });

@@ -20,6 +20,8 @@ function ewma(prev: number | null, x: number): number {
 /** Speeds keyed by agent id and normalised model name. */
 export class SpeedTable {
   readonly #table = new Map<string, Map<string, Speed>>();
+  /** The same entries by model, then agent: a decision looks up one model for many agents. */
+  readonly #byModel = new Map<string, Map<string, Speed>>();
   readonly #tokens = new Map<string, number>();
 
   /** The measured speed, or undefined before the first measurement. */
@@ -42,6 +44,14 @@ export class SpeedTable {
     }
     s.samples++;
     perAgent.set(model, s);
+    let perModel = this.#byModel.get(model);
+    if (!perModel) this.#byModel.set(model, perModel = new Map());
+    perModel.set(agentId, s);
+  }
+
+  /** Every agent's measured speed for one model, by agent id (undefined before any). */
+  forModel(model: string): ReadonlyMap<string, Speed> | undefined {
+    return this.#byModel.get(model);
   }
 
   /** Adds an answer's length (tokens generated) for a model. */
@@ -58,6 +68,13 @@ export class SpeedTable {
 
   /** Forgets a removed agent. */
   forget(agentId: string): void {
+    const perAgent = this.#table.get(agentId);
+    if (!perAgent) return;
     this.#table.delete(agentId);
+    for (const model of perAgent.keys()) {
+      const perModel = this.#byModel.get(model);
+      perModel?.delete(agentId);
+      if (perModel?.size === 0) this.#byModel.delete(model);
+    }
   }
 }

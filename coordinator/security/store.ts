@@ -26,6 +26,29 @@ export interface Session {
 
 const SESSION_MS = 12 * 3600_000;
 
+/**
+ * Leading characters of an agent secret that key the cache of verified secrets: a lookup id, as
+ * in tokens made of an id and a verifier. What a lookup's timing could tell about them leaves
+ * far more than enough of the secret unknown (`ocs_` plus 8 of its 43 random characters).
+ */
+const LOOKUP_CHARS = 12;
+
+/** Whether two strings are equal, in time that depends only on their length. */
+function sameSecret(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+/** An agent secret that passed the hash check once. */
+interface VerifiedSecret {
+  secret: string;
+  hash: string;
+  agentId: string;
+  lookup: string;
+}
+
 /** Access-control state over SQLite, with in-memory indexes for the per-request checks. */
 export class SecurityStore {
   readonly #db: DatabaseSync;
@@ -33,6 +56,16 @@ export class SecurityStore {
   readonly #stmt: Record<string, StatementSync>;
   /** sha256(agent secret) → agent id. */
   readonly #agentSecrets = new Map<string, string>();
+  /** Agent id → sha256 of its secret (an agent has at most one). */
+  readonly #secretHashOf = new Map<string, string>();
+  /** Agent id → its entry in {@linkcode #verified}. */
+  readonly #verifiedOf = new Map<string, VerifiedSecret>();
+  /**
+   * Secrets already verified, by their first {@linkcode LOOKUP_CHARS} characters: an agent
+   * heartbeating every few seconds costs a map lookup and a constant-time compare, not a SHA-256.
+   * Only secrets that matched a stored hash get in, so it is no larger than the fleet.
+   */
+  readonly #verified = new Map<string, VerifiedSecret>();
   /** sha256(api key) → key. */
   readonly #keys = new Map<string, ApiKeyView>();
   /** Uses not yet written, flushed in batches so counting never slows a request. */
@@ -68,6 +101,7 @@ export class SecurityStore {
         .all()
     ) {
       this.#agentSecrets.set(String(r.secret_hash), String(r.id));
+      this.#secretHashOf.set(String(r.id), String(r.secret_hash));
     }
     this.#clientAuth =
       db.prepare("SELECT 1 FROM api_keys WHERE scope = 'client' LIMIT 1").get() !== undefined;
@@ -150,19 +184,42 @@ export class SecurityStore {
     const secret = randomToken(32, "ocs_");
     const hash = sha256(secret);
     this.#agentSecrets.set(hash, agentId);
+    this.#secretHashOf.set(agentId, hash);
     this.#stmt.agentSecret.run(hash, agentId);
     return secret;
   }
 
   /** The agent a heartbeat secret belongs to, if any. */
   agentForSecret(secret: string): string | undefined {
-    return this.#agentSecrets.get(sha256(secret));
+    const lookup = secret.slice(0, LOOKUP_CHARS);
+    const known = this.#verified.get(lookup);
+    // A cached secret counts only while it is still the agent's current one.
+    if (
+      known !== undefined && sameSecret(known.secret, secret) &&
+      this.#agentSecrets.get(known.hash) === known.agentId
+    ) {
+      return known.agentId;
+    }
+    const hash = sha256(secret);
+    const agentId = this.#agentSecrets.get(hash);
+    if (agentId !== undefined) {
+      const entry = { secret, hash, agentId, lookup };
+      this.#verified.set(lookup, entry);
+      this.#verifiedOf.set(agentId, entry);
+    }
+    return agentId;
   }
 
   /** Forgets an agent's secret (the agent was removed or registered again). */
   revokeAgentSecret(agentId: string): void {
-    for (const [hash, id] of this.#agentSecrets) {
-      if (id === agentId) this.#agentSecrets.delete(hash);
+    const hash = this.#secretHashOf.get(agentId);
+    if (hash === undefined) return;
+    this.#secretHashOf.delete(agentId);
+    if (this.#agentSecrets.get(hash) === agentId) this.#agentSecrets.delete(hash);
+    const verified = this.#verifiedOf.get(agentId);
+    if (verified !== undefined) {
+      this.#verifiedOf.delete(agentId);
+      if (this.#verified.get(verified.lookup) === verified) this.#verified.delete(verified.lookup);
     }
   }
 
