@@ -11,14 +11,16 @@ export async function readLimited(
   limit: number,
 ): Promise<Uint8Array<ArrayBuffer> | null> {
   const length = req.headers.get("content-length");
-  const declared = Number(length ?? "0");
-  if (declared > limit) {
-    await req.body?.cancel().catch(() => {});
-    return null;
+  if (length !== null) {
+    if (Number(length) > limit) {
+      await req.body?.cancel().catch(() => {});
+      return null;
+    }
+    // With a declared length the server already bounds the body: one native read. (Touching
+    // `req.body` first would wrap it in a stream and make `arrayBuffer` read it chunk by chunk.)
+    return new Uint8Array(await req.arrayBuffer());
   }
   if (!req.body) return new Uint8Array();
-  // With a declared length the server already bounds the body: one native read, no stream loop.
-  if (length !== null) return new Uint8Array(await req.arrayBuffer());
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const chunk of req.body) {

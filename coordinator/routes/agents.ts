@@ -6,13 +6,12 @@ import { Hono } from "hono";
 import {
   AgentPatch,
   CommandProgress,
-  describeIssues,
   HealthRequest,
   ollamaError,
   RegisterRequest,
 } from "@oc/shared";
 import type { AppContext } from "../context.ts";
-import { json, MANAGEMENT_BODY_LIMIT, type Parsed, readJson } from "../http.ts";
+import { json, readJson } from "../http.ts";
 import { addressProblem } from "../registry/address.ts";
 import { authenticatedAgent } from "../auth.ts";
 import { inNetworks } from "../security/networks.ts";
@@ -28,30 +27,6 @@ export const HealthBody: typeof HealthRequest = z.compile(HealthRequest);
 /** The reply to a heartbeat with no commands (nearly all of them), serialised once. */
 const HEARTBEAT_OK = JSON.stringify({ ok: true });
 const JSON_HEADERS = { "content-type": "application/json; charset=utf-8" };
-
-/**
- * Reads and checks a heartbeat like {@linkcode readJson}, more cheaply. A small body with a
- * declared length comes in one piece with the headers, and `text()` hands it over as it is;
- * looking at `req.body` first (readJson does) wraps it in a stream that is then read chunk by chunk.
- */
-async function readHeartbeat(req: Request): Promise<Parsed<HealthRequest>> {
-  const length = req.headers.get("content-length");
-  if (length === null || !(Number(length) <= MANAGEMENT_BODY_LIMIT)) {
-    return readJson(req, HealthBody);
-  }
-  const text = await req.text();
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return { ok: false, response: ollamaError(400, "Request body is not valid JSON") };
-  }
-  const result = HealthBody.safeParse(value);
-  if (!result.success) {
-    return { ok: false, response: ollamaError(400, describeIssues(result.error.issues)) };
-  }
-  return { ok: true, data: result.data };
-}
 
 const Pin = z.object({
   model: z.string().trim().min(1).max(256),
@@ -96,7 +71,7 @@ export function agentRoutes(ctx: AppContext): Hono {
   });
 
   app.post("/api/health", async (c) => {
-    const body = await readHeartbeat(c.req.raw);
+    const body = await readJson(c.req.raw, HealthBody);
     if (!body.ok) return body.response;
     if (body.data.agent_id !== authenticatedAgent(c)) {
       return ollamaError(403, "The agent secret belongs to another agent");
