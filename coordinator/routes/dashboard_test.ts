@@ -90,6 +90,12 @@ Deno.test("dashboard - static files: the stylesheet, and island bundles built on
   assert.equal(css.status, 200);
   assert.match(css.headers.get("content-type")!, /^text\/css/);
   assert.ok((await css.text()).includes("prefers-color-scheme: dark"));
+  assert.equal((await t.request("/static/login.css")).status, 200);
+  for (const path of ["/static/other.css", "/static/..%2Fdeno.json", "/static/dashboard.tsx"]) {
+    const res = await t.request(path);
+    assert.equal(res.status, 404, path);
+    await res.body?.cancel();
+  }
   const hash = islandsHash();
   for (const name of islandNames()) {
     const js = await t.admin(`/static/islands/${hash}/${name}.js`);
