@@ -8,7 +8,13 @@
  * row and prints their median (the machine may be busy with other work: one window can mislead).
  */
 import { parseArgs } from "node:util";
-import { registerSim, spawnCoordinator, spawnSimulator } from "../coordinator/testing_process.ts";
+import {
+  freePort,
+  registerSim,
+  spawnCoordinator,
+  spawnSimulator,
+  waitUntilUp,
+} from "../coordinator/testing_process.ts";
 import { openDatabase } from "../coordinator/db/mod.ts";
 import { Registry } from "../coordinator/registry/mod.ts";
 import { Scheduler } from "../coordinator/scheduler/mod.ts";
@@ -255,6 +261,45 @@ async function streams() {
   await sim.stop();
 }
 
+/** The same streams held by a bare Deno.serve with nothing behind it: Deno's own share. */
+async function streamFloor() {
+  const port = freePort();
+  const floor = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "scripts/bench/stream_floor.ts", String(port)],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilUp(url);
+  await Promise.all(
+    Array.from({ length: 50 }, async () => await (await fetch(`${url}/?lines=1`)).text()),
+  );
+  await sleep(500);
+  const base = rssBytes(floor.pid);
+  let open = 0;
+  const readers = Array.from({ length: STREAMS }, async () => {
+    const res = await fetch(url, { method: "POST", body: "{}" });
+    open++;
+    for await (const _ of res.body!) { /* drain */ }
+  });
+  while (open < STREAMS) await sleep(100);
+  await sleep(2000);
+  const peak = rssBytes(floor.pid);
+  console.log(
+    `   for comparison, a bare Deno.serve holding ${STREAMS} such streams (no proxy): ${
+      fmt(peak / 1e6, 1)
+    } MB (baseline ${fmt(base / 1e6, 1)} MB, ${
+      fmt((peak - base) / STREAMS / 1024, 1)
+    } KB per stream)`,
+  );
+  await Promise.all(readers);
+  floor.kill();
+  await floor.status;
+}
+
 if (ONLY.has("decisions")) decisions();
 if (ONLY.has("heartbeats")) await heartbeats();
-if (ONLY.has("streams")) await streams();
+if (ONLY.has("streams")) {
+  await streams();
+  await streamFloor();
+}
