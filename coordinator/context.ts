@@ -11,6 +11,7 @@ import type { SecurityStore } from "./security/store.ts";
 import type { Stats } from "./stats.ts";
 import type { LiveHub } from "./routes/live.ts";
 import type { UpstreamClient } from "./proxy/upstream.ts";
+import type { Watchdog } from "./proxy/watchdog.ts";
 
 /** The coordinator's shared state, built once in main.ts (or by a test). */
 export interface AppContext {
@@ -30,6 +31,8 @@ export interface AppContext {
   live: LiveHub;
   /** Kept-alive connections to agents for proxied requests. */
   upstream: UpstreamClient;
+  /** First-byte and silence limits of proxied requests, on one timer. */
+  watchdog: Watchdog;
   /** Clock, injectable for tests. */
   now: () => number;
 }

@@ -20,6 +20,7 @@ import { logBus, Logger } from "./log.ts";
 import { Stats } from "./stats.ts";
 import { LiveHub } from "./routes/live.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
+import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 
 /** The full context, with the request log. */
 export type FullContext = AppContext & {
@@ -89,6 +90,9 @@ export function createContext(
     stats,
     live,
     upstream: new UpstreamClient(),
+    watchdog: new Watchdog(
+      watchdogPeriod(config.firstByteTimeout * 1000, config.idleTimeout * 1000),
+    ),
   };
 }
 

@@ -11,6 +11,7 @@ import { errorResponse, type Flavor } from "./errors.ts";
 import { readUsage, type Usage } from "./usage.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
 import { probeOllama } from "../registry/monitor.ts";
+import type { Watch } from "./watchdog.ts";
 
 /** Everything the proxy needs to know about one client request. */
 export interface ProxyRequest {
@@ -37,7 +38,7 @@ export interface ProxyRequest {
 
 /** Dependencies of the proxy. */
 export interface ProxyDeps
-  extends Pick<AppContext, "scheduler" | "registry" | "config" | "now" | "upstream"> {
+  extends Pick<AppContext, "scheduler" | "registry" | "config" | "now" | "upstream" | "watchdog"> {
   log?: RequestLog;
 }
 
@@ -158,18 +159,19 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
     // No first byte in time: a stream gives up. A non-streaming answer only comes when the whole
     // generation is done, so it waits on while the agent's Ollama still answers a probe.
     let settled = false;
+    const firstByteMs = config.firstByteTimeout * 1000;
     const onFirstByteTimeout = async () => {
       if (!req.stream && await probeOllama(agent, config.probeTimeout * 1000)) {
-        if (!settled) firstByte = setTimeout(onFirstByteTimeout, config.firstByteTimeout * 1000);
+        if (!settled) firstByte = deps.watchdog.watch(firstByteMs, onFirstByteTimeout);
         return;
       }
       if (!settled) upstream.abort(new DOMException("First byte timed out", "TimeoutError"));
     };
-    let firstByte = setTimeout(onFirstByteTimeout, config.firstByteTimeout * 1000);
+    let firstByte = deps.watchdog.watch(firstByteMs, onFirstByteTimeout);
     const sentAt = deps.now();
     const done = (outcome: Outcome) => {
       settled = true;
-      clearTimeout(firstByte);
+      firstByte.stop();
       req.signal.removeEventListener("abort", onClientAbort);
       scheduler.release(lease, outcome, req.affinity);
       registry.touch(agent);
@@ -254,12 +256,22 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         );
       }
       settled = true;
-      clearTimeout(firstByte);
+      firstByte.stop();
       // Time to first token as the client sees it: queueing and failed attempts included.
       const ttftMs = deps.now() - started;
       return new Response(
         pipe(
-          { reader, first, upstream, req, idleMs: config.idleTimeout * 1000, agentName },
+          {
+            reader,
+            first,
+            upstream,
+            req,
+            idle: deps.watchdog.watch(
+              config.idleTimeout * 1000,
+              () => upstream.abort(new DOMException("Stream went silent", "TimeoutError")),
+            ),
+            agentName,
+          },
           (result) => {
             const outcome: Outcome = result.error
               ? { result: result.clientGone || result.cut ? "ok" : "failed" }
@@ -356,7 +368,8 @@ interface PipeInput {
   first: Uint8Array | null;
   upstream: AbortController;
   req: ProxyRequest;
-  idleMs: number;
+  /** The silence limit: paused while the client has not asked for more, stopped at the end. */
+  idle: Watch;
   agentName: string;
 }
 
@@ -383,11 +396,12 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
   let prev: Uint8Array | undefined;
   let last: Uint8Array | undefined;
   let finished = false;
-  let idle: ReturnType<typeof setTimeout> | undefined;
+  const { idle } = input;
+  idle.pause();
   const finish = (r: Omit<PipeResult, "usage">) => {
     if (finished) return;
     finished = true;
-    clearTimeout(idle);
+    idle.stop();
     const usage = readUsage([prev, last]);
     // A /v1 stream without `include_usage` states no counts: one event per token, less the
     // closing event and `[DONE]`, is what Ollama sends.
@@ -395,13 +409,6 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
       usage.completionTokens = sse.events - 2;
     }
     onEnd({ ...r, usage });
-  };
-  const armIdle = () => {
-    clearTimeout(idle);
-    idle = setTimeout(
-      () => upstream.abort(new DOMException("Stream went silent", "TimeoutError")),
-      input.idleMs,
-    );
   };
   const sse = req.flavor === "openai" ? { events: 0, lastByte: 0 } : undefined;
   const take = (chunk: Uint8Array) => {
@@ -423,9 +430,9 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
       try {
         // The silence timer runs only while waiting on the agent: a client that reads slowly
         // holds back the pulls and must not be taken for an agent that stopped answering.
-        armIdle();
+        idle.restart();
         const value = await reader.read();
-        clearTimeout(idle);
+        idle.pause();
         if (value === null) {
           controller.close();
           finish({});

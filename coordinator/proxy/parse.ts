@@ -55,16 +55,14 @@ export function affinityKey(model: string, messages: unknown): string | undefine
   return fnv1a(model + "\u0000" + JSON.stringify(messages.slice(0, firstUser + 1)));
 }
 
+/** Two 32-bit FNV-1a-style hashes (different seeds and primes) in one pass, and the length. */
 function fnv1a(s: string): string {
   let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
   let h2 = 0x12345678;
-  for (let i = s.length - 1; i >= 0; i--) {
-    h2 ^= s.charCodeAt(i);
-    h2 = Math.imul(h2, 0x01000193);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h = Math.imul(h ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
   }
   return (h >>> 0).toString(36) + (h2 >>> 0).toString(36) + s.length.toString(36);
 }

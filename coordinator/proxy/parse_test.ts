@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { affinityKey, routingInfo } from "./parse.ts";
+
+const bytes = (v: unknown) =>
+  new TextEncoder().encode(typeof v === "string" ? v : JSON.stringify(v));
+const native = { flavor: "ollama" as const, streams: true };
+
+Deno.test("parse - model, stream default per API, and clear errors", () => {
+  assert.deepEqual(routingInfo(bytes({ model: " llama3.2 " }), native), {
+    model: "llama3.2",
+    stream: true,
+    affinity: undefined,
+  });
+  assert.equal(
+    (routingInfo(bytes({ model: "m", stream: false }), native) as { stream: boolean }).stream,
+    false,
+  );
+  const v1 = { flavor: "openai" as const, streams: true };
+  assert.equal((routingInfo(bytes({ model: "m" }), v1) as { stream: boolean }).stream, false);
+  assert.equal((routingInfo(bytes({ name: "m" }), native) as { model: string }).model, "m");
+  assert.equal(routingInfo(bytes({ name: "m" }), v1), "model is required");
+  assert.equal(routingInfo(bytes(""), native), "missing request body");
+  assert.equal(routingInfo(bytes("{"), native), "invalid JSON in request body");
+  assert.equal(routingInfo(bytes([1]), native), "request body must be a JSON object");
+  assert.equal(routingInfo(bytes({ model: 5 }), native), "model must be a string");
+  assert.equal(
+    routingInfo(bytes({ model: "m", stream: "yes" }), native),
+    "stream must be a boolean",
+  );
+  assert.equal(routingInfo(bytes({ model: "x".repeat(600) }), native), "model name is too long");
+});
+
+Deno.test("parse - every turn of a conversation has the same affinity key", () => {
+  const system = { role: "system", content: "Be brief." };
+  const first = { role: "user", content: "Hello" };
+  const turn1 = [system, first];
+  const turn2 = [system, first, { role: "assistant", content: "Hi" }, {
+    role: "user",
+    content: "More",
+  }];
+  assert.ok(affinityKey("m", turn1));
+  assert.equal(affinityKey("m", turn1), affinityKey("m", turn2));
+  assert.notEqual(affinityKey("m", turn1), affinityKey("other", turn1));
+  assert.notEqual(
+    affinityKey("m", turn1),
+    affinityKey("m", [system, { role: "user", content: "Hellp" }]),
+  );
+  assert.equal(affinityKey("m", [system]), undefined);
+  assert.equal(affinityKey("m", "not a list"), undefined);
+});

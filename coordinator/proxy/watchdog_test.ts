@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { Watchdog, watchdogPeriod } from "./watchdog.ts";
+
+Deno.test("watchdog - fires past the limit, not before; restart and pause move the clock", () => {
+  let now = 0;
+  const dog = new Watchdog(10, () => now);
+  const fired: string[] = [];
+  dog.watch(100, () => fired.push("a"));
+  const b = dog.watch(100, () => fired.push("b"));
+  const c = dog.watch(100, () => fired.push("c"));
+  now = 60;
+  b.restart();
+  c.pause();
+  now = 99;
+  dog.sweep();
+  assert.deepEqual(fired, []);
+  now = 100;
+  dog.sweep();
+  assert.deepEqual(fired, ["a"]);
+  now = 500;
+  dog.sweep();
+  assert.deepEqual(fired, ["a", "b"], "a paused watch never fires");
+  c.restart();
+  now = 599;
+  dog.sweep();
+  now = 600;
+  dog.sweep();
+  assert.deepEqual(fired, ["a", "b", "c"]);
+  // Each fires once, and the timer is gone once nothing is watched.
+  dog.sweep();
+  assert.deepEqual(fired, ["a", "b", "c"]);
+  assert.equal(dog.size, 0);
+});
+
+Deno.test("watchdog - a stopped watch never fires; a failing callback does not stop the others", () => {
+  let now = 0;
+  const dog = new Watchdog(10, () => now);
+  const fired: string[] = [];
+  dog.watch(5, () => {
+    throw new Error("boom");
+  });
+  const stopped = dog.watch(5, () => fired.push("stopped"));
+  dog.watch(5, () => fired.push("kept"));
+  stopped.stop();
+  now = 10;
+  const errors: unknown[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => errors.push(args);
+  try {
+    dog.sweep();
+  } finally {
+    console.error = original;
+  }
+  assert.deepEqual(fired, ["kept"]);
+  assert.equal(errors.length, 1);
+  assert.equal(dog.size, 0);
+});
+
+Deno.test("watchdog - fires on its own timer, never before its limit", async () => {
+  const dog = new Watchdog(10);
+  const started = performance.now();
+  const late = await new Promise<number>((resolve) =>
+    dog.watch(30, () => resolve(performance.now() - started))
+  );
+  // Not before its limit; the upper bound is loose: CI machines are busy.
+  assert.ok(late >= 30 && late < 2000, `fired after ${late} ms`);
+  assert.equal(dog.size, 0);
+});
+
+Deno.test("watchdog - the proxy's period is a tenth of the shortest limit, within 10 ms to 1 s", () => {
+  assert.equal(watchdogPeriod(300_000, 120_000), 1000);
+  assert.equal(watchdogPeriod(300, 120_000), 30);
+  assert.equal(watchdogPeriod(50), 10);
+});
