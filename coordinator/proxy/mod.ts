@@ -83,7 +83,7 @@ class AttemptError extends Error {
   }
 }
 
-function describeFetchError(e: unknown): string {
+function describeUpstreamError(e: unknown): string {
   if (e instanceof DOMException && e.name === "TimeoutError") return "timed out";
   if (e instanceof UpstreamError) {
     if (e.kind === "cut") return e.message;
@@ -190,7 +190,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
       } catch (e) {
         if (req.signal.aborted || isCut(e)) throw e;
         throw new AttemptError(
-          `agent "${agentName}" ${describeFetchError(upstream.signal.reason ?? e)}`,
+          `agent "${agentName}" ${describeUpstreamError(upstream.signal.reason ?? e)}`,
           "failed",
         );
       }
@@ -221,7 +221,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         } catch (e) {
           if (req.signal.aborted || isCut(e)) throw e;
           throw new AttemptError(
-            `agent "${agentName}" ${describeFetchError(e)} while answering`,
+            `agent "${agentName}" ${describeUpstreamError(e)} while answering`,
             "failed",
           );
         }
@@ -250,7 +250,7 @@ export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promis
         if (req.signal.aborted || isCut(e)) throw e;
         throw new AttemptError(
           `agent "${agentName}" ${
-            describeFetchError(upstream.signal.reason ?? e)
+            describeUpstreamError(upstream.signal.reason ?? e)
           } before answering`,
           "failed",
         );
@@ -445,7 +445,7 @@ function pipe(input: PipeInput, onEnd: (r: PipeResult) => void): ReadableStream<
         const why = upstream.signal.reason instanceof DOMException &&
             upstream.signal.reason.name === "TimeoutError"
           ? "stopped answering"
-          : describeFetchError(e);
+          : describeUpstreamError(e);
         const message = isCut(e)
           ? e.message
           : `agent "${input.agentName}" ${why} during the stream`;
