@@ -22,22 +22,15 @@ import EventLog from "../islands/event_log.tsx";
 import { agentName } from "../islands/_models.ts";
 import { agentRow, fleetSnapshot, fleetSummary, type LiveContext } from "./live.ts";
 import { pullsOf } from "./models.ts";
+import { OLLAMA_INFERENCE } from "./ollama.ts";
+import { OPENAI_INFERENCE } from "./openai.ts";
 import { parseRequestFilter, toQuery } from "./requests.ts";
 
 /** What the pages need. */
 export type DashboardContext = LiveContext & { log?: RequestLog };
 
 /** Routes whose requests the log records, for the requests page's filter. */
-const LOGGED_ROUTES = [
-  "/api/chat",
-  "/api/generate",
-  "/api/embed",
-  "/api/embeddings",
-  "/api/show",
-  "/v1/chat/completions",
-  "/v1/completions",
-  "/v1/embeddings",
-];
+const LOGGED_ROUTES = [...Object.keys(OLLAMA_INFERENCE), ...Object.keys(OPENAI_INFERENCE)];
 
 const STATIC_DIR = new URL("../static/", import.meta.url);
 let cssVersion: string | undefined;

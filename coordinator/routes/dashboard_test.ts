@@ -62,6 +62,10 @@ Deno.test("dashboard - sorting and filtering work without JavaScript", async () 
   await html(t, "/dashboard/agents?sort=nonsense");
   const bad = await html(t, "/dashboard/requests?status=maybe");
   assert.ok(bad.includes('role="alert"'));
+  // The route filter offers every route the log records, /v1/responses included.
+  for (const route of ["/api/chat", "/api/show", "/v1/embeddings", "/v1/responses"]) {
+    assert.ok(bad.includes(route), route);
+  }
   t.close();
 });
 

@@ -101,6 +101,15 @@ export function fleetModels(ctx: AppContext) {
 
 const JSON_HEADERS = { "content-type": "application/json; charset=utf-8" };
 
+/** The native inference routes (routed by model, in the request log), and whether they stream. */
+export const OLLAMA_INFERENCE: Record<string, boolean> = {
+  "/api/generate": true,
+  "/api/chat": true,
+  "/api/embed": false,
+  "/api/embeddings": false,
+  "/api/show": false,
+};
+
 /** The native Ollama routes. */
 export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   const app = new Hono();
@@ -125,11 +134,9 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
     return new Response(JSON.stringify({ models }), { headers: JSON_HEADERS });
   });
 
-  app.post("/api/generate", infer("/api/generate", true));
-  app.post("/api/chat", infer("/api/chat", true));
-  app.post("/api/embed", infer("/api/embed", false));
-  app.post("/api/embeddings", infer("/api/embeddings", false));
-  app.post("/api/show", infer("/api/show", false));
+  for (const [route, streams] of Object.entries(OLLAMA_INFERENCE)) {
+    app.post(route, infer(route, streams));
+  }
 
   app.post("/api/pull", (c) => modelTransfer(ctx, c, "/api/pull"));
   app.post("/api/push", (c) => modelTransfer(ctx, c, "/api/push"));

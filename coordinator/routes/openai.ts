@@ -20,16 +20,23 @@ function modelEntry(m: { name: string; modified_at?: string }) {
   };
 }
 
+/** The /v1 inference routes (routed by model, in the request log), and whether they stream. */
+export const OPENAI_INFERENCE: Record<string, boolean> = {
+  "/v1/chat/completions": true,
+  "/v1/completions": true,
+  "/v1/embeddings": false,
+  "/v1/responses": true,
+};
+
 /** The /v1 routes. */
 export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   const app = new Hono();
   const infer = (route: string, streams: boolean) =>
     inferenceHandler(deps, { flavor: "openai", route, streams });
 
-  app.post("/v1/chat/completions", infer("/v1/chat/completions", true));
-  app.post("/v1/completions", infer("/v1/completions", true));
-  app.post("/v1/embeddings", infer("/v1/embeddings", false));
-  app.post("/v1/responses", infer("/v1/responses", true));
+  for (const [route, streams] of Object.entries(OPENAI_INFERENCE)) {
+    app.post(route, infer(route, streams));
+  }
   app.get("/v1/models", (c) => {
     const seen = new Set<string>();
     const data = [];
