@@ -1,15 +1,15 @@
 /** What every route and background task of the coordinator shares. */
 import type { DatabaseSync } from "node:sqlite";
 import type { Config } from "./config.ts";
-import type { Bus } from "./bus.ts";
-import type { Registry } from "./registry/mod.ts";
-import type { CommandQueue } from "./registry/commands.ts";
+import type { Bus } from "./telemetry/bus.ts";
+import type { Registry } from "./fleet/registry.ts";
+import type { CommandQueue } from "./fleet/commands.ts";
 import type { Scheduler } from "./scheduler/mod.ts";
-import type { Metrics } from "./metrics.ts";
-import type { Logger } from "./log.ts";
+import type { Metrics } from "./telemetry/metrics.ts";
+import type { Logger } from "./telemetry/logger.ts";
 import type { SecurityStore } from "./security/store.ts";
-import type { Stats } from "./stats.ts";
-import type { LiveHub } from "./routes/live.ts";
+import type { Stats } from "./telemetry/live_stats.ts";
+import type { LiveHub } from "./api/admin/live.ts";
 import type { UpstreamClient } from "./proxy/upstream.ts";
 import type { Watchdog } from "./proxy/watchdog.ts";
 

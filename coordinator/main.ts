@@ -9,7 +9,7 @@
 import { ConfigError, helpText, loadConfig } from "./config.ts";
 import { hostname } from "node:os";
 import { startCoordinator } from "./server.ts";
-import { Logger, routeConsole, writeStderr } from "./log.ts";
+import { Logger, routeConsole, writeStderr } from "./telemetry/logger.ts";
 
 /** Secrets generated at the first start. */
 type FirstStart = { agentToken?: string; adminPassword?: string };

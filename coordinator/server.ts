@@ -4,21 +4,21 @@
  */
 import type { Config } from "./config.ts";
 import type { AppContext } from "./context.ts";
-import { Bus } from "./bus.ts";
-import { openDatabase } from "./db/mod.ts";
-import { Registry } from "./registry/mod.ts";
-import { CommandQueue } from "./registry/commands.ts";
-import { startMonitor } from "./registry/monitor.ts";
+import { Bus } from "./telemetry/bus.ts";
+import { openDatabase } from "./store/sqlite/mod.ts";
+import { Registry } from "./fleet/registry.ts";
+import { CommandQueue } from "./fleet/commands.ts";
+import { startMonitor } from "./health/monitor.ts";
 import { Scheduler } from "./scheduler/mod.ts";
-import { RequestLog } from "./request_log.ts";
-import { createApp } from "./app.ts";
-import { startLocalOllama } from "./local_ollama.ts";
-import { Metrics } from "./metrics.ts";
+import { RequestLog } from "./telemetry/request_log.ts";
+import { createApp } from "./http/app.ts";
+import { startLocalOllama } from "./fleet/local_ollama.ts";
+import { Metrics } from "./telemetry/metrics.ts";
 import { SecurityStore } from "./security/store.ts";
 import { ModelPins } from "./scheduler/pins.ts";
-import { logBus, Logger } from "./log.ts";
-import { Stats } from "./stats.ts";
-import { LiveHub } from "./routes/live.ts";
+import { logBus, Logger } from "./telemetry/logger.ts";
+import { Stats } from "./telemetry/live_stats.ts";
+import { LiveHub } from "./api/admin/live.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 

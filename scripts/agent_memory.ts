@@ -21,7 +21,7 @@ import {
   freePort,
   spawnCoordinator,
   spawnSimulator,
-} from "../coordinator/testing_process.ts";
+} from "../coordinator/testing/process.ts";
 
 /**
  * The idle agent's aim from issue #5, in MB. MB here is 10^6 bytes (`/proc` counts KiB): the

@@ -3,7 +3,7 @@
  * the coordinator's database, safe while the coordinator runs.
  */
 import { parseArgs } from "node:util";
-import { backupDatabase } from "../coordinator/db/backup.ts";
+import { backupDatabase } from "../coordinator/store/sqlite/backup.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({

@@ -18,7 +18,7 @@ import {
   spawnCoordinator,
   spawnSimulator,
   waitUntilUp,
-} from "../coordinator/testing_process.ts";
+} from "../coordinator/testing/process.ts";
 import { fmt, median, rssBytes } from "./bench/procs.ts";
 
 const { values } = parseArgs({

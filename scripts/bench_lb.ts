@@ -13,7 +13,7 @@ import {
   freePort,
   spawnAgent,
   spawnCoordinator,
-} from "../coordinator/testing_process.ts";
+} from "../coordinator/testing/process.ts";
 import { fmt, median } from "./bench/procs.ts";
 
 const { values } = parseArgs({

@@ -14,9 +14,9 @@ import {
   spawnCoordinator,
   spawnSimulator,
   waitUntilUp,
-} from "../coordinator/testing_process.ts";
-import { openDatabase } from "../coordinator/db/mod.ts";
-import { Registry } from "../coordinator/registry/mod.ts";
+} from "../coordinator/testing/process.ts";
+import { openDatabase } from "../coordinator/store/sqlite/mod.ts";
+import { Registry } from "../coordinator/fleet/registry.ts";
 import { Scheduler } from "../coordinator/scheduler/mod.ts";
 import { cpuSeconds, fmt, median, rssBytes } from "./bench/procs.ts";
 import { TEST_AGENT_TOKEN } from "../coordinator/config.ts";

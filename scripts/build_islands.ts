@@ -6,7 +6,7 @@
  *   deno task build:islands
  */
 import { gzipSync } from "node:zlib";
-import { buildIslands, islandNames } from "../coordinator/components/island_bundle.ts";
+import { buildIslands, islandNames } from "../coordinator/dashboard/components/island_bundle.ts";
 
 if (import.meta.main) {
   const started = performance.now();

@@ -4,7 +4,7 @@
  * database in use is refused. The replaced database is kept as `<path>.before-restore-<time>`.
  */
 import { parseArgs } from "node:util";
-import { restoreDatabase } from "../coordinator/db/backup.ts";
+import { restoreDatabase } from "../coordinator/store/sqlite/backup.ts";
 
 const USAGE = `Usage: deno task restore FILE [--database-url sqlite://coordinator.db]
 

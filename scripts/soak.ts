@@ -5,7 +5,7 @@
  * warm-up it must not grow. Loopback only; stops by itself.
  */
 import { parseArgs } from "node:util";
-import { registerSim, spawnCoordinator, spawnSimulator } from "../coordinator/testing_process.ts";
+import { registerSim, spawnCoordinator, spawnSimulator } from "../coordinator/testing/process.ts";
 import { fmt, rssBytes } from "./bench/procs.ts";
 
 const { values } = parseArgs({

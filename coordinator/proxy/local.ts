@@ -3,7 +3,7 @@
  * delete go to chosen agents rather than through the scheduler's inference path.
  */
 import { ollamaErrorBody } from "@oc/shared";
-import type { Agent, Registry } from "../registry/mod.ts";
+import type { Agent, Registry } from "../fleet/registry.ts";
 
 /** Sends one request to one agent and pipes its answer back (no retry: it changes state). */
 export async function forwardTo(

@@ -6,11 +6,11 @@
 import { ollamaErrorBody, openaiErrorBody } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { type Lease, NoAgentError, type Outcome } from "../scheduler/mod.ts";
-import type { RequestLog } from "../request_log.ts";
-import { errorResponse, type Flavor } from "./errors.ts";
+import type { RequestLog } from "../telemetry/request_log.ts";
+import { errorResponse, type Flavor } from "../http/errors.ts";
 import { readUsage, type Usage } from "./usage.ts";
 import { UpstreamError, type UpstreamResponse } from "./upstream.ts";
-import { probeOllama } from "../registry/monitor.ts";
+import { probeOllama } from "../health/monitor.ts";
 import type { Watch } from "./watchdog.ts";
 
 /** Everything the proxy needs to know about one client request. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startFleet } from "../testing.ts";
+import { startFleet } from "../testing/app.ts";
 
 const chatBody = (stream: boolean, content = "Tell me a story") =>
   JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content }], stream });

@@ -2,7 +2,7 @@
  * The one parse of an inference body the coordinator does: the model, whether to stream, and
  * a conversation key for affinity. The original bytes are what goes upstream.
  */
-import type { Flavor } from "./errors.ts";
+import type { Flavor } from "../http/errors.ts";
 
 /** Largest inference body accepted (images travel inline as base64). */
 export const INFERENCE_BODY_LIMIT = 64 * 1024 * 1024;

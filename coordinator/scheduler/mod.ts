@@ -8,9 +8,9 @@
  * the best measured speed; remaining ties are broken at random so bursts do not herd.
  */
 import { normalizeModelName } from "@oc/shared";
-import type { Agent, Registry } from "../registry/mod.ts";
+import type { Agent, Registry } from "../fleet/registry.ts";
 import { Breakers } from "./breaker.ts";
-import { SpeedTable } from "./stats.ts";
+import { SpeedTable } from "./speeds.ts";
 import { ModelPins } from "./pins.ts";
 
 /** How agents are chosen. */

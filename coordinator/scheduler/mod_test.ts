@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import type { RegisterRequest } from "@oc/shared";
-import { openDatabase } from "../db/mod.ts";
-import { Registry } from "../registry/mod.ts";
-import { FakeClock, registration } from "../testing.ts";
+import { openDatabase } from "../store/sqlite/mod.ts";
+import { Registry } from "../fleet/registry.ts";
+import { FakeClock, registration } from "../testing/app.ts";
 import { type Lease, type NoAgentError, type Policy, Scheduler } from "./mod.ts";
-import { SpeedTable } from "./stats.ts";
+import { SpeedTable } from "./speeds.ts";
 
 const MODEL = "llama3.2";
 

@@ -1,0 +1,117 @@
+import assert from "node:assert/strict";
+import { registration, testApp } from "../testing/app.ts";
+import { islandNames, islandsHash } from "./components/island_bundle.ts";
+
+async function html(t: ReturnType<typeof testApp>, path: string, status = 200): Promise<string> {
+  const res = await t.admin(path);
+  assert.equal(res.status, status, path);
+  assert.match(res.headers.get("content-type")!, /^text\/html/);
+  return await res.text();
+}
+
+Deno.test("dashboard - every page renders on the server with its data and islands", async () => {
+  const t = testApp();
+  const { agent_id } = await t.register(registration({ machine_name: "gpu-01" }));
+  await t.register(registration({ machine_name: "mac-mini", ip_address: "127.0.0.2", models: [] }));
+  t.ctx.log.add({
+    id: "req-1",
+    at: new Date().toISOString(),
+    route: "/api/chat",
+    model: "llama3.2",
+    agent_id,
+    agent_name: "gpu-01",
+    status: 200,
+    latency_ms: 321,
+    ttft_ms: 12,
+    queued_ms: 0,
+    tokens_in: 3,
+    tokens_out: 30,
+    tokens_per_second: 90,
+    attempts: 1,
+    error: null,
+  });
+  const pages: [string, string[]][] = [
+    ["/dashboard", ["<title>Overview", 'data-island="overview"', "Requests per second"]],
+    ["/dashboard/agents", ["gpu-01", "mac-mini", 'data-island="agents_table"', "2 of 2 agents"]],
+    [`/dashboard/agents/${agent_id}`, ["gpu-01", "llama3.2:latest", 'data-island="agent_detail"']],
+    ["/dashboard/models", ["llama3.2:latest", 'data-island="models_view"', "Pull a model"]],
+    ["/dashboard/requests", ["req-1", "321 ms", 'data-island="request_log"']],
+    ["/dashboard/events", ["Agent &quot;gpu-01&quot; registered", 'data-island="event_log"']],
+  ];
+  for (const [path, needles] of pages) {
+    const page = await html(t, path);
+    assert.ok(page.startsWith("<!doctype html>"), path);
+    for (const n of needles) assert.ok(page.includes(n), `${path} shows ${n}`);
+    assert.ok(page.includes(`/static/islands/${islandsHash()}/live_badge.js`), path);
+    assert.match(page, /href="\/static\/dashboard\.css\?v=\w+"/);
+  }
+  t.close();
+});
+
+Deno.test("dashboard - sorting and filtering work without JavaScript", async () => {
+  const t = testApp();
+  await t.register(registration({ machine_name: "alpha" }));
+  await t.register(registration({ machine_name: "beta", ip_address: "127.0.0.2" }));
+  const desc = await html(t, "/dashboard/agents?sort=name&dir=desc");
+  assert.ok(desc.indexOf(">beta<") < desc.indexOf(">alpha<"));
+  const asc = await html(t, "/dashboard/agents");
+  assert.ok(asc.indexOf(">alpha<") < asc.indexOf(">beta<"));
+  const filtered = await html(t, "/dashboard/agents?q=bet");
+  assert.ok(filtered.includes(">beta<") && !filtered.includes(">alpha<"));
+  // An unknown sort falls back to the name; a bad request filter shows its error.
+  await html(t, "/dashboard/agents?sort=nonsense");
+  const bad = await html(t, "/dashboard/requests?status=maybe");
+  assert.ok(bad.includes('role="alert"'));
+  // The route filter offers every route the log records, /v1/responses included.
+  for (const route of ["/api/chat", "/api/show", "/v1/embeddings", "/v1/responses"]) {
+    assert.ok(bad.includes(route), route);
+  }
+  t.close();
+});
+
+Deno.test("dashboard - unknown pages and agents get an HTML 404; / stays Ollama's", async () => {
+  const t = testApp();
+  assert.ok((await html(t, "/dashboard/nope", 404)).includes("Not found"));
+  assert.ok((await html(t, "/dashboard/agents/nobody", 404)).includes("No agent has this id"));
+  const slash = await t.admin("/dashboard/");
+  assert.equal(slash.status, 308);
+  assert.equal(slash.headers.get("location"), "/dashboard");
+  assert.equal(await (await t.admin("/")).text(), "Ollama is running");
+  t.close();
+});
+
+Deno.test("dashboard - page props are escaped: no markup injection from agent names", async () => {
+  const t = testApp();
+  await t.register(registration({ machine_name: "</script><img src=x onerror=alert(1)>" }));
+  const page = await html(t, "/dashboard/agents");
+  assert.ok(!page.includes("<img src=x"));
+  t.close();
+});
+
+Deno.test("dashboard - static files: the stylesheet, and island bundles built on demand", async () => {
+  const t = testApp();
+  const css = await t.admin("/static/dashboard.css");
+  assert.equal(css.status, 200);
+  assert.match(css.headers.get("content-type")!, /^text\/css/);
+  assert.ok((await css.text()).includes("prefers-color-scheme: dark"));
+  assert.equal((await t.request("/static/login.css")).status, 200);
+  for (const path of ["/static/other.css", "/static/..%2Fdeno.json", "/static/dashboard.tsx"]) {
+    const res = await t.request(path);
+    assert.equal(res.status, 404, path);
+    await res.body?.cancel();
+  }
+  const hash = islandsHash();
+  for (const name of islandNames()) {
+    const js = await t.admin(`/static/islands/${hash}/${name}.js`);
+    assert.equal(js.status, 200, name);
+    assert.match(js.headers.get("content-type")!, /javascript/);
+    assert.match(js.headers.get("cache-control")!, /immutable/);
+    assert.ok((await js.text()).length > 50);
+  }
+  assert.equal((await t.admin(`/static/islands/${hash}/../../x.js`)).status, 404);
+  assert.equal((await t.admin(`/static/islands/0000/overview.js`)).status, 404);
+  const missing = await t.admin(`/static/islands/${hash}/nothing.js`);
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  t.close();
+});

@@ -1,0 +1,76 @@
+/**
+ * The zero-setup default: when an Ollama already runs on the coordinator's machine, register it
+ * and heartbeat for it, so a first start with no agents still serves requests.
+ */
+import { hostname } from "node:os";
+import type { InstalledModel, LoadedModel } from "@oc/shared";
+import type { Registry } from "./registry.ts";
+
+interface Snapshot {
+  version: string;
+  models: InstalledModel[];
+  loaded: LoadedModel[];
+}
+
+async function snapshot(base: URL): Promise<Snapshot | null> {
+  const get = async (path: string) => {
+    const res = await fetch(new URL(path, base), { signal: AbortSignal.timeout(3000) });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    return await res.json();
+  };
+  try {
+    const [version, tags, ps] = await Promise.all([
+      get("/api/version"),
+      get("/api/tags"),
+      get("/api/ps"),
+    ]);
+    return {
+      version: String(version.version ?? "unknown"),
+      models: tags.models ?? [],
+      loaded: ps.models ?? [],
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** Checks for a local Ollama once; returns a stop function when one was found. */
+export async function startLocalOllama(
+  registry: Registry,
+  options: { url: string; intervalMs: number },
+): Promise<(() => void) | null> {
+  const base = new URL(options.url);
+  const first = await snapshot(base);
+  if (!first) return null;
+  const { agent } = registry.register({
+    machine_name: `${hostname()} (local)`,
+    ip_address: base.hostname.replace(/^\[(.*)\]$/, "$1"),
+    ollama_port: Number(base.port || 11434),
+    ollama_version: first.version,
+    agent_version: "built-in",
+    os: Deno.build.os,
+    parallel: Number(Deno.env.get("OLLAMA_NUM_PARALLEL") ?? 1) || 1,
+    models: first.models,
+    loaded_models: first.loaded,
+  });
+  console.log(`Registered the local Ollama at ${options.url}`);
+  const timer = setInterval(async () => {
+    const s = await snapshot(base);
+    if (!s || !registry.get(agent.id)) return; // silence: the monitor marks it offline
+    const mem = Deno.systemMemoryInfo();
+    const used = mem.total - mem.available;
+    registry.heartbeat({
+      agent_id: agent.id,
+      cpu_usage: Math.min(100, (Deno.loadavg()[0] / navigator.hardwareConcurrency) * 100),
+      memory_usage: (used / mem.total) * 100,
+      memory_used: used,
+      memory_total: mem.total,
+      active_requests: 0,
+      ollama_up: true,
+      ollama_version: s.version,
+      models: s.models,
+      loaded_models: s.loaded,
+    });
+  }, options.intervalMs);
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,78 @@
+/**
+ * Every URL of the coordinator, mounted in one place. Find any handler from here in one hop.
+ */
+import { Hono } from "hono";
+import { ollamaError, openaiError } from "@oc/shared";
+import type { AppContext } from "../context.ts";
+import type { RequestLog } from "../telemetry/request_log.ts";
+import { agentRoutes } from "../api/agents.ts";
+import { OLLAMA_PATHS, ollamaRoutes, requestIdOf } from "../api/ollama.ts";
+import { OPENAI_PATHS, openaiRoutes } from "../api/openai.ts";
+import { liveRoutes } from "../api/admin/live.ts";
+import { requestRoutes } from "../api/admin/requests.ts";
+import { modelRoutes } from "../api/admin/models.ts";
+import { dashboardRoutes, staticRoutes } from "../dashboard/pages.tsx";
+import { authRoutes } from "../api/admin/auth.tsx";
+import { accessControl } from "./access.ts";
+import { apiCors, pageHeaders } from "./headers.ts";
+
+/** Builds the coordinator's HTTP application. */
+export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
+  const app = new Hono();
+  const deps = { ...ctx, log: ctx.log };
+
+  app.onError((err, c) => {
+    console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
+    return c.req.path.startsWith("/v1/")
+      ? openaiError(500, "Internal server error")
+      : ollamaError(500, "Internal server error");
+  });
+
+  // Cross-cutting, in order: browser protections, then who may call what (auth.ts).
+  // Every answer carries a request id (the proxy sets it on proxied ones, and logs under it).
+  app.use(async (c, next) => {
+    await next();
+    if (!c.res.headers.has("x-request-id")) {
+      c.res.headers.set("x-request-id", requestIdOf(c.req.raw));
+    }
+  });
+  app.use(pageHeaders());
+  app.use(apiCors(ctx.config.corsOrigins));
+  app.use(accessControl(ctx));
+
+  app.route("/", authRoutes(ctx));
+  app.get(
+    "/metrics",
+    (c) =>
+      c.body(ctx.metrics.render(), 200, {
+        "content-type": "text/plain; version=0.0.4; charset=utf-8",
+      }),
+  );
+  app.route("/", agentRoutes(ctx));
+  app.route("/", ollamaRoutes(ctx, deps));
+  app.route("/", openaiRoutes(ctx, deps));
+  // The dashboard: its pages, their static files, and the management APIs behind them.
+  app.route("/dashboard", dashboardRoutes(deps));
+  app.route("/static", staticRoutes());
+  app.route("/", liveRoutes(ctx));
+  app.route("/", requestRoutes(deps));
+  app.route("/", modelRoutes(ctx));
+
+  // A known path with the wrong method is 405, as Ollama answers.
+  for (const [path, methods] of Object.entries({ ...OLLAMA_PATHS, ...OPENAI_PATHS })) {
+    app.all(path, (c) => {
+      const allow = methods.join(", ");
+      const message = `Method ${c.req.method} is not allowed on ${path}`;
+      return path.startsWith("/v1/")
+        ? openaiError(405, message, { allow })
+        : ollamaError(405, message, { allow });
+    });
+  }
+
+  app.notFound((c) =>
+    c.req.path.startsWith("/v1/")
+      ? openaiError(404, `Unknown path ${c.req.path}`)
+      : ollamaError(404, "404 page not found")
+  );
+  return app;
+}

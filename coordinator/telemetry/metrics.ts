@@ -1,0 +1,260 @@
+/**
+ * Prometheus metrics (`GET /metrics`, text exposition format 0.0.4). Counters and histograms are
+ * fed from the bus (requests, events); gauges are read from the registry and the scheduler at
+ * scrape time, so the hot path does no metrics work of its own.
+ */
+import process from "node:process";
+import type { Bus } from "./bus.ts";
+import type { Registry } from "../fleet/registry.ts";
+import type { Scheduler } from "../scheduler/mod.ts";
+import type { RequestRecord } from "./request_log.ts";
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+/** Distinct label sets per metric; past this, new ones are folded into `other`. */
+const MAX_SERIES = 5_000;
+
+type Labels = Record<string, string>;
+
+const NEEDS_ESCAPE = /[\\\n"]/;
+
+function escape(v: string): string {
+  if (!NEEDS_ESCAPE.test(v)) return v;
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+/** `{k="v",…}`; built by hand: it runs several times per proxied request. */
+function labelText(labels: Labels): string {
+  let out = "";
+  for (const k in labels) out += `${out ? "," : "{"}${k}="${escape(labels[k])}"`;
+  return out && out + "}";
+}
+
+class Counter {
+  readonly values = new Map<string, number>();
+  constructor(readonly name: string, readonly help: string) {}
+  inc(labels: Labels, by = 1): void {
+    let key = labelText(labels);
+    if (!this.values.has(key) && this.values.size >= MAX_SERIES) {
+      key = labelText(Object.fromEntries(Object.keys(labels).map((k) => [k, "other"])));
+    }
+    this.values.set(key, (this.values.get(key) ?? 0) + by);
+  }
+  render(out: string[]): void {
+    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
+    for (const [k, v] of this.values) out.push(`${this.name}${k} ${v}`);
+  }
+}
+
+class Histogram {
+  readonly series = new Map<
+    string,
+    { labels: Labels; counts: number[]; sum: number; count: number }
+  >();
+  constructor(readonly name: string, readonly help: string, readonly buckets: number[]) {}
+  observe(labels: Labels, value: number): void {
+    const key = labelText(labels);
+    let s = this.series.get(key);
+    if (!s) {
+      if (this.series.size >= MAX_SERIES) return;
+      this.series.set(key, s = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 });
+    }
+    for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]) s.counts[i]++;
+    s.sum += value;
+    s.count++;
+  }
+  render(out: string[]): void {
+    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`);
+    for (const s of this.series.values()) {
+      this.buckets.forEach((b, i) =>
+        out.push(`${this.name}_bucket${labelText({ ...s.labels, le: String(b) })} ${s.counts[i]}`)
+      );
+      out.push(`${this.name}_bucket${labelText({ ...s.labels, le: "+Inf" })} ${s.count}`);
+      out.push(`${this.name}_sum${labelText(s.labels)} ${s.sum}`);
+      out.push(`${this.name}_count${labelText(s.labels)} ${s.count}`);
+    }
+  }
+}
+
+function gauge(out: string[], name: string, help: string, rows: [Labels, number][]): void {
+  out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
+  for (const [labels, v] of rows) {
+    out.push(`${name}${labelText(labels)} ${Number.isFinite(v) ? v : 0}`);
+  }
+}
+
+/** The coordinator's metrics. */
+export class Metrics {
+  readonly requests = new Counter(
+    "ollama_coordinator_requests_total",
+    "Client requests by route, model, agent and status",
+  );
+  readonly latency = new Histogram(
+    "ollama_coordinator_request_duration_seconds",
+    "Time from request to the end of the answer",
+    LATENCY_BUCKETS,
+  );
+  readonly ttft = new Histogram(
+    "ollama_coordinator_time_to_first_token_seconds",
+    "Time from request to the first byte of a streamed answer",
+    LATENCY_BUCKETS,
+  );
+  readonly tokens = new Counter(
+    "ollama_coordinator_tokens_total",
+    "Tokens in (prompt) and out (generated)",
+  );
+  readonly retries = new Counter(
+    "ollama_coordinator_retries_total",
+    "Attempts that failed on an agent (each one retried elsewhere while attempts remain)",
+  );
+  readonly trips = new Counter(
+    "ollama_coordinator_circuit_breaker_trips_total",
+    "Times an agent was taken out after repeated failures",
+  );
+  readonly #registry: Registry;
+  readonly #scheduler: Scheduler;
+  readonly #now: () => number;
+
+  constructor(bus: Bus, registry: Registry, scheduler: Scheduler, now: () => number = Date.now) {
+    this.#registry = registry;
+    this.#scheduler = scheduler;
+    this.#now = now;
+    bus.subscribe((m) => {
+      if (m.type === "request") this.#onRequest(m.request as unknown as RequestRecord);
+      else if (m.type === "event") {
+        const agent = this.#agentName(m.event.agent_id);
+        if (m.event.kind === "failure") this.retries.inc({ agent });
+        if (m.event.kind === "circuit_open") this.trips.inc({ agent });
+      }
+    }, ["request", "event"]);
+  }
+
+  #agentName(id: string | null): string {
+    const a = id ? this.#registry.get(id) : undefined;
+    return a ? this.#registry.label(a) : "none";
+  }
+
+  #onRequest(r: RequestRecord): void {
+    // Only models some agent has become label values, so clients cannot mint series at will.
+    const model = r.model && r.agent_id ? r.model : "none";
+    this.requests.inc({
+      route: r.route,
+      model,
+      agent: r.agent_name ?? "none",
+      status: String(r.status),
+    });
+    this.latency.observe({ route: r.route }, r.latency_ms / 1000);
+    if (r.ttft_ms !== null) this.ttft.observe({ route: r.route }, r.ttft_ms / 1000);
+    if (r.tokens_in) this.tokens.inc({ direction: "in", model }, r.tokens_in);
+    if (r.tokens_out) this.tokens.inc({ direction: "out", model }, r.tokens_out);
+  }
+
+  /** The exposition text. */
+  render(): string {
+    const out: string[] = [];
+    for (
+      const m of [this.requests, this.latency, this.ttft, this.tokens, this.retries, this.trips]
+    ) m.render(out);
+    const agents = this.#registry.all();
+    const name = (a: (typeof agents)[number]) => ({ agent: this.#registry.label(a), id: a.id });
+    gauge(
+      out,
+      "ollama_coordinator_agent_status",
+      "1 for the agent's current status",
+      agents.flatMap((a) =>
+        (["online", "offline", "draining"] as const).map((
+          s,
+        ): [Labels, number] => [{ ...name(a), status: s }, a.status === s ? 1 : 0])
+      ),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_heartbeat_age_seconds",
+      "Seconds since the agent's last heartbeat",
+      agents.map((a) => [name(a), (this.#now() - a.lastSeen) / 1000]),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_in_flight",
+      "Requests in flight on the agent",
+      agents.map((a) => [name(a), a.inFlight]),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_capacity",
+      "Parallel slots the scheduler gives the agent",
+      agents.map((a) => [name(a), this.#scheduler.capacity(a)]),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_cpu_percent",
+      "CPU use the agent reported",
+      agents.map((a) => [name(a), a.metrics?.cpu_usage ?? 0]),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_memory_percent",
+      "Memory use the agent reported",
+      agents.map((a) => [name(a), a.metrics?.memory_usage ?? 0]),
+    );
+    const gpus = agents.flatMap((a) =>
+      (a.metrics?.gpus ?? []).map((g, i) => ({
+        labels: { ...name(a), gpu: String(i), gpu_name: g.name },
+        g,
+      }))
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_gpu_utilization_percent",
+      "GPU utilisation the agent reported",
+      gpus.map(({ labels, g }) => [labels, g.utilization ?? 0]),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_gpu_memory_used_bytes",
+      "VRAM in use",
+      gpus.map(({ labels, g }) => [labels, g.memory_used ?? 0]),
+    );
+    gauge(
+      out,
+      "ollama_coordinator_agent_gpu_memory_total_bytes",
+      "VRAM in all",
+      gpus.map(({ labels, g }) => [labels, g.memory_total ?? 0]),
+    );
+    gauge(out, "ollama_coordinator_in_flight_requests", "Requests in flight on all agents", [[
+      {},
+      agents.reduce((s, a) => s + a.inFlight, 0),
+    ]]);
+    gauge(
+      out,
+      "ollama_coordinator_queued_requests",
+      "Requests waiting for a free slot, per model",
+      Object.entries(this.#scheduler.queueDepths()).map(([model, n]) => [{ model }, n]),
+    );
+    processMetrics(out);
+    return out.join("\n") + "\n";
+  }
+}
+
+const STARTED_AT = Date.now() / 1000;
+
+/** The standard `process_*` series, as Prometheus client libraries export them. */
+function processMetrics(out: string[]): void {
+  const { user, system } = process.cpuUsage();
+  out.push(
+    "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+    "# TYPE process_cpu_seconds_total counter",
+    `process_cpu_seconds_total ${(user + system) / 1e6}`,
+  );
+  const mem = Deno.memoryUsage();
+  gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", [[{}, mem.rss]]);
+  gauge(out, "process_heap_bytes", "JavaScript heap in use, in bytes.", [[{}, mem.heapUsed]]);
+  gauge(out, "process_start_time_seconds", "Start time of the process since the epoch.", [[
+    {},
+    STARTED_AT,
+  ]]);
+  try {
+    let fds = 0;
+    for (const _ of Deno.readDirSync("/proc/self/fd")) fds++;
+    gauge(out, "process_open_fds", "Number of open file descriptors.", [[{}, fds]]);
+  } catch { /* not Linux */ }
+}

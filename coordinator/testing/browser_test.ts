@@ -1,0 +1,278 @@
+/**
+ * The dashboard in headless Chromium against real coordinators on loopback with simulated
+ * agents: pages render and go live, changes arrive without a reload, actions work, and the live
+ * stream comes back after a coordinator restart. Skipped only where /usr/bin/chromium is missing
+ * (.ci/run installs it).
+ */
+import assert from "node:assert/strict";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN, testConfig } from "../config.ts";
+import { startCoordinator } from "../server.ts";
+import { registration, startFleet } from "./app.ts";
+import { startSimulator } from "../../scripts/ollama_sim.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const hasChromium = (() => {
+  try {
+    return Deno.statSync(CHROMIUM).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+async function launch(): Promise<Browser> {
+  // launch() starts from a new, empty temporary profile every time.
+  return await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** A browser context signed in as the admin through the login form (a session and its CSRF). */
+async function signIn(browser: Browser, base: string): Promise<BrowserContext> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/dashboard`);
+  assert.match(page.url(), /\/login/);
+  await page.getByLabel("Admin password").fill(TEST_ADMIN_PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(`${base}/dashboard`);
+  await page.close();
+  return context;
+}
+
+/** Opens a page and waits until its islands are hydrated and the live stream is open. */
+async function open(
+  context: BrowserContext,
+  url: string,
+): Promise<{ page: Page; errors: string[] }> {
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(m.text());
+  });
+  await page.goto(url);
+  await page.waitForSelector(".live.live", { timeout: 15_000 });
+  // Marks this document: if the page reloaded, the mark would be gone.
+  await page.evaluate(() => (globalThis as unknown as { __same: boolean }).__same = true);
+  return { page, errors };
+}
+
+async function notReloaded(page: Page): Promise<void> {
+  assert.equal(
+    await page.evaluate(() => (globalThis as unknown as { __same?: boolean }).__same),
+    true,
+  );
+}
+
+function post(url: string, body: unknown, headers: Record<string, string> = {}) {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+Deno.test({
+  name: "dashboard in Chromium - pages, live updates, actions and reconnection",
+  ignore: !hasChromium,
+  async fn(t) {
+    const browser = await launch();
+    try {
+      await t.step("every page renders, hydrates and goes live without errors", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }, { name: "gpu-b" }]);
+        const context = await signIn(browser, fleet.url);
+        const pages = [
+          ["/dashboard", "Overview"],
+          ["/dashboard/agents", "Agents"],
+          [`/dashboard/agents/${fleet.ids["gpu-a"]}`, "gpu-a"],
+          ["/dashboard/models", "Models"],
+          ["/dashboard/requests", "Requests"],
+          ["/dashboard/events", "Events"],
+        ];
+        for (const [path, title] of pages) {
+          const { page, errors } = await open(context, fleet.url + path);
+          assert.match(await page.title(), new RegExp(`^${title} · Ollama Coordinator`));
+          assert.equal(
+            await page.evaluate(() => document.documentElement.classList.contains("js")),
+            true,
+          );
+          assert.deepEqual(errors, [], path);
+          await page.close();
+        }
+      });
+
+      await t.step("a newly registered agent appears without a reload", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }]);
+        const context = await signIn(browser, fleet.url);
+        const { page } = await open(context, `${fleet.url}/dashboard/agents`);
+        await using sim = await startSimulator({ quiet: true });
+        const res = await post(
+          `${fleet.url}/api/agents`,
+          registration({ machine_name: "late-agent", ollama_port: sim.port }),
+          { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
+        );
+        assert.equal(res.status, 201);
+        const { agent_id } = await res.json();
+        const row = page.locator(`tr[data-agent-id="${agent_id}"]`);
+        await row.waitFor({ timeout: 5000 });
+        assert.match(await row.innerText(), /late-agent/);
+        assert.match(await page.locator(".filters .count").innerText(), /2 of 2 agents/);
+        await notReloaded(page);
+        await page.close();
+      });
+
+      await t.step("an agent going offline changes its status live", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }, { name: "gpu-b" }], {
+          healthCheckInterval: 0.25,
+          probeInterval: 0.25,
+          probeTimeout: 0.5,
+        });
+        const id = fleet.ids["gpu-b"];
+        const context = await signIn(browser, fleet.url);
+        const { page } = await open(context, `${fleet.url}/dashboard/agents`);
+        await page.locator(`tr[data-agent-id="${id}"][data-status="online"]`).waitFor();
+        await fleet.sims["gpu-b"].setFault({ type: "refuse" });
+        const row = page.locator(`tr[data-agent-id="${id}"][data-status="offline"]`);
+        await row.waitFor({ timeout: 5000 });
+        assert.match(await row.locator(".pill").innerText(), /offline/);
+        await notReloaded(page);
+        await page.close();
+      });
+
+      await t.step("drain from the UI stops new requests reaching that agent", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }, { name: "gpu-b" }]);
+        const id = fleet.ids["gpu-a"];
+        const context = await signIn(browser, fleet.url);
+        const { page } = await open(context, `${fleet.url}/dashboard/agents/${id}`);
+        await page.getByRole("button", { name: "Drain" }).click();
+        await page.locator('.agent-detail[data-status="draining"]').waitFor({ timeout: 5000 });
+        assert.equal(fleet.coordinator.ctx.registry.get(id)!.drain, true);
+        const before = fleet.sims["gpu-a"].stats.requests;
+        const otherBefore = fleet.sims["gpu-b"].stats.requests;
+        for (let i = 0; i < 6; i++) {
+          const res = await post(`${fleet.url}/api/generate`, {
+            model: "llama3.2",
+            prompt: "hi",
+            stream: false,
+          });
+          assert.equal(res.status, 200);
+          assert.equal(res.headers.get("x-coordinator-agent"), "gpu-b");
+          await res.body?.cancel();
+        }
+        assert.equal(fleet.sims["gpu-a"].stats.requests, before);
+        assert.equal(fleet.sims["gpu-b"].stats.requests, otherBefore + 6);
+        // And back: enabling it from the UI makes it online again.
+        await page.getByRole("button", { name: "Enable" }).click();
+        await page.locator('.agent-detail[data-status="online"]').waitFor({ timeout: 5000 });
+        await notReloaded(page);
+        await page.close();
+      });
+
+      await t.step("a pull shows its progress until it completes", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }, { name: "gpu-b" }]);
+        const id = fleet.ids["gpu-b"];
+        const context = await signIn(browser, fleet.url);
+        const { page } = await open(context, `${fleet.url}/dashboard/models`);
+        // A second listener on the same stream records every progress message the page gets.
+        await page.evaluate(() =>
+          new Promise<void>((resolve) => {
+            const g = globalThis as unknown as { __progress: unknown[] };
+            g.__progress = [];
+            const es = new EventSource("/api/stream?topics=progress");
+            es.addEventListener("hello", () => resolve());
+            es.addEventListener("progress", (e) => g.__progress.push(...JSON.parse(e.data)));
+          })
+        );
+        await page.getByLabel("Model", { exact: true }).fill("phi3:mini");
+        await page.getByLabel("every reachable agent").uncheck();
+        await page.locator(".targets").getByLabel("gpu-b", { exact: true }).check();
+        await page.getByRole("button", { name: "Pull" }).click();
+        const done = page.locator('li.pull[data-state="done"]');
+        await done.waitFor({ timeout: 10_000 });
+        assert.match(await done.innerText(), /phi3:mini[\s\S]*gpu-b[\s\S]*done/);
+        assert.equal(
+          await done.locator("progress").evaluate((p) => (p as HTMLProgressElement).value),
+          1,
+        );
+        const progress = await page.evaluate(() =>
+          (globalThis as unknown as {
+            __progress: { agent_id: string; done: boolean; status: string }[];
+          })
+            .__progress
+        );
+        assert.ok(progress.length >= 1, "at least one progress event");
+        assert.ok(progress.some((p) => p.agent_id === id && p.done && p.status === "success"));
+        // The models table now shows the model on that agent, live.
+        const row = page.locator('tr[data-model="phi3:mini"]');
+        await row.locator(`[data-agent-id="${id}"]`).waitFor({ timeout: 5000 });
+        await notReloaded(page);
+        await page.close();
+      });
+
+      await t.step("the request log shows a request that was just made", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }]);
+        const context = await signIn(browser, fleet.url);
+        const { page } = await open(context, `${fleet.url}/dashboard/requests`);
+        const requestId = `browser-${crypto.randomUUID()}`;
+        const res = await post(`${fleet.url}/api/chat`, {
+          model: "llama3.2",
+          messages: [{ role: "user", content: "hello" }],
+          stream: false,
+        }, { "x-request-id": requestId });
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+        const row = page.locator(`tr[data-request-id="${requestId}"]`);
+        await row.waitFor({ timeout: 5000 });
+        const text = await row.innerText();
+        assert.match(text, /\/api\/chat/);
+        assert.match(text, /llama3\.2/);
+        assert.match(text, /gpu-a/);
+        assert.match(text, /200/);
+        await notReloaded(page);
+        await page.close();
+      });
+
+      await t.step("the live stream reconnects after a coordinator restart", async () => {
+        const dir = await Deno.makeTempDir({ prefix: "oc-browser-" });
+        const config = testConfig({ databaseUrl: `sqlite://${dir}/coordinator.db` });
+        await using sim = await startSimulator({ quiet: true });
+        const register = (url: string, name: string) =>
+          post(`${url}/api/agents`, registration({ machine_name: name, ollama_port: sim.port }), {
+            authorization: `Bearer ${TEST_AGENT_TOKEN}`,
+          })
+            .then((r) => r.json()) as Promise<{ agent_id: string }>;
+        let coordinator = await startCoordinator(config);
+        try {
+          await register(coordinator.url, "before-restart");
+          const context = await signIn(browser, coordinator.url);
+          const { page } = await open(context, `${coordinator.url}/dashboard/agents`);
+          await coordinator.stop();
+          await page.locator(".live.reconnecting").waitFor({ timeout: 5000 });
+          coordinator = await startCoordinator({ ...config, port: coordinator.port });
+          const { agent_id } = await register(coordinator.url, "after-restart");
+          await page.locator(`tr[data-agent-id="${agent_id}"]`).waitFor({ timeout: 10_000 });
+          await page.locator(".live.live").waitFor({ timeout: 5000 });
+          assert.match(await page.locator(".filters .count").innerText(), /2 of 2 agents/);
+          await notReloaded(page);
+          await page.close();
+        } finally {
+          await coordinator.stop();
+          await Deno.remove(dir, { recursive: true });
+        }
+      });
+    } finally {
+      await browser.close();
+    }
+  },
+});

@@ -1,0 +1,342 @@
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "../config.ts";
+import { countRows, registration, startFleet, testApp } from "./app.ts";
+import { migrate, openDatabase } from "../store/sqlite/mod.ts";
+import { Registry } from "../fleet/registry.ts";
+import { SecurityStore } from "../security/store.ts";
+import { clientAddress, inNetworks, parseNetwork } from "../security/networks.ts";
+
+const asAgent = (token: string) => ({ authorization: `Bearer ${token}` });
+
+Deno.test("security - registration fails closed without the agent token", async () => {
+  const t = testApp();
+  for (const headers of [{}, asAgent("wrong"), { authorization: "Basic abc" }]) {
+    const res = await t.request("/api/agents", { json: registration(), headers });
+    assert.equal(res.status, 401);
+    assert.match((await res.json()).error, /agent token/);
+  }
+  assert.equal(countRows(t.ctx, "agents"), 0);
+  const ok = await t.request("/api/agents", {
+    json: registration(),
+    headers: asAgent(TEST_AGENT_TOKEN),
+  });
+  assert.equal(ok.status, 201);
+  assert.match((await ok.json()).agent_secret, /^ocs_/);
+  t.close();
+});
+
+Deno.test("security - one agent's secret cannot heartbeat for another; removal revokes it", async () => {
+  const t = testApp();
+  const a = await t.register(registration({ machine_name: "a" }));
+  const b = await t.register(registration({ machine_name: "b" }));
+  const beat = (id: string, secret?: string) =>
+    t.request("/api/health", {
+      json: { agent_id: id, cpu_usage: 1, memory_usage: 1, active_requests: 0 },
+      headers: secret ? asAgent(secret) : {},
+    });
+  assert.equal((await beat(a.agent_id, a.agent_secret)).status, 200);
+  assert.equal((await beat(b.agent_id, a.agent_secret)).status, 403);
+  assert.equal((await beat(a.agent_id)).status, 401);
+  assert.equal((await beat(a.agent_id, TEST_AGENT_TOKEN)).status, 401);
+  const progress = await t.request(`/api/agents/${b.agent_id}/progress`, {
+    json: { command_id: "x", status: "pulling" },
+    headers: asAgent(a.agent_secret),
+  });
+  assert.equal(progress.status, 403);
+  // Registering again rotates the secret.
+  const again = await t.register(registration({ machine_name: "a" }));
+  assert.equal(again.agent_id, a.agent_id);
+  assert.equal((await beat(a.agent_id, a.agent_secret)).status, 401);
+  assert.equal((await beat(a.agent_id, again.agent_secret)).status, 200);
+  assert.equal((await t.admin(`/api/agents/${a.agent_id}`, { method: "DELETE" })).status, 204);
+  assert.equal((await beat(a.agent_id, again.agent_secret)).status, 401);
+  t.close();
+});
+
+Deno.test("security - admin APIs and pages need a session or an admin key", async () => {
+  const t = testApp();
+  for (
+    const path of [
+      "/api/agents",
+      "/api/events",
+      "/api/keys",
+      "/metrics",
+      "/api/requests",
+      "/api/stats",
+    ]
+  ) {
+    const res = await t.request(path);
+    assert.equal(res.status, 401, path);
+    assert.ok((await res.json()).error, path);
+  }
+  const page = await t.request("/dashboard/agents");
+  assert.equal(page.status, 302);
+  assert.equal(page.headers.get("location"), "/login?next=%2Fdashboard%2Fagents");
+  const clientKey = t.ctx.security.createKey("client", "client").key;
+  assert.equal((await t.request("/api/agents", { headers: asAgent(clientKey) })).status, 401);
+  assert.equal((await t.admin("/api/agents")).status, 200);
+  t.close();
+});
+
+Deno.test("security - login sets a strict cookie; changes need the CSRF token; failures are rate limited", async () => {
+  const t = testApp();
+  const form = (password: string, headers: Record<string, string> = {}) =>
+    t.request("/login", {
+      method: "POST",
+      body: new URLSearchParams({ password, next: "/dashboard" }),
+      headers,
+    });
+  const cross = await form(TEST_ADMIN_PASSWORD, { origin: "https://evil.example" });
+  assert.equal(cross.status, 403);
+  const ok = await form(TEST_ADMIN_PASSWORD);
+  assert.equal(ok.status, 303);
+  const cookie = ok.headers.get("set-cookie")!;
+  assert.match(cookie, /oc_session=/);
+  assert.match(cookie, /HttpOnly/);
+  assert.match(cookie, /SameSite=Strict/);
+  const session = cookie.split(";")[0];
+  assert.equal((await t.request("/api/agents", { headers: { cookie: session } })).status, 200);
+  const { csrf } = await (await t.request("/api/admin/session", { headers: { cookie: session } }))
+    .json();
+  assert.ok(csrf);
+  // A cross-site request carrying the cookie but no CSRF token changes nothing.
+  const keysBefore = t.ctx.security.listKeys().length;
+  const forged = await t.request("/api/keys", {
+    json: { name: "x" },
+    headers: { cookie: session },
+  });
+  assert.equal(forged.status, 403);
+  assert.equal(t.ctx.security.listKeys().length, keysBefore);
+  const made = await t.request("/api/keys", {
+    json: { name: "x" },
+    headers: { cookie: session, "x-csrf-token": csrf },
+  });
+  assert.equal(made.status, 201);
+  // Logging out ends the session.
+  await t.request("/logout", { method: "POST", headers: { cookie: session } });
+  assert.equal((await t.request("/api/agents", { headers: { cookie: session } })).status, 401);
+  const huge = await t.request("/login", {
+    method: "POST",
+    body: "password=" + "x".repeat(100_000),
+  });
+  assert.equal(huge.status, 413);
+  // Five wrong passwords, then even the right one waits.
+  for (let i = 0; i < 5; i++) assert.equal((await form("wrong-password")).status, 401);
+  const limited = await form(TEST_ADMIN_PASSWORD);
+  assert.equal(limited.status, 429);
+  assert.ok(Number(limited.headers.get("retry-after")) > 0);
+  t.close();
+});
+
+Deno.test("security - with client keys on, every Ollama and OpenAI route needs a valid key", async () => {
+  await using fleet = await startFleet([{ name: "a", models: ["llama3.2"] }]);
+  const chat = (headers: Record<string, string> = {}, path = "/api/chat") =>
+    fetch(`${fleet.url}${path}`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        model: "llama3.2",
+        messages: [{ role: "user", content: "hi" }],
+        stream: false,
+      }),
+    });
+  // Off by default, as in Ollama.
+  const open = await chat();
+  assert.equal(open.status, 200);
+  await open.body?.cancel();
+  const created = await fetch(`${fleet.url}/api/keys`, {
+    method: "POST",
+    headers: fleet.adminHeaders,
+    body: JSON.stringify({ name: "laptop" }),
+  });
+  const { key, id } = await created.json();
+  const denied = await chat();
+  assert.equal(denied.status, 401);
+  assert.match((await denied.json()).error, /API key/);
+  const deniedV1 = await chat({}, "/v1/chat/completions");
+  assert.equal(deniedV1.status, 401);
+  assert.equal((await deniedV1.json()).error.type, "authentication_error");
+  assert.equal((await chat({ authorization: "Bearer wrong" })).status, 401);
+  const allowed = await chat({ authorization: `Bearer ${key}` });
+  assert.equal(allowed.status, 200);
+  await allowed.body?.cancel();
+  const tags = await fetch(`${fleet.url}/api/tags`);
+  assert.equal(tags.status, 401);
+  await tags.body?.cancel();
+  // The liveness probe stays open.
+  assert.equal(await fetch(fleet.url).then(async (r) => (await r.text(), r.status)), 200);
+  await fetch(`${fleet.url}/api/keys/${id}`, { method: "DELETE", headers: fleet.adminHeaders });
+  assert.equal((await chat({ authorization: `Bearer ${key}` })).status, 401);
+  const list = await (await fetch(`${fleet.url}/api/keys`, { headers: fleet.adminHeaders })).json();
+  const laptop = list.find((k: { id: string }) => k.id === id);
+  assert.equal(laptop.uses, 1);
+  assert.ok(laptop.revoked_at);
+  assert.ok(!JSON.stringify(list).includes(key));
+});
+
+Deno.test("security - agent addresses: metadata refused, allow-list enforced", async () => {
+  const t = testApp({ allowedNetworks: [parseNetwork("10.0.0.0/8"), parseNetwork("127.0.0.1")] });
+  for (
+    const ip of ["169.254.169.254", "fe80::1", "metadata.google.internal", "::ffff:169.254.169.254"]
+  ) {
+    const res = await t.request("/api/agents", {
+      json: registration({ ip_address: ip }),
+      headers: asAgent(TEST_AGENT_TOKEN),
+    });
+    assert.equal(res.status, 400, ip);
+  }
+  const outside = await t.request("/api/agents", {
+    json: registration({ ip_address: "192.168.1.5" }),
+    headers: asAgent(TEST_AGENT_TOKEN),
+  });
+  assert.equal(outside.status, 403);
+  assert.equal(countRows(t.ctx, "agents"), 0);
+  assert.equal(
+    (await t.request("/api/agents", {
+      json: registration({ ip_address: "10.1.2.3" }),
+      headers: asAgent(TEST_AGENT_TOKEN),
+    })).status,
+    201,
+  );
+  assert.ok(inNetworks("::ffff:10.0.0.1", [parseNetwork("::ffff:0:0/96")]));
+  t.close();
+});
+
+Deno.test("security - secrets are generated once, stored hashed", () => {
+  const db = new DatabaseSync(":memory:");
+  migrate(db);
+  const store = new SecurityStore(db);
+  const token = store.ensureAgentToken("").generated!;
+  const password = store.ensureAdminPassword("").generated!;
+  assert.ok(token.length > 20 && password.length >= 20);
+  assert.deepEqual(store.ensureAgentToken(""), {});
+  assert.deepEqual(store.ensureAdminPassword(""), {});
+  assert.ok(store.checkAgentToken(token, ""));
+  assert.ok(!store.checkAgentToken(token + "x", ""));
+  assert.ok(store.checkAdminPassword(password));
+  const dump = JSON.stringify(db.prepare("SELECT * FROM settings").all());
+  assert.ok(!dump.includes(token) && !dump.includes(password));
+  assert.match(dump, /scrypt\$/);
+  // A configured password replaces the generated one and ends the old sessions.
+  const session = store.createSession();
+  store.ensureAdminPassword("a much better one");
+  assert.equal(store.session(session.id), undefined);
+  assert.ok(store.checkAdminPassword("a much better one"));
+  assert.ok(!store.checkAdminPassword(password));
+  db.close();
+});
+
+Deno.test("security - a verified agent secret is remembered until it is rotated or revoked", () => {
+  const db = openDatabase("sqlite::memory:");
+  const registry = new Registry(db, { agentTimeoutMs: 60_000 });
+  const a = registry.register(registration({ machine_name: "a" })).agent;
+  const b = registry.register(registration({ machine_name: "b" })).agent;
+  const store = new SecurityStore(db);
+  const secretA = store.issueAgentSecret(a.id);
+  const secretB = store.issueAgentSecret(b.id);
+  // The second check of each is answered from the cache of verified secrets.
+  for (let i = 0; i < 2; i++) {
+    assert.equal(store.agentForSecret(secretA), a.id);
+    assert.equal(store.agentForSecret(secretB), b.id);
+  }
+  // Same lookup characters, different secret: refused, and the real one still works.
+  const lookAlike = secretA.slice(0, -1) + (secretA.endsWith("A") ? "B" : "A");
+  assert.equal(store.agentForSecret(lookAlike), undefined);
+  assert.equal(store.agentForSecret(secretA.slice(0, 20)), undefined);
+  assert.equal(store.agentForSecret(secretA), a.id);
+  // Registering again rotates the secret: the cached old one is refused at once.
+  const rotated = store.issueAgentSecret(a.id);
+  assert.equal(store.agentForSecret(secretA), undefined);
+  assert.equal(store.agentForSecret(rotated), a.id);
+  assert.equal(store.agentForSecret(rotated), a.id);
+  // Removal revokes it.
+  store.revokeAgentSecret(a.id);
+  assert.equal(store.agentForSecret(rotated), undefined);
+  assert.equal(store.agentForSecret(secretB), b.id);
+  // After a restart only the stored hash is known; the secret is checked against it again.
+  const restarted = new SecurityStore(db);
+  assert.equal(restarted.agentForSecret(secretB), b.id);
+  assert.equal(restarted.agentForSecret(secretB), b.id);
+  assert.equal(restarted.agentForSecret(secretA), undefined);
+  db.close();
+});
+
+Deno.test("security - model management can be kept to admins; client uses are recorded", async () => {
+  await using open = await startFleet([{ name: "a", models: ["llama3.2"] }]);
+  const copy = await fetch(`${open.url}/api/copy`, {
+    method: "POST",
+    body: JSON.stringify({ source: "llama3.2", destination: "mine" }),
+  });
+  assert.equal(copy.status, 200);
+  await copy.body?.cancel();
+  assert.ok(
+    open.coordinator.ctx.registry.events().some((e) => /API copy of "llama3.2"/.test(e.message)),
+  );
+
+  await using closed = await startFleet([{ name: "a", models: ["llama3.2"] }], {
+    clientModelManagement: false,
+  });
+  for (
+    const [method, path] of [["DELETE", "/api/delete"], ["POST", "/api/pull"], [
+      "POST",
+      "/api/copy",
+    ]]
+  ) {
+    const res = await fetch(`${closed.url}${path}`, {
+      method,
+      body: JSON.stringify({ model: "llama3.2", source: "llama3.2", destination: "x" }),
+    });
+    assert.equal(res.status, 401, path);
+    await res.body?.cancel();
+  }
+  const asAdmin = await fetch(`${closed.url}/api/copy`, {
+    method: "POST",
+    headers: closed.adminHeaders,
+    body: JSON.stringify({ source: "llama3.2", destination: "x" }),
+  });
+  assert.equal(asAdmin.status, 200);
+  await asAdmin.body?.cancel();
+  const chat = await fetch(`${closed.url}/api/generate`, {
+    method: "POST",
+    body: JSON.stringify({ model: "llama3.2", prompt: "hi", stream: false }),
+  });
+  assert.equal(chat.status, 200);
+  await chat.body?.cancel();
+});
+
+Deno.test("security - clientAddress believes X-Forwarded-For only from trusted proxies", () => {
+  const trusted = [parseNetwork("10.0.0.0/8"), parseNetwork("::1")];
+  // No trusted proxies, or a peer that is not one: the peer is the client.
+  assert.equal(clientAddress("203.0.113.9", "1.2.3.4", []), "203.0.113.9");
+  assert.equal(clientAddress("203.0.113.9", "1.2.3.4", trusted), "203.0.113.9");
+  // Through trusted proxies: the rightmost address that is not a proxy.
+  assert.equal(clientAddress("10.0.0.1", "1.2.3.4", trusted), "1.2.3.4");
+  assert.equal(clientAddress("10.0.0.1", "1.2.3.4, 10.9.9.9", trusted), "1.2.3.4");
+  assert.equal(clientAddress("::1", "6.6.6.6, 1.2.3.4", trusted), "1.2.3.4");
+  assert.equal(clientAddress("::ffff:10.0.0.1", "1.2.3.4", trusted), "1.2.3.4");
+  // A forged or malformed entry stops the walk at the last good address.
+  assert.equal(clientAddress("10.0.0.1", "1.2.3.4, not-an-ip", trusted), "10.0.0.1");
+  assert.equal(clientAddress("10.0.0.1", "junk, 10.0.0.7", trusted), "10.0.0.7");
+  assert.equal(clientAddress("10.0.0.1", null, trusted), "10.0.0.1");
+});
+
+Deno.test("security - behind a trusted proxy, failed sign-ins are limited per forwarded client", async () => {
+  const t = testApp({ trustedProxies: [parseNetwork("127.0.0.1")] });
+  const signIn = (peer: string, forwardedFor: string, password = "wrong-password") =>
+    t.app.request("/login", {
+      method: "POST",
+      body: new URLSearchParams({ password }),
+      headers: { "x-forwarded-for": forwardedFor },
+    }, { remoteAddr: { hostname: peer } });
+  for (let i = 0; i < 5; i++) assert.equal((await signIn("127.0.0.1", "203.0.113.5")).status, 401);
+  assert.equal((await signIn("127.0.0.1", "203.0.113.5")).status, 429);
+  // Another client behind the same proxy is not locked out.
+  assert.equal((await signIn("127.0.0.1", "198.51.100.7", TEST_ADMIN_PASSWORD)).status, 303);
+  // A peer that is not a trusted proxy cannot dodge the limit with a made-up header.
+  for (let i = 0; i < 5; i++) {
+    assert.equal((await signIn("192.0.2.50", `100.64.0.${i}`)).status, 401);
+  }
+  assert.equal((await signIn("192.0.2.50", "100.64.0.99")).status, 429);
+  t.close();
+});
