@@ -181,6 +181,13 @@ const SETTINGS = {
     default: "7",
     help: "Days the request log is kept (0 keeps nothing)",
   },
+  eventRetentionDays: {
+    env: "EVENT_RETENTION_DAYS",
+    flag: "event-retention-days",
+    schema: z.coerce.number().min(0).max(3650),
+    default: "30",
+    help: "Days fleet events are kept (at most the newest 100,000 in any case)",
+  },
   logLevel: {
     env: "LOG_LEVEL",
     flag: "log-level",

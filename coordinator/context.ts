@@ -1,5 +1,7 @@
-/** What every route and background task of the coordinator shares. */
-import type { DatabaseSync } from "node:sqlite";
+/**
+ * What every route and background task of the coordinator shares: one context, built once by
+ * `server.ts` (or a test). It names services; it never imports routes.
+ */
 import type { Config } from "./config.ts";
 import type { Bus } from "./telemetry/bus.ts";
 import type { Registry } from "./fleet/registry.ts";
@@ -9,14 +11,18 @@ import type { Metrics } from "./telemetry/metrics.ts";
 import type { Logger } from "./telemetry/logger.ts";
 import type { SecurityStore } from "./security/store.ts";
 import type { Stats } from "./telemetry/live_stats.ts";
-import type { LiveHub } from "./api/admin/live.ts";
+import type { LiveHub } from "./telemetry/live_hub.ts";
+import type { RequestLog } from "./telemetry/request_log.ts";
+import type { EventLog } from "./telemetry/event_log.ts";
 import type { UpstreamClient } from "./proxy/upstream.ts";
 import type { Watchdog } from "./proxy/watchdog.ts";
+import type { Store } from "./store/mod.ts";
 
-/** The coordinator's shared state, built once in main.ts (or by a test). */
+/** The coordinator's shared state. */
 export interface AppContext {
   config: Config;
-  db: DatabaseSync;
+  /** Durable state (SQLite by default); services keep what requests need in memory. */
+  store: Store;
   bus: Bus;
   registry: Registry;
   commands: CommandQueue;
@@ -25,6 +31,10 @@ export interface AppContext {
   logger: Logger;
   /** Secrets, API keys and admin sessions. */
   security: SecurityStore;
+  /** Every client request, for the Requests page and the API. */
+  log: RequestLog;
+  /** Registrations, status changes, failures, pulls. */
+  events: EventLog;
   /** Live statistics for the dashboard. */
   stats: Stats;
   /** The open live streams of the dashboard, ended on shutdown. */
@@ -33,6 +43,8 @@ export interface AppContext {
   upstream: UpstreamClient;
   /** First-byte and silence limits of proxied requests, on one timer. */
   watchdog: Watchdog;
+  /** Secrets generated at this (first) start, to be shown once. */
+  firstStart: { agentToken?: string; adminPassword?: string };
   /** Clock, injectable for tests. */
   now: () => number;
 }

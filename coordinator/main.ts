@@ -8,7 +8,7 @@
  */
 import { ConfigError, helpText, loadConfig } from "./config.ts";
 import { hostname } from "node:os";
-import { startCoordinator } from "./server.ts";
+import { closeContext, startCoordinator } from "./server.ts";
 import { Logger, routeConsole, writeStderr } from "./telemetry/logger.ts";
 
 /** Secrets generated at the first start. */
@@ -148,18 +148,20 @@ if (import.meta.main) {
     printFirstStart(coordinator.firstStart, port);
   }
   let stopping = false;
+  let forced = false;
   const stop = async (signal: string) => {
     if (stopping) {
+      forced = true;
       // A second signal: stop now. What is flushed is kept; streams still running are cut.
       if (json) json.warn("Second signal: stopping now", { signal });
       else console.log(`Second ${signal}: stopping now`);
       const { ctx } = coordinator;
       ctx.upstream.cutAll("The coordinator is shutting down");
-      try {
-        ctx.log.close();
-        ctx.registry.flush();
-        ctx.db.close();
-      } catch { /* the graceful stop may have closed some already */ }
+      // Whatever the store takes within a second is kept; the graceful stop may be closing it.
+      await Promise.race([
+        closeContext(ctx).catch(() => {}),
+        new Promise((r) => setTimeout(r, 1000)),
+      ]);
       Deno.exit(signal === "SIGINT" ? 130 : 143);
     }
     stopping = true;
@@ -172,6 +174,8 @@ if (import.meta.main) {
       console.log(`${signal} received: finishing in-flight requests, then stopping`);
     }
     await coordinator.stop();
+    // A second signal came meanwhile: it ends the process with its own exit code.
+    if (forced) return;
     json?.info("Stopped", { signal });
     Deno.exit(0);
   };

@@ -1,16 +1,18 @@
 /**
- * Assembling and running the coordinator: context (database, registry, scheduler, request log),
- * the HTTP server, the health monitor, and a graceful stop.
+ * Assembling and running the coordinator: the store, the services on it, the HTTP server, the
+ * background jobs (health monitor, retention), and a graceful stop.
  */
 import type { Config } from "./config.ts";
 import type { AppContext } from "./context.ts";
 import { Bus } from "./telemetry/bus.ts";
-import { openDatabase } from "./store/sqlite/mod.ts";
+import { openStore } from "./store/open.ts";
+import type { Store } from "./store/mod.ts";
 import { Registry } from "./fleet/registry.ts";
 import { CommandQueue } from "./fleet/commands.ts";
 import { startMonitor } from "./health/monitor.ts";
 import { Scheduler } from "./scheduler/mod.ts";
 import { RequestLog } from "./telemetry/request_log.ts";
+import { EventLog } from "./telemetry/event_log.ts";
 import { createApp } from "./http/app.ts";
 import { startLocalOllama } from "./fleet/local_ollama.ts";
 import { Metrics } from "./telemetry/metrics.ts";
@@ -18,33 +20,51 @@ import { SecurityStore } from "./security/store.ts";
 import { ModelPins } from "./scheduler/pins.ts";
 import { logBus, Logger } from "./telemetry/logger.ts";
 import { Stats } from "./telemetry/live_stats.ts";
-import { LiveHub } from "./api/admin/live.ts";
+import { LiveHub } from "./telemetry/live_hub.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 
-/** The full context, with the request log. */
-export type FullContext = AppContext & {
-  log: RequestLog;
-  /** Secrets generated at this (first) start, to be shown once. */
-  firstStart: { agentToken?: string; adminPassword?: string };
-};
+/** At most this many events are kept, however young (unauthenticated model use records some). */
+export const MAX_EVENTS = 100_000;
 
 /** Builds the coordinator's shared state from a configuration. */
-export function createContext(
+export async function createContext(
   config: Config,
-  options: { now?: () => number; random?: () => number } = {},
-): FullContext {
+  options: { now?: () => number; random?: () => number; store?: Store } = {},
+): Promise<AppContext> {
   const now = options.now ?? Date.now;
-  const db = openDatabase(config.databaseUrl);
+  const store = options.store ?? await openStore(config.databaseUrl);
+  try {
+    return await assemble(store, config, now, options.random);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+}
+
+async function assemble(
+  store: Store,
+  config: Config,
+  now: () => number,
+  random?: () => number,
+): Promise<AppContext> {
+  const snapshot = await store.load();
   const bus = new Bus();
-  const registry = new Registry(db, { agentTimeoutMs: config.agentTimeout * 1000, now, bus });
-  const security = new SecurityStore(db, now);
+  const events = new EventLog(store, { bus, now });
+  const registry = new Registry(store, {
+    agentTimeoutMs: config.agentTimeout * 1000,
+    now,
+    bus,
+    events,
+    agents: snapshot.agents,
+  });
+  const security = new SecurityStore(store, snapshot, now);
   const scheduler = new Scheduler(registry, {
     policy: config.schedulerPolicy,
     queueMaxLength: config.queueMaxLength,
     queueTimeoutMs: config.queueTimeout * 1000,
     now,
-    random: options.random,
+    random,
     pins: new ModelPins(security),
   });
   scheduler.onTrip = (agent) =>
@@ -53,15 +73,15 @@ export function createContext(
       agent.id,
       `Agent "${registry.label(agent)}" failed repeatedly; taken out for a while`,
     );
-  const log = new RequestLog(db, { bus, retentionDays: config.requestLogRetentionDays });
+  const log = new RequestLog(store, { bus });
   const metrics = new Metrics(bus, registry, scheduler, now);
   const logger = new Logger({ level: config.logLevel, format: config.logFormat });
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
 
   const firstStart = {
-    agentToken: security.ensureAgentToken(config.agentToken).generated,
-    adminPassword: security.ensureAdminPassword(config.adminPassword).generated,
+    agentToken: (await security.ensureAgentToken(config.agentToken)).generated,
+    adminPassword: (await security.ensureAdminPassword(config.adminPassword)).generated,
   };
   const stats = new Stats({
     bus,
@@ -72,23 +92,25 @@ export function createContext(
     }),
   });
   // The charts pick up the last hour from the request log after a restart.
-  stats.replay(log.query({ since: new Date(now() - 3_600_000).toISOString(), limit: 10_000 }));
-  const live = new LiveHub();
+  stats.replay(
+    await store.requests({ since: new Date(now() - 3_600_000).toISOString(), limit: 10_000 }),
+  );
   return {
     config,
-    db,
+    store,
     bus,
     registry,
     commands,
     scheduler,
     log,
+    events,
     metrics,
     logger,
     security,
     firstStart,
     now,
     stats,
-    live,
+    live: new LiveHub(),
     upstream: new UpstreamClient(),
     watchdog: new Watchdog(
       watchdogPeriod(config.firstByteTimeout * 1000, config.idleTimeout * 1000),
@@ -96,9 +118,38 @@ export function createContext(
   };
 }
 
+/** Applies the retention settings to the request log, events and sessions. */
+export async function applyRetention(ctx: AppContext): Promise<void> {
+  const now = ctx.now();
+  const before = (days: number) => new Date(now - days * 86_400_000).toISOString();
+  ctx.security.pruneSessions();
+  try {
+    await ctx.store.prune({
+      requestsBefore: before(ctx.config.requestLogRetentionDays),
+      eventsBefore: before(ctx.config.eventRetentionDays),
+      maxEvents: MAX_EVENTS,
+      sessionsBefore: new Date(now).toISOString(),
+    });
+  } catch (e) {
+    console.error("Cannot apply retention:", (e as Error).message);
+  }
+}
+
+/** Writes what the services buffer and closes the store. */
+export async function closeContext(ctx: AppContext): Promise<void> {
+  ctx.upstream.close();
+  await Promise.all([
+    ctx.log.close(),
+    ctx.events.close(),
+    ctx.registry.flush(),
+    ctx.security.close(),
+  ]);
+  await ctx.store.close();
+}
+
 /** A running coordinator. */
 export interface Coordinator {
-  ctx: FullContext;
+  ctx: AppContext;
   url: string;
   port: number;
   /** Secrets generated at this (first) start, to be shown once. */
@@ -112,7 +163,7 @@ export async function startCoordinator(
   config: Config,
   options: { now?: () => number; quiet?: boolean } = {},
 ): Promise<Coordinator> {
-  const ctx = createContext(config, options);
+  const ctx = await createContext(config, options);
   const app = createApp(ctx);
   const server = Deno.serve({
     hostname: config.host,
@@ -125,7 +176,8 @@ export async function startCoordinator(
     probeIntervalMs: config.probeInterval * 1000,
     afterTick: () => ctx.scheduler.pump(),
   });
-  const prune = setInterval(() => ctx.log.prune(), 3_600_000);
+  const retention = setInterval(() => void applyRetention(ctx), 3_600_000);
+  void applyRetention(ctx);
   const stopStats = ctx.stats.start();
   const stopLocal = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
@@ -145,7 +197,7 @@ export async function startCoordinator(
       stopped ??= (async () => {
         const monitorStopped = stopMonitor();
         stopLocal?.();
-        clearInterval(prune);
+        clearInterval(retention);
         stopStats();
         // Live streams never finish on their own: end them so the server can shut down.
         ctx.live.close();
@@ -164,11 +216,7 @@ export async function startCoordinator(
         }
         clearTimeout(timer);
         await monitorStopped;
-        ctx.upstream.close();
-        ctx.log.close();
-        ctx.registry.flush();
-        ctx.security.close();
-        ctx.db.close();
+        await closeContext(ctx);
       })();
       return stopped;
     },

@@ -15,7 +15,8 @@ import {
   spawnSimulator,
   waitUntilUp,
 } from "../coordinator/testing/process.ts";
-import { openDatabase } from "../coordinator/store/sqlite/mod.ts";
+import { openStore } from "../coordinator/store/open.ts";
+import { EventLog } from "../coordinator/telemetry/event_log.ts";
 import { Registry } from "../coordinator/fleet/registry.ts";
 import { Scheduler } from "../coordinator/scheduler/mod.ts";
 import { cpuSeconds, fmt, median, rssBytes } from "./bench/procs.ts";
@@ -151,11 +152,14 @@ async function heartbeats() {
   await sim.stop();
 }
 
-function decisions() {
-  const db = openDatabase("sqlite::memory:");
-  const registry = new Registry(db, { agentTimeoutMs: 60_000 });
+async function decisions() {
+  const store = await openStore("sqlite::memory:");
+  const registry = new Registry(store, {
+    agentTimeoutMs: 60_000,
+    events: new EventLog(store),
+  });
   for (let i = 0; i < AGENTS; i++) {
-    registry.register({
+    await registry.register({
       machine_name: `node-${i}`,
       ip_address: "127.0.0.1",
       ollama_port: 10000 + i,
@@ -182,7 +186,7 @@ function decisions() {
       fmt(median(runs), 1)
     } µs (5 runs of 20,000)`,
   );
-  db.close();
+  await store.close();
 }
 
 async function streams() {
@@ -297,7 +301,7 @@ async function streamFloor() {
   await floor.status;
 }
 
-if (ONLY.has("decisions")) decisions();
+if (ONLY.has("decisions")) await decisions();
 if (ONLY.has("heartbeats")) await heartbeats();
 if (ONLY.has("streams")) {
   await streams();

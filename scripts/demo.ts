@@ -287,7 +287,9 @@ if (import.meta.main) {
     coordinator = await startDemoCoordinator(0, `${tmp}/coordinator.db`, secrets);
   }
   const url = coordinator.url;
-  adminHeaders.authorization = `Bearer ${coordinator.ctx.security.createKey("demo", "admin").key}`;
+  adminHeaders.authorization = `Bearer ${
+    (await coordinator.ctx.security.createKey("demo", "admin")).key
+  }`;
   console.log(`Coordinator on ${url}; starting ${MACHINES.length} agents…`);
   const agents = MACHINES.map((m) => startAgent(m, url, secrets.token));
   let stopTraffic = async () => {};

@@ -55,15 +55,17 @@ export function agentRoutes(ctx: AppContext): Hono {
         `Cannot register agent "${body.data.machine_name}": ip_address is outside AGENT_ALLOWED_NETWORKS`,
       );
     }
-    const { agent, created } = registry.register(body.data);
+    // Each registration gets a fresh secret: one agent can never heartbeat for another. It is
+    // stored with the registration; the old one stops working once the new one is stored.
+    const secret = ctx.security.newAgentSecret();
+    const { agent, created } = await registry.register(body.data, { secretHash: secret.hash });
+    ctx.security.rememberAgentSecret(agent.id, secret.hash);
     ctx.scheduler.pump(); // requests waiting for this agent's models may go now
-    // Each registration gets a fresh secret: one agent can never heartbeat for another.
-    const secret = ctx.security.issueAgentSecret(agent.id);
     return json(
       {
         agent_id: agent.id,
         status: created ? "registered" : "updated",
-        agent_secret: secret,
+        agent_secret: secret.secret,
         heartbeat_interval: ctx.config.heartbeatInterval,
       },
       created ? 201 : 200,
@@ -114,21 +116,21 @@ export function agentRoutes(ctx: AppContext): Hono {
     const id = c.req.param("id");
     const body = await readJson(c.req.raw, AgentPatch);
     if (!body.ok) return body.response;
-    const agent = registry.patch(id, body.data);
+    const agent = await registry.patch(id, body.data);
     if (!agent) return ollamaError(404, `Agent "${id}" not found`);
     return json(registry.view(agent));
   });
 
-  app.delete("/api/agents/:id", (c) => {
+  app.delete("/api/agents/:id", async (c) => {
     const id = c.req.param("id");
-    if (!registry.remove(id)) return ollamaError(404, `Agent "${id}" not found`);
+    if (!await registry.remove(id)) return ollamaError(404, `Agent "${id}" not found`);
     ctx.commands.forget(id);
     ctx.security.revokeAgentSecret(id);
     ctx.scheduler.forget(id);
     return c.body(null, 204);
   });
 
-  app.get("/api/events", (c) => {
+  app.get("/api/events", async (c) => {
     const limit = Number(c.req.query("limit") ?? 100);
     const before = c.req.query("before");
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
@@ -137,11 +139,13 @@ export function agentRoutes(ctx: AppContext): Hono {
     if (before !== undefined && !/^\d{1,15}$/.test(before)) {
       return ollamaError(400, "Query before must be an event id");
     }
-    return json(registry.events({
-      limit,
-      agentId: c.req.query("agent_id") || undefined,
-      beforeId: before === undefined ? undefined : Number(before),
-    }));
+    return json(
+      await registry.events({
+        limit,
+        agentId: c.req.query("agent_id") || undefined,
+        beforeId: before === undefined ? undefined : Number(before),
+      }),
+    );
   });
 
   // Admin rules: a model pinned to a label is served only by agents with that label.
@@ -149,7 +153,7 @@ export function agentRoutes(ctx: AppContext): Hono {
   app.put("/api/admin/pins", async (c) => {
     const body = await readJson(c.req.raw, Pin);
     if (!body.ok) return body.response;
-    ctx.scheduler.pins.set(body.data.model, body.data.label);
+    await ctx.scheduler.pins.set(body.data.model, body.data.label);
     registry.recordEvent(
       "pin",
       null,
@@ -160,7 +164,7 @@ export function agentRoutes(ctx: AppContext): Hono {
   app.delete("/api/admin/pins", async (c) => {
     const body = await readJson(c.req.raw, Pin.pick({ model: true }));
     if (!body.ok) return body.response;
-    if (!ctx.scheduler.pins.remove(body.data.model)) {
+    if (!await ctx.scheduler.pins.remove(body.data.model)) {
       return ollamaError(404, `Model "${body.data.model}" is not pinned`);
     }
     registry.recordEvent("pin", null, `Model "${body.data.model}" unpinned`);

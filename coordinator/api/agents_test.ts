@@ -13,7 +13,7 @@ const beat = (agent_id: string, extra: Record<string, unknown> = {}) => ({
 });
 
 Deno.test("agents API - register, re-register with the same id, list and get", async () => {
-  const t = testApp();
+  const t = await testApp();
   const first = await t.request("/api/agents", {
     json: registration(),
     headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
@@ -53,11 +53,11 @@ Deno.test("agents API - register, re-register with the same id, list and get", a
   const one = await t.admin(`/api/agents/${a.agent_id}`);
   assert.equal((await one.json()).status, "online");
   assert.equal((await t.admin(`/api/agents/${crypto.randomUUID()}`)).status, 404);
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - a heartbeat updates metrics; a removed agent must register again", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id, agent_secret } = await t.register(registration());
   const hb = await t.heartbeat(
     agent_secret,
@@ -70,16 +70,16 @@ Deno.test("agents API - a heartbeat updates metrics; a removed agent must regist
     [45.5, 60.2, 3],
   );
   // Removed while it keeps running: its secret no longer works, so it registers again.
-  t.ctx.registry.remove(agent_id);
+  await t.ctx.registry.remove(agent_id);
   const gone = await t.heartbeat(agent_secret, beat(agent_id));
   assert.equal(gone.status, 404);
   assert.match((await gone.json()).error, /not registered/);
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - a silent agent is offline, then online on its next heartbeat", async () => {
   const clock = new FakeClock();
-  const t = testApp({}, { now: clock.now });
+  const t = await testApp({}, { now: clock.now });
   const { agent_id, agent_secret } = await t.register(registration());
   clock.advance(21_000);
   t.ctx.registry.sweep();
@@ -91,11 +91,11 @@ Deno.test("agents API - a silent agent is offline, then online on its next heart
     events.map((e: { kind: string }) => e.kind),
     ["status", "status", "registered"],
   );
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - patch and delete", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register(registration());
   const patched = await t.admin(`/api/agents/${agent_id}`, {
     method: "PATCH",
@@ -114,12 +114,12 @@ Deno.test("agents API - patch and delete", async () => {
   assert.equal(unknownField.status, 400);
   assert.equal((await t.admin(`/api/agents/${agent_id}`, { method: "DELETE" })).status, 204);
   assert.equal((await t.admin(`/api/agents/${agent_id}`, { method: "DELETE" })).status, 404);
-  assert.equal(countRows(t.ctx, "agents"), 0);
-  t.close();
+  assert.equal(await countRows(t.ctx, "agents"), 0);
+  await t.close();
 });
 
 Deno.test("agents API - bad input is a 4xx with an error and stores nothing", async () => {
-  const t = testApp();
+  const t = await testApp();
   const bad: [string, BodyInit, number][] = [
     ["malformed JSON", "{not json", 400],
     ["empty body", "", 400],
@@ -153,19 +153,19 @@ Deno.test("agents API - bad input is a 4xx with an error and stores nothing", as
     assert.ok(err.error.length > 0, what);
   }
   const { agent_id, agent_secret } = await t.register(registration({ machine_name: "real" }));
-  const agentsBefore = countRows(t.ctx, "agents");
-  const eventsBefore = countRows(t.ctx, "events");
+  const agentsBefore = await countRows(t.ctx, "agents");
+  const eventsBefore = await countRows(t.ctx, "events");
   assert.equal((await t.heartbeat(agent_secret, beat("not-a-uuid"))).status, 400);
   assert.equal((await t.heartbeat(agent_secret, beat(agent_id, { cpu_usage: 101 }))).status, 400);
   assert.equal((await t.heartbeat(agent_secret, "{")).status, 400);
-  assert.equal(countRows(t.ctx, "agents"), agentsBefore);
-  assert.equal(countRows(t.ctx, "events"), eventsBefore);
+  assert.equal(await countRows(t.ctx, "agents"), agentsBefore);
+  assert.equal(await countRows(t.ctx, "events"), eventsBefore);
   assert.equal((await t.admin("/api/events?limit=abc")).status, 400);
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - commands ride on the heartbeat reply and progress is published", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id, agent_secret } = await t.register(registration());
   const cmd = t.ctx.commands.add(agent_id, "pull", "qwen3:0.6b");
   const progress: unknown[] = [];
@@ -180,11 +180,11 @@ Deno.test("agents API - commands ride on the heartbeat reply and progress is pub
   assert.equal(progress.length, 1);
   const next = await (await t.heartbeat(agent_secret, beat(agent_id))).json();
   assert.equal(next.commands, undefined);
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - pins are set, listed, persisted and removed by admins", async () => {
-  const t = testApp();
+  const t = await testApp();
   const put = await t.admin("/api/admin/pins", {
     method: "PUT",
     json: { model: "llama3.3:70b", label: "gpu-large" },
@@ -208,11 +208,11 @@ Deno.test("agents API - pins are set, listed, persisted and removed by admins", 
       .status,
     404,
   );
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - a newly registered agent takes requests waiting in the queue", async () => {
-  const t = testApp();
+  const t = await testApp();
   await t.register(registration({ machine_name: "busy", parallel: 1 }));
   const first = await t.ctx.scheduler.acquire("llama3.2");
   const waiting = t.ctx.scheduler.acquire("llama3.2");
@@ -220,11 +220,11 @@ Deno.test("agents API - a newly registered agent takes requests waiting in the q
   const fresh = await t.register(registration({ machine_name: "fresh", parallel: 1 }));
   assert.equal((await waiting).agent.id, fresh.agent_id);
   t.ctx.scheduler.release(first, { result: "ok" });
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - a heartbeat reads the same with or without a declared length", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id, agent_secret } = await t.register(registration());
   const send = (body: string, declared?: number) =>
     t.app.request("/api/health", {
@@ -254,7 +254,7 @@ Deno.test("agents API - a heartbeat reads the same with or without a declared le
   const huge = JSON.stringify(beat(agent_id, { pad: "x".repeat(2_000_000) }));
   assert.equal((await send(huge, huge.length)).status, 413);
   assert.equal((await send(huge)).status, 413);
-  t.close();
+  await t.close();
 });
 
 Deno.test("agents API - the compiled heartbeat schema accepts and refuses exactly what zod does", () => {

@@ -93,9 +93,9 @@ Deno.test("openai API - streams without include_usage still count their tokens",
   });
   for await (const _ of legacy) { /* drain */ }
   const log = fleet.coordinator.ctx.log;
-  const [chatRow] = log.query({ route: "/v1/chat/completions" });
+  const [chatRow] = await log.query({ route: "/v1/chat/completions" });
   assert.equal(chunks, 7);
   assert.equal(chatRow.tokens_out, 7);
   assert.ok(chatRow.tokens_per_second! > 0);
-  assert.equal(log.query({ route: "/v1/completions" })[0].tokens_out, 4);
+  assert.equal((await log.query({ route: "/v1/completions" }))[0].tokens_out, 4);
 });

@@ -114,7 +114,7 @@ function agentNames(ctx: DashboardContext): Record<string, string> {
 export function dashboardRoutes(ctx: DashboardContext): Hono {
   const app = new Hono();
 
-  app.get("/", () => {
+  app.get("/", async () => {
     const summary = fleetSummary(ctx);
     return page(
       { title: "Overview", active: "/dashboard", topics: ["stats", "events"] },
@@ -140,7 +140,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
             name="event_log"
             component={EventLog}
             props={{
-              events: ctx.registry.events({ limit: 8 }),
+              events: await ctx.registry.events({ limit: 8 }),
               agents: agentNames(ctx),
               limit: 8,
               compact: true,
@@ -180,7 +180,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/agents/:id", (c) => {
+  app.get("/agents/:id", async (c) => {
     const agent = ctx.registry.get(c.req.param("id"));
     if (!agent) return notFound("No agent has this id. It may have been removed.");
     const row = agentRow(ctx, agent);
@@ -224,7 +224,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
               name="event_log"
               component={EventLog}
               props={{
-                events: ctx.registry.events({ limit: 10, agentId: agent.id }),
+                events: await ctx.registry.events({ limit: 10, agentId: agent.id }),
                 agents: agentNames(ctx),
                 agentId: agent.id,
                 limit: 10,
@@ -262,10 +262,11 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/requests", (c) => {
+  app.get("/requests", async (c) => {
     const parsed = parseRequestFilter(c.req.query());
     const filter = parsed.ok ? parsed.filter : { limit: 100 };
-    const rows = ctx.log?.query(toQuery({ ...filter, limit: Math.min(filter.limit, 500) })) ?? [];
+    const rows = await ctx.log?.query(toQuery({ ...filter, limit: Math.min(filter.limit, 500) })) ??
+      [];
     return page(
       { title: "Requests", active: "/dashboard/requests", topics: ["requests"] },
       <>
@@ -296,7 +297,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/events", (c) => {
+  app.get("/events", async (c) => {
     const before = c.req.query("before");
     const agentId = c.req.query("agent_id") || undefined;
     const limit = 50;
@@ -314,7 +315,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
             name="event_log"
             component={EventLog}
             props={{
-              events: ctx.registry.events({
+              events: await ctx.registry.events({
                 limit,
                 agentId,
                 beforeId: before && /^\d{1,15}$/.test(before) ? Number(before) : undefined,

@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { registration, testApp } from "../testing/app.ts";
 import { islandNames, islandsHash } from "./components/island_bundle.ts";
 
-async function html(t: ReturnType<typeof testApp>, path: string, status = 200): Promise<string> {
+async function html(
+  t: Awaited<ReturnType<typeof testApp>>,
+  path: string,
+  status = 200,
+): Promise<string> {
   const res = await t.admin(path);
   assert.equal(res.status, status, path);
   assert.match(res.headers.get("content-type")!, /^text\/html/);
@@ -10,7 +14,7 @@ async function html(t: ReturnType<typeof testApp>, path: string, status = 200): 
 }
 
 Deno.test("dashboard - every page renders on the server with its data and islands", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register(registration({ machine_name: "gpu-01" }));
   await t.register(registration({ machine_name: "mac-mini", ip_address: "127.0.0.2", models: [] }));
   t.ctx.log.add({
@@ -45,11 +49,11 @@ Deno.test("dashboard - every page renders on the server with its data and island
     assert.ok(page.includes(`/static/islands/${islandsHash()}/live_badge.js`), path);
     assert.match(page, /href="\/static\/dashboard\.css\?v=\w+"/);
   }
-  t.close();
+  await t.close();
 });
 
 Deno.test("dashboard - sorting and filtering work without JavaScript", async () => {
-  const t = testApp();
+  const t = await testApp();
   await t.register(registration({ machine_name: "alpha" }));
   await t.register(registration({ machine_name: "beta", ip_address: "127.0.0.2" }));
   const desc = await html(t, "/dashboard/agents?sort=name&dir=desc");
@@ -66,30 +70,30 @@ Deno.test("dashboard - sorting and filtering work without JavaScript", async () 
   for (const route of ["/api/chat", "/api/show", "/v1/embeddings", "/v1/responses"]) {
     assert.ok(bad.includes(route), route);
   }
-  t.close();
+  await t.close();
 });
 
 Deno.test("dashboard - unknown pages and agents get an HTML 404; / stays Ollama's", async () => {
-  const t = testApp();
+  const t = await testApp();
   assert.ok((await html(t, "/dashboard/nope", 404)).includes("Not found"));
   assert.ok((await html(t, "/dashboard/agents/nobody", 404)).includes("No agent has this id"));
   const slash = await t.admin("/dashboard/");
   assert.equal(slash.status, 308);
   assert.equal(slash.headers.get("location"), "/dashboard");
   assert.equal(await (await t.admin("/")).text(), "Ollama is running");
-  t.close();
+  await t.close();
 });
 
 Deno.test("dashboard - page props are escaped: no markup injection from agent names", async () => {
-  const t = testApp();
+  const t = await testApp();
   await t.register(registration({ machine_name: "</script><img src=x onerror=alert(1)>" }));
   const page = await html(t, "/dashboard/agents");
   assert.ok(!page.includes("<img src=x"));
-  t.close();
+  await t.close();
 });
 
 Deno.test("dashboard - static files: the stylesheet, and island bundles built on demand", async () => {
-  const t = testApp();
+  const t = await testApp();
   const css = await t.admin("/static/dashboard.css");
   assert.equal(css.status, 200);
   assert.match(css.headers.get("content-type")!, /^text\/css/);
@@ -113,5 +117,5 @@ Deno.test("dashboard - static files: the stylesheet, and island bundles built on
   const missing = await t.admin(`/static/islands/${hash}/nothing.js`);
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
-  t.close();
+  await t.close();
 });

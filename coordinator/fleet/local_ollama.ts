@@ -42,17 +42,24 @@ export async function startLocalOllama(
   const base = new URL(options.url);
   const first = await snapshot(base);
   if (!first) return null;
-  const { agent } = registry.register({
-    machine_name: `${hostname()} (local)`,
-    ip_address: base.hostname.replace(/^\[(.*)\]$/, "$1"),
-    ollama_port: Number(base.port || 11434),
-    ollama_version: first.version,
-    agent_version: "built-in",
-    os: Deno.build.os,
-    parallel: Number(Deno.env.get("OLLAMA_NUM_PARALLEL") ?? 1) || 1,
-    models: first.models,
-    loaded_models: first.loaded,
-  });
+  let registered;
+  try {
+    registered = await registry.register({
+      machine_name: `${hostname()} (local)`,
+      ip_address: base.hostname.replace(/^\[(.*)\]$/, "$1"),
+      ollama_port: Number(base.port || 11434),
+      ollama_version: first.version,
+      agent_version: "built-in",
+      os: Deno.build.os,
+      parallel: Number(Deno.env.get("OLLAMA_NUM_PARALLEL") ?? 1) || 1,
+      models: first.models,
+      loaded_models: first.loaded,
+    });
+  } catch (e) {
+    console.error(`Cannot register the local Ollama at ${options.url}:`, (e as Error).message);
+    return null;
+  }
+  const { agent } = registered;
   console.log(`Registered the local Ollama at ${options.url}`);
   const timer = setInterval(async () => {
     const s = await snapshot(base);

@@ -1,8 +1,9 @@
 /**
- * The agent registry: every agent's identity (persisted in SQLite) and live state (in memory),
- * its status (online, offline, draining) and the events of its life.
+ * The agent registry: every agent's identity and live state, in memory for routing, and
+ * persisted through the store. Changes an admin or an agent must see kept (registration, patch,
+ * removal) are stored first and applied to memory only when the store took them; heartbeats,
+ * status and model lists are written behind, in batches.
  */
-import type { DatabaseSync, StatementSync } from "node:sqlite";
 import {
   type AgentMetrics,
   type AgentPatch,
@@ -14,7 +15,9 @@ import {
   normalizeModelName,
   type RegisterRequest,
 } from "@oc/shared";
-import type { Bus, FleetEvent } from "../telemetry/bus.ts";
+import type { Bus } from "../telemetry/bus.ts";
+import type { EventLog } from "../telemetry/event_log.ts";
+import type { AgentRecord, AgentUpdate, Store } from "../store/mod.ts";
 import { ollamaBaseUrl } from "./address.ts";
 
 /** An agent as the coordinator knows it right now. */
@@ -66,9 +69,11 @@ export interface RegistryOptions {
   /** Clock, injectable for tests. */
   now?: () => number;
   bus?: Bus;
+  /** Where the registry's events go. */
+  events: EventLog;
+  /** Agents as stored (from the store's snapshot at start-up). */
+  agents?: AgentRecord[];
 }
-
-type Row = Record<string, unknown>;
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -96,101 +101,143 @@ function modelFields(models: InstalledModel[], loaded: LoadedModel[]) {
   };
 }
 
-const HEARTBEAT_FLUSH_MS = 2000;
+/** An agent in memory from its stored record. */
+function fromRecord(r: AgentRecord): Agent {
+  return {
+    id: r.id,
+    machineName: r.machine_name,
+    displayName: r.display_name,
+    labels: r.labels,
+    ipAddress: r.ip_address,
+    ollamaPort: r.ollama_port,
+    ollamaVersion: r.ollama_version,
+    agentVersion: r.agent_version,
+    os: r.os,
+    parallel: r.parallel,
+    weight: r.weight,
+    drain: r.drain,
+    status: r.status,
+    statusReason: r.status_reason,
+    registeredAt: r.registered_at,
+    lastSeen: r.last_seen,
+    metrics: r.metrics,
+    ...modelFields(r.models, r.loaded_models),
+    ollamaUp: true,
+    inFlight: 0,
+    inFlightByModel: new Map(),
+    baseUrl: ollamaBaseUrl(r.ip_address, r.ollama_port),
+  };
+}
+
+/** An agent's record as it should be stored. */
+function toRecord(a: Agent, secretHash: string | null): AgentRecord {
+  return {
+    id: a.id,
+    machine_name: a.machineName,
+    display_name: a.displayName,
+    labels: a.labels,
+    ip_address: a.ipAddress,
+    ollama_port: a.ollamaPort,
+    ollama_version: a.ollamaVersion,
+    agent_version: a.agentVersion,
+    os: a.os,
+    parallel: a.parallel,
+    weight: a.weight,
+    drain: a.drain,
+    status: a.status,
+    status_reason: a.statusReason,
+    registered_at: a.registeredAt,
+    last_seen: a.lastSeen,
+    metrics: a.metrics,
+    models: a.models,
+    loaded_models: a.loadedModels,
+    secret_hash: secretHash,
+  };
+}
+
+/**
+ * How often heartbeat state (last seen, metrics, status, model lists) is written: a thousand
+ * agents beating every few seconds cost one transaction a second, and a restart loses at most
+ * that second.
+ */
+const FLUSH_MS = 1000;
 
 /** The registry of agents. */
 export class Registry {
-  readonly #db: DatabaseSync;
+  readonly #store: Store;
+  readonly #events: EventLog;
   readonly #agents = new Map<string, Agent>();
   readonly #now: () => number;
   readonly #timeoutMs: number;
   readonly #bus?: Bus;
-  readonly #stmt: Record<string, StatementSync>;
-  readonly #dirty = new Set<string>();
+  /** Fields of each agent changed in memory and not yet written. */
+  readonly #dirty = new Map<string, AgentUpdate["fields"]>();
   #list: Agent[] | undefined;
   /** Agents by normalised model name they have installed; filled on demand, reset on change. */
   readonly #byModel = new Map<string, readonly Agent[]>();
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  #flushing: Promise<void> | undefined;
+  #failing = false;
+  /** Registrations in progress by machine and address: the same agent registers one at a time. */
+  readonly #registering = new Map<string, Promise<unknown>>();
 
-  constructor(db: DatabaseSync, options: RegistryOptions) {
-    this.#db = db;
+  constructor(store: Store, options: RegistryOptions) {
+    this.#store = store;
+    this.#events = options.events;
     this.#now = options.now ?? Date.now;
     this.#timeoutMs = options.agentTimeoutMs;
     this.#bus = options.bus;
-    this.#stmt = {
-      insert: db.prepare(`INSERT INTO agents (id, machine_name, ip_address, ollama_port,
-        ollama_version, agent_version, os, parallel, status, registered_at, last_seen, metrics,
-        models, loaded_models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-      reregister: db.prepare(`UPDATE agents SET ollama_version = ?, agent_version = ?, os = ?,
-        parallel = ?, last_seen = ?, models = ?, loaded_models = ? WHERE id = ?`),
-      heartbeat: db.prepare("UPDATE agents SET last_seen = ?, metrics = ? WHERE id = ?"),
-      models: db.prepare("UPDATE agents SET models = ?, loaded_models = ? WHERE id = ?"),
-      status: db.prepare("UPDATE agents SET status = ?, status_reason = ? WHERE id = ?"),
-      patch: db.prepare(
-        "UPDATE agents SET display_name = ?, labels = ?, drain = ?, weight = ? WHERE id = ?",
-      ),
-      delete: db.prepare("DELETE FROM agents WHERE id = ?"),
-      event: db.prepare(
-        "INSERT INTO events (at, kind, agent_id, message) VALUES (?, ?, ?, ?) RETURNING id",
-      ),
-    };
-    this.#load();
+    for (const r of options.agents ?? []) this.#agents.set(r.id, fromRecord(r));
   }
 
-  #load(): void {
-    for (const r of this.#db.prepare("SELECT * FROM agents").all() as Row[]) {
-      const models = JSON.parse(String(r.models)) as InstalledModel[];
-      const loaded = JSON.parse(String(r.loaded_models)) as LoadedModel[];
-      const agent: Agent = {
-        id: String(r.id),
-        machineName: String(r.machine_name),
-        displayName: r.display_name == null ? null : String(r.display_name),
-        labels: JSON.parse(String(r.labels)),
-        ipAddress: String(r.ip_address),
-        ollamaPort: Number(r.ollama_port),
-        ollamaVersion: String(r.ollama_version),
-        agentVersion: r.agent_version == null ? null : String(r.agent_version),
-        os: r.os == null ? null : String(r.os),
-        parallel: Number(r.parallel),
-        weight: Number(r.weight ?? 1),
-        drain: Boolean(r.drain),
-        status: r.status as AgentStatus,
-        statusReason: r.status_reason == null ? null : String(r.status_reason),
-        registeredAt: Date.parse(String(r.registered_at)),
-        lastSeen: Date.parse(String(r.last_seen)),
-        metrics: r.metrics == null ? null : JSON.parse(String(r.metrics)),
-        ...modelFields(models, loaded),
-        ollamaUp: true,
-        inFlight: 0,
-        inFlightByModel: new Map(),
-        baseUrl: ollamaBaseUrl(String(r.ip_address), Number(r.ollama_port)),
-      };
-      this.#agents.set(agent.id, agent);
-    }
+  /** Marks fields of an agent for the next batched write. */
+  #mark(id: string, fields: AgentUpdate["fields"]): void {
+    const pending = this.#dirty.get(id);
+    if (pending) Object.assign(pending, fields);
+    else this.#dirty.set(id, { ...fields });
+    this.#scheduleFlush();
   }
 
-  /** Writes the batched heartbeat state (last_seen, metrics) in one transaction. */
-  flush(): void {
+  #scheduleFlush(): void {
+    if (this.#flushTimer !== undefined) return;
+    this.#flushTimer = setTimeout(() => void this.flush(), FLUSH_MS);
+    Deno.unrefTimer(this.#flushTimer as unknown as number);
+  }
+
+  /**
+   * Writes the batched agent state in one transaction. When the store cannot take it, the
+   * fields stay marked (newer values win) and are written with a later batch. Never rejects.
+   */
+  flush(): Promise<void> {
     clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
-    if (this.#dirty.size === 0) return;
-    const ids = [...this.#dirty];
-    this.#dirty.clear();
-    try {
-      this.#db.exec("BEGIN");
+    const run = async () => {
+      if (this.#dirty.size === 0) return;
+      const batch: AgentUpdate[] = [...this.#dirty].map(([id, fields]) => ({ id, fields }));
+      this.#dirty.clear();
       try {
-        for (const id of ids) {
-          const a = this.#agents.get(id);
-          if (a) this.#stmt.heartbeat.run(iso(a.lastSeen), JSON.stringify(a.metrics), id);
-        }
-        this.#db.exec("COMMIT");
+        await this.#store.updateAgents(batch);
+        if (this.#failing) console.error("Agent state is written again");
+        this.#failing = false;
       } catch (e) {
-        this.#db.exec("ROLLBACK");
-        throw e;
+        if (!this.#failing) {
+          console.error(`Cannot write agent state, keeping it to retry: ${(e as Error).message}`);
+        }
+        this.#failing = true;
+        for (const { id, fields } of batch) {
+          if (!this.#agents.has(id)) continue;
+          // What changed since the batch was taken is newer: it wins.
+          this.#dirty.set(id, { ...fields, ...this.#dirty.get(id) });
+        }
+        this.#scheduleFlush();
       }
-    } catch (e) {
-      console.error("Cannot write heartbeats:", (e as Error).message);
-    }
+    };
+    const next = (this.#flushing ?? Promise.resolve()).then(run);
+    const settled = next.finally(() => {
+      if (this.#flushing === settled) this.#flushing = undefined;
+    });
+    this.#flushing = settled;
+    return settled;
   }
 
   /**
@@ -232,9 +279,30 @@ export class Registry {
 
   /**
    * Registers an agent, or updates it when the same machine and Ollama address registered
-   * before (keeping its id).
+   * before (keeping its id). Stored first: when the store cannot take it, this rejects with a
+   * {@linkcode StoreError} and nothing changed. `secretHash` is the hash of the agent's new
+   * heartbeat secret (none for the built-in registration of a local Ollama).
    */
-  register(req: RegisterRequest): { agent: Agent; created: boolean } {
+  register(
+    req: RegisterRequest,
+    options: { secretHash?: string | null } = {},
+  ): Promise<{ agent: Agent; created: boolean }> {
+    // Two registrations of one agent at once would both find none and insert twice.
+    const key = `${req.machine_name}\0${req.ip_address}\0${req.ollama_port}`;
+    const before = this.#registering.get(key) ?? Promise.resolve();
+    const run = before.catch(() => {}).then(() => this.#register(req, options.secretHash ?? null));
+    this.#registering.set(key, run);
+    const clear = () => {
+      if (this.#registering.get(key) === run) this.#registering.delete(key);
+    };
+    run.then(clear, clear);
+    return run;
+  }
+
+  async #register(
+    req: RegisterRequest,
+    secretHash: string | null,
+  ): Promise<{ agent: Agent; created: boolean }> {
     const now = this.#now();
     const existing = this.all().find((a) =>
       a.machineName === req.machine_name && a.ipAddress === req.ip_address &&
@@ -243,7 +311,7 @@ export class Registry {
     const models = req.models ?? existing?.models ?? [];
     const loaded = req.loaded_models ?? existing?.loadedModels ?? [];
     if (existing) {
-      Object.assign(existing, {
+      const changes = {
         ollamaVersion: req.ollama_version,
         agentVersion: req.agent_version ?? existing.agentVersion,
         os: req.os ?? existing.os,
@@ -251,19 +319,26 @@ export class Registry {
         lastSeen: now,
         ...modelFields(models, loaded),
         ollamaUp: true,
-      });
+        metrics: req.gpus ? { ...this.#emptyMetrics(existing), gpus: req.gpus } : existing.metrics,
+      };
+      await this.#store.updateAgents([{
+        id: existing.id,
+        fields: {
+          ollama_version: changes.ollamaVersion,
+          agent_version: changes.agentVersion,
+          os: changes.os,
+          parallel: changes.parallel,
+          last_seen: now,
+          metrics: changes.metrics,
+          models,
+          loaded_models: loaded,
+          ...(secretHash !== null ? { secret_hash: secretHash } : {}),
+        },
+      }]);
+      // Registered again while this waited for the store: the agent is gone, register anew.
+      if (this.#agents.get(existing.id) !== existing) return this.#register(req, secretHash);
+      Object.assign(existing, changes);
       this.#byModel.clear();
-      if (req.gpus) existing.metrics = { ...this.#emptyMetrics(existing), gpus: req.gpus };
-      this.#stmt.reregister.run(
-        existing.ollamaVersion,
-        existing.agentVersion,
-        existing.os,
-        existing.parallel,
-        iso(now),
-        JSON.stringify(models),
-        JSON.stringify(loaded),
-        existing.id,
-      );
       this.recordEvent(
         "registered",
         existing.id,
@@ -299,22 +374,7 @@ export class Registry {
       inFlightByModel: new Map(),
       baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
     };
-    this.#stmt.insert.run(
-      agent.id,
-      agent.machineName,
-      agent.ipAddress,
-      agent.ollamaPort,
-      agent.ollamaVersion,
-      agent.agentVersion,
-      agent.os,
-      agent.parallel,
-      agent.status,
-      iso(now),
-      iso(now),
-      agent.metrics ? JSON.stringify(agent.metrics) : null,
-      JSON.stringify(models),
-      JSON.stringify(loaded),
-    );
+    await this.#store.putAgent(toRecord(agent, secretHash));
     this.#agents.set(agent.id, agent);
     this.#list = undefined;
     this.#byModel.clear();
@@ -344,13 +404,12 @@ export class Registry {
     if (req.ollama_up !== undefined) agent.ollamaUp = req.ollama_up;
     if (req.ollama_version) agent.ollamaVersion = req.ollama_version;
     if (req.parallel) agent.parallel = req.parallel;
-    // last_seen and metrics are written in batches: a thousand agents beating every few seconds
-    // must not cost a transaction each. A restart loses at most one batch of them.
-    this.#dirty.add(agent.id);
-    if (this.#flushTimer === undefined) {
-      this.#flushTimer = setTimeout(() => this.flush(), HEARTBEAT_FLUSH_MS);
-      Deno.unrefTimer(this.#flushTimer as unknown as number);
-    }
+    this.#mark(agent.id, {
+      last_seen: now,
+      metrics: agent.metrics,
+      ollama_version: agent.ollamaVersion,
+      parallel: agent.parallel,
+    });
     if (req.models || req.loaded_models) {
       this.setModels(agent, req.models ?? agent.models, req.loaded_models ?? agent.loadedModels);
     }
@@ -359,49 +418,67 @@ export class Registry {
     return agent;
   }
 
-  /** Replaces what an agent has installed and loaded; persisted only when it changed. */
+  /** Replaces what an agent has installed and loaded; written behind, only when it changed. */
   setModels(agent: Agent, models: InstalledModel[], loaded: LoadedModel[]): void {
     if (modelsJson(models, loaded) === agent.modelsJson) return;
     Object.assign(agent, modelFields(models, loaded));
     this.#byModel.clear();
-    this.#stmt.models.run(JSON.stringify(models), JSON.stringify(loaded), agent.id);
+    this.#mark(agent.id, { models, loaded_models: loaded });
   }
 
-  /** Applies an admin's change (display name, labels, weight, drain). */
-  patch(id: string, patch: AgentPatch): Agent | undefined {
+  /**
+   * Applies an admin's change (display name, labels, weight, drain). Stored first: rejects with
+   * a {@linkcode StoreError} and changes nothing when the store cannot take it. Resolves to
+   * undefined for an unknown agent.
+   */
+  async patch(id: string, patch: AgentPatch): Promise<Agent | undefined> {
     const agent = this.#agents.get(id);
     if (!agent) return undefined;
-    if (patch.display_name !== undefined) agent.displayName = patch.display_name || null;
-    if (patch.labels !== undefined) agent.labels = [...new Set(patch.labels)];
-    if (patch.weight !== undefined) agent.weight = patch.weight;
-    if (patch.drain !== undefined && patch.drain !== agent.drain) {
-      agent.drain = patch.drain;
+    const next = {
+      displayName: patch.display_name !== undefined
+        ? patch.display_name || null
+        : agent.displayName,
+      labels: patch.labels !== undefined ? [...new Set(patch.labels)] : agent.labels,
+      weight: patch.weight ?? agent.weight,
+      drain: patch.drain ?? agent.drain,
+    };
+    await this.#store.updateAgents([{
+      id,
+      fields: {
+        display_name: next.displayName,
+        labels: next.labels,
+        weight: next.weight,
+        drain: next.drain,
+      },
+    }]);
+    if (this.#agents.get(id) !== agent) return undefined; // removed meanwhile
+    const drainChanged = next.drain !== agent.drain;
+    Object.assign(agent, next);
+    if (drainChanged) {
       this.recordEvent(
-        patch.drain ? "drain" : "enable",
+        next.drain ? "drain" : "enable",
         id,
-        `Agent "${this.label(agent)}" ${patch.drain ? "is draining" : "is enabled"}`,
+        `Agent "${this.label(agent)}" ${next.drain ? "is draining" : "is enabled"}`,
       );
     }
-    this.#stmt.patch.run(
-      agent.displayName,
-      JSON.stringify(agent.labels),
-      agent.drain ? 1 : 0,
-      agent.weight,
-      id,
-    );
     this.#refresh(agent);
     this.#publish(agent);
     return agent;
   }
 
-  /** Removes an agent. Returns false when there was none. */
-  remove(id: string): boolean {
+  /**
+   * Removes an agent. Stored first: rejects with a {@linkcode StoreError} when the store cannot
+   * take it. Resolves to false when there was none.
+   */
+  async remove(id: string): Promise<boolean> {
     const agent = this.#agents.get(id);
     if (!agent) return false;
+    await this.#store.deleteAgent(id);
+    if (this.#agents.get(id) !== agent) return false;
     this.#agents.delete(id);
+    this.#dirty.delete(id);
     this.#list = undefined;
     this.#byModel.clear();
-    this.#stmt.delete.run(id);
     this.recordEvent("removed", id, `Agent "${this.label(agent)}" removed`);
     this.#bus?.publish({ type: "agent_removed", id });
     return true;
@@ -427,7 +504,7 @@ export class Registry {
     return changed;
   }
 
-  /** Recomputes an agent's status; records an event and persists when it changed. */
+  /** Recomputes an agent's status; records an event and marks it for writing when it changed. */
   #refresh(agent: Agent): boolean {
     const silentMs = this.#now() - agent.lastSeen;
     let status: AgentStatus;
@@ -449,7 +526,7 @@ export class Registry {
     const was = agent.status;
     agent.status = status;
     agent.statusReason = reason;
-    this.#stmt.status.run(status, reason, agent.id);
+    this.#mark(agent.id, { status, status_reason: reason });
     if (was !== status) {
       this.recordEvent(
         "status",
@@ -465,30 +542,14 @@ export class Registry {
     return agent.displayName ?? agent.machineName;
   }
 
-  /** Stores an event and publishes it. */
-  recordEvent(kind: string, agentId: string | null, message: string): FleetEvent {
-    const at = iso(this.#now());
-    const row = this.#stmt.event.get(at, kind, agentId, message) as { id: number };
-    const event: FleetEvent = { id: Number(row.id), at, kind, agent_id: agentId, message };
-    this.#bus?.publish({ type: "event", event });
-    return event;
+  /** Records a fleet event (stored and published a moment later). */
+  recordEvent(kind: string, agentId: string | null, message: string): void {
+    this.#events.record(kind, agentId, message);
   }
 
   /** The most recent events, newest first. */
-  events(options: { limit?: number; agentId?: string; beforeId?: number } = {}): FleetEvent[] {
-    const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
-    const rows = this.#db.prepare(
-      `SELECT id, at, kind, agent_id, message FROM events
-       WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR id < ?2)
-       ORDER BY id DESC LIMIT ?3`,
-    ).all(options.agentId ?? null, options.beforeId ?? null, limit) as Row[];
-    return rows.map((r) => ({
-      id: Number(r.id),
-      at: String(r.at),
-      kind: String(r.kind),
-      agent_id: r.agent_id == null ? null : String(r.agent_id),
-      message: String(r.message),
-    }));
+  events(options: { limit?: number; agentId?: string; beforeId?: number } = {}) {
+    return this.#events.query(options);
   }
 
   /** The API view of an agent. */

@@ -4,7 +4,7 @@
 import { Hono } from "hono";
 import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
-import type { RequestLog } from "../telemetry/request_log.ts";
+import { STORE_UNAVAILABLE, StoreError } from "../store/mod.ts";
 import { agentRoutes } from "../api/agents.ts";
 import { OLLAMA_PATHS, ollamaRoutes, requestIdOf } from "../api/ollama.ts";
 import { OPENAI_PATHS, openaiRoutes } from "../api/openai.ts";
@@ -17,11 +17,19 @@ import { accessControl } from "./access.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
 
 /** Builds the coordinator's HTTP application. */
-export function createApp(ctx: AppContext & { log?: RequestLog }): Hono {
+export function createApp(ctx: AppContext): Hono {
   const app = new Hono();
-  const deps = { ...ctx, log: ctx.log };
+  const deps = ctx;
 
   app.onError((err, c) => {
+    // A change the database could not take: nothing changed, the client may try again.
+    if (err instanceof StoreError && err.unavailable) {
+      console.error(`${c.req.method} ${c.req.path}: ${err.message}`);
+      const headers = { "retry-after": "5" };
+      return c.req.path.startsWith("/v1/")
+        ? openaiError(503, STORE_UNAVAILABLE, headers)
+        : ollamaError(503, STORE_UNAVAILABLE, headers);
+    }
     console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
     return c.req.path.startsWith("/v1/")
       ? openaiError(500, "Internal server error")

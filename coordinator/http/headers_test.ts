@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { testApp } from "../testing/app.ts";
 
 Deno.test("headers - browser origins: local and OLLAMA_ORIGINS allowed, others refused like Ollama", async () => {
-  const t = testApp({ corsOrigins: ["https://*.corp.example"] });
+  const t = await testApp({ corsOrigins: ["https://*.corp.example"] });
   const tags = (origin?: string, host = "localhost:8080") =>
     t.request("http://localhost:8080/api/tags", {
       headers: { ...(origin ? { origin } : {}), host },
@@ -26,11 +26,11 @@ Deno.test("headers - browser origins: local and OLLAMA_ORIGINS allowed, others r
   });
   assert.equal(preflight.status, 204);
   assert.match(preflight.headers.get("access-control-allow-headers")!, /authorization/);
-  t.close();
+  await t.close();
 });
 
 Deno.test("headers - the dashboard and login pages carry a content security policy", async () => {
-  const t = testApp();
+  const t = await testApp();
   const login = await t.request("/login");
   const csp = login.headers.get("content-security-policy")!;
   assert.match(csp, /default-src 'self'/);
@@ -39,5 +39,5 @@ Deno.test("headers - the dashboard and login pages carry a content security poli
   assert.equal(login.headers.get("x-content-type-options"), "nosniff");
   const api = await t.request("/api/tags");
   assert.equal(api.headers.get("content-security-policy"), null);
-  t.close();
+  await t.close();
 });

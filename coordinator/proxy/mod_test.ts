@@ -42,7 +42,7 @@ Deno.test("proxy - refused connections and busy agents are retried elsewhere bef
     const text = await res.text();
     assert.ok(!text.includes('"error"'), text);
   }
-  const events = fleet.coordinator.ctx.registry.events().map((e) => e.kind);
+  const events = (await fleet.coordinator.ctx.registry.events()).map((e) => e.kind);
   assert.ok(events.includes("failure"));
   assert.equal(fleet.coordinator.ctx.registry.find("busy")!.status, "online");
 });
@@ -81,7 +81,7 @@ Deno.test("proxy - an agent dying mid-stream ends the stream with Ollama's in-st
   assert.ok(lines.slice(0, -1).every((l) => l.done === false));
   const ctx = fleet.coordinator.ctx;
   ctx.log.flush();
-  const [logged] = ctx.log.query({ limit: 1 });
+  const [logged] = await ctx.log.query({ limit: 1 });
   assert.match(logged.error ?? "", /during the stream/);
   assert.equal(ctx.registry.find("dies")!.inFlight, 0);
 });
@@ -139,7 +139,7 @@ Deno.test("proxy - a long non-streaming answer outlasts the first-byte timeout w
   assert.equal(body.eval_count, 24);
   assert.ok(performance.now() - started > 900, "the answer took several first-byte timeouts");
   assert.equal(
-    fleet.coordinator.ctx.registry.events().filter((e) => e.kind === "failure").length,
+    (await fleet.coordinator.ctx.registry.events()).filter((e) => e.kind === "failure").length,
     0,
   );
 });
@@ -172,7 +172,7 @@ Deno.test("proxy - the request log records route, agent, tokens and speed", asyn
   const res = await post(fleet.url, chatBody(false));
   const id = res.headers.get("x-request-id");
   await res.body?.cancel();
-  const [r] = fleet.coordinator.ctx.log.query({ limit: 1 });
+  const [r] = await fleet.coordinator.ctx.log.query({ limit: 1 });
   assert.equal(r.id, id);
   assert.equal(r.route, "/api/chat");
   assert.equal(r.agent_name, "only");

@@ -4,10 +4,10 @@
  */
 import { displayModelName, normalizeModelName } from "@oc/shared";
 
-/** Where pins are kept (the security store's settings table). */
+/** Where pins are kept (the security store's settings). */
 export interface SettingsStore {
   setting(key: string): string | undefined;
-  setSetting(key: string, value: string): void;
+  setSetting(key: string, value: string): Promise<void>;
 }
 
 const KEY = "model_pins";
@@ -32,17 +32,19 @@ export class ModelPins {
     return this.#pins.get(key)?.label;
   }
 
-  /** Pins a model to a label. */
-  set(model: string, label: string): void {
-    this.#pins.set(normalizeModelName(model), { model: displayModelName(model), label });
-    this.#save();
+  /** Pins a model to a label; stored first (rejects, changing nothing, when it cannot be). */
+  async set(model: string, label: string): Promise<void> {
+    const next = new Map(this.#pins);
+    next.set(normalizeModelName(model), { model: displayModelName(model), label });
+    await this.#save(next);
   }
 
-  /** Removes a pin; false when there was none. */
-  remove(model: string): boolean {
-    const removed = this.#pins.delete(normalizeModelName(model));
-    if (removed) this.#save();
-    return removed;
+  /** Removes a pin; false when there was none. Stored first, like {@linkcode set}. */
+  async remove(model: string): Promise<boolean> {
+    const next = new Map(this.#pins);
+    if (!next.delete(normalizeModelName(model))) return false;
+    await this.#save(next);
+    return true;
   }
 
   /** Every pin. */
@@ -50,7 +52,9 @@ export class ModelPins {
     return [...this.#pins.values()];
   }
 
-  #save(): void {
-    this.#store?.setSetting(KEY, JSON.stringify(this.list()));
+  async #save(next: Map<string, { model: string; label: string }>): Promise<void> {
+    await this.#store?.setSetting(KEY, JSON.stringify([...next.values()]));
+    this.#pins.clear();
+    for (const [k, v] of next) this.#pins.set(k, v);
   }
 }

@@ -1,22 +1,15 @@
 /**
- * What access control keeps in the database: generated secrets (agent token, admin password
- * hash), per-agent heartbeat secrets, API keys (hashed, revocable, counted) and admin sessions.
+ * Access-control state: generated secrets (agent token, admin password hash), per-agent
+ * heartbeat secrets, API keys (hashed, revocable, counted) and admin sessions. Every per-request
+ * check reads memory; changes are stored first and applied to memory once the store took them,
+ * so memory and the database never disagree.
  */
 import { timingSafeEqual } from "node:crypto";
-import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { ApiKeyRecord, SessionRecord, Store, StoreSnapshot } from "../store/mod.ts";
 import { hashPassword, randomToken, sha256, verifyPassword } from "./crypto.ts";
 
 /** An API key as listed (never the key itself). */
-export interface ApiKeyView {
-  id: string;
-  name: string;
-  prefix: string;
-  scope: "client" | "admin";
-  created_at: string;
-  last_used_at: string | null;
-  uses: number;
-  revoked_at: string | null;
-}
+export type ApiKeyView = Omit<ApiKeyRecord, "hash">;
 
 /** An admin session. */
 export interface Session {
@@ -49,11 +42,16 @@ interface VerifiedSecret {
   lookup: string;
 }
 
-/** Access-control state over SQLite, with in-memory indexes for the per-request checks. */
+function view(k: ApiKeyRecord): ApiKeyView {
+  const { hash: _, ...rest } = k;
+  return rest;
+}
+
+/** Access-control state in memory, persisted through the store. */
 export class SecurityStore {
-  readonly #db: DatabaseSync;
+  readonly #store: Store;
   readonly #now: () => number;
-  readonly #stmt: Record<string, StatementSync>;
+  readonly #settings: Map<string, string>;
   /** sha256(agent secret) → agent id. */
   readonly #agentSecrets = new Map<string, string>();
   /** Agent id → sha256 of its secret (an agent has at most one). */
@@ -68,80 +66,48 @@ export class SecurityStore {
   readonly #verified = new Map<string, VerifiedSecret>();
   /** sha256(api key) → key. */
   readonly #keys = new Map<string, ApiKeyView>();
+  /** sha256(session cookie) → session. */
+  readonly #sessions = new Map<string, Session>();
   /** Uses not yet written, flushed in batches so counting never slows a request. */
   #pendingUses = new Map<string, { uses: number; at: string }>();
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #clientAuth: boolean;
 
-  constructor(db: DatabaseSync, now: () => number = Date.now) {
-    this.#db = db;
+  constructor(store: Store, snapshot: StoreSnapshot, now: () => number = Date.now) {
+    this.#store = store;
     this.#now = now;
-    this.#stmt = {
-      get: db.prepare("SELECT value FROM settings WHERE key = ?"),
-      set: db.prepare(
-        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-      ),
-      agentSecret: db.prepare("UPDATE agents SET secret_hash = ? WHERE id = ?"),
-      insertKey: db.prepare(
-        "INSERT INTO api_keys (id, name, prefix, hash, scope, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-      ),
-      revokeKey: db.prepare(
-        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-      ),
-      useKey: db.prepare("UPDATE api_keys SET uses = uses + ?, last_used_at = ? WHERE id = ?"),
-      insertSession: db.prepare(
-        "INSERT INTO sessions (id_hash, csrf, created_at, expires_at) VALUES (?, ?, ?, ?)",
-      ),
-      getSession: db.prepare("SELECT csrf, expires_at FROM sessions WHERE id_hash = ?"),
-      deleteSession: db.prepare("DELETE FROM sessions WHERE id_hash = ?"),
-      pruneSessions: db.prepare("DELETE FROM sessions WHERE expires_at < ?"),
-    };
-    for (
-      const r of db.prepare("SELECT id, secret_hash FROM agents WHERE secret_hash IS NOT NULL")
-        .all()
-    ) {
-      this.#agentSecrets.set(String(r.secret_hash), String(r.id));
-      this.#secretHashOf.set(String(r.id), String(r.secret_hash));
+    this.#settings = new Map(Object.entries(snapshot.settings));
+    for (const a of snapshot.agents) {
+      if (a.secret_hash) this.rememberAgentSecret(a.id, a.secret_hash);
     }
-    this.#clientAuth =
-      db.prepare("SELECT 1 FROM api_keys WHERE scope = 'client' LIMIT 1").get() !== undefined;
-    for (const r of db.prepare("SELECT * FROM api_keys WHERE revoked_at IS NULL").all()) {
-      this.#keys.set(String(r.hash), this.#keyView(r));
-    }
+    this.#clientAuth = snapshot.clientKeysEver;
+    for (const k of snapshot.keys) this.#keys.set(k.hash, view(k));
+    for (const s of snapshot.sessions) this.#rememberSession(s);
   }
 
-  #keyView(r: Record<string, unknown>): ApiKeyView {
-    return {
-      id: String(r.id),
-      name: String(r.name),
-      prefix: String(r.prefix),
-      scope: r.scope === "admin" ? "admin" : "client",
-      created_at: String(r.created_at),
-      last_used_at: r.last_used_at == null ? null : String(r.last_used_at),
-      uses: Number(r.uses),
-      revoked_at: r.revoked_at == null ? null : String(r.revoked_at),
-    };
+  #rememberSession(s: SessionRecord): void {
+    this.#sessions.set(s.id_hash, { csrf: s.csrf, expiresAt: Date.parse(s.expires_at) });
   }
 
   /** A stored setting. */
   setting(key: string): string | undefined {
-    const row = this.#stmt.get.get(key) as { value: string } | undefined;
-    return row?.value;
+    return this.#settings.get(key);
   }
 
   /** Stores a setting. */
-  setSetting(key: string, value: string): void {
-    this.#stmt.set.run(key, value);
+  async setSetting(key: string, value: string): Promise<void> {
+    await this.#store.setSetting(key, value);
+    this.#settings.set(key, value);
   }
 
   /**
    * Makes sure an agent token exists: without a configured one, a token is generated at the
    * first start and returned once so it can be printed; only its hash is stored.
    */
-  ensureAgentToken(configured: string): { generated?: string } {
+  async ensureAgentToken(configured: string): Promise<{ generated?: string }> {
     if (configured || this.setting("agent_token_hash")) return {};
     const token = randomToken(24, "oca_");
-    this.setSetting("agent_token_hash", sha256(token));
+    await this.setSetting("agent_token_hash", sha256(token));
     return { generated: token };
   }
 
@@ -156,19 +122,20 @@ export class SecurityStore {
    * Makes sure an admin password exists: the configured one (its hash is refreshed when it
    * changed), else a strong generated one returned once so it can be printed.
    */
-  ensureAdminPassword(configured: string): { generated?: string } {
+  async ensureAdminPassword(configured: string): Promise<{ generated?: string }> {
     const stored = this.setting("admin_password_hash");
     if (configured) {
       if (!stored || !verifyPassword(configured, stored)) {
-        this.setSetting("admin_password_hash", hashPassword(configured));
+        await this.setSetting("admin_password_hash", hashPassword(configured));
         // A new password ends every session signed in with the old one.
-        this.#db.exec("DELETE FROM sessions");
+        await this.#store.deleteAllSessions();
+        this.#sessions.clear();
       }
       return {};
     }
     if (stored) return {};
     const password = randomToken(18);
-    this.setSetting("admin_password_hash", hashPassword(password));
+    await this.setSetting("admin_password_hash", hashPassword(password));
     return { generated: password };
   }
 
@@ -178,15 +145,17 @@ export class SecurityStore {
     return stored !== undefined && password.length <= 1024 && verifyPassword(password, stored);
   }
 
-  /** Issues a new heartbeat secret for an agent (replacing any earlier one). */
-  issueAgentSecret(agentId: string): string {
-    this.revokeAgentSecret(agentId);
+  /** A new heartbeat secret and its hash (stored with the agent's registration). */
+  newAgentSecret(): { secret: string; hash: string } {
     const secret = randomToken(32, "ocs_");
-    const hash = sha256(secret);
+    return { secret, hash: sha256(secret) };
+  }
+
+  /** Makes `hash` the agent's current secret (replacing any earlier one) once it is stored. */
+  rememberAgentSecret(agentId: string, hash: string): void {
+    this.revokeAgentSecret(agentId);
     this.#agentSecrets.set(hash, agentId);
     this.#secretHashOf.set(agentId, hash);
-    this.#stmt.agentSecret.run(hash, agentId);
-    return secret;
   }
 
   /** The agent a heartbeat secret belongs to, if any. */
@@ -224,37 +193,38 @@ export class SecurityStore {
   }
 
   /** Creates an API key; the key itself is returned this once and never stored. */
-  createKey(name: string, scope: "client" | "admin"): { key: string; view: ApiKeyView } {
+  async createKey(
+    name: string,
+    scope: "client" | "admin",
+  ): Promise<{ key: string; view: ApiKeyView }> {
     const key = randomToken(32, scope === "admin" ? "oc_admin_" : "oc_");
-    const view: ApiKeyView = {
+    const record: ApiKeyRecord = {
       id: crypto.randomUUID(),
       name,
       prefix: key.slice(0, scope === "admin" ? 13 : 7),
+      hash: sha256(key),
       scope,
       created_at: new Date(this.#now()).toISOString(),
       last_used_at: null,
       uses: 0,
       revoked_at: null,
     };
-    const hash = sha256(key);
-    this.#stmt.insertKey.run(view.id, view.name, view.prefix, hash, scope, view.created_at);
-    this.#keys.set(hash, view);
+    await this.#store.insertKey(record);
+    const v = view(record);
+    this.#keys.set(record.hash, v);
     if (scope === "client") this.#clientAuth = true;
-    return { key, view };
+    return { key, view: v };
   }
 
   /** Every key, newest first, with usage counts. */
-  listKeys(): ApiKeyView[] {
-    this.flushUses();
-    return this.#db.prepare("SELECT * FROM api_keys ORDER BY created_at DESC").all().map((r) =>
-      this.#keyView(r)
-    );
+  async listKeys(): Promise<ApiKeyView[]> {
+    await this.flushUses();
+    return (await this.#store.listKeys()).map(view);
   }
 
-  /** Revokes a key at once. Returns false when there was no such active key. */
-  revokeKey(id: string): boolean {
-    const changed =
-      Number(this.#stmt.revokeKey.run(new Date(this.#now()).toISOString(), id).changes) > 0;
+  /** Revokes a key at once. Resolves to false when there was no such active key. */
+  async revokeKey(id: string): Promise<boolean> {
+    const changed = await this.#store.revokeKey(id, new Date(this.#now()).toISOString());
     for (const [hash, k] of this.#keys) if (k.id === id) this.#keys.delete(hash);
     return changed;
   }
@@ -269,68 +239,84 @@ export class SecurityStore {
 
   /** The active key matching `key`, counting the use. */
   useKey(key: string): ApiKeyView | undefined {
-    const view = this.#keys.get(sha256(key));
-    if (!view) return undefined;
+    const v = this.#keys.get(sha256(key));
+    if (!v) return undefined;
     const at = new Date(this.#now()).toISOString();
-    view.uses++;
-    view.last_used_at = at;
-    const p = this.#pendingUses.get(view.id) ?? { uses: 0, at };
+    v.uses++;
+    v.last_used_at = at;
+    const p = this.#pendingUses.get(v.id) ?? { uses: 0, at };
     p.uses++;
     p.at = at;
-    this.#pendingUses.set(view.id, p);
+    this.#pendingUses.set(v.id, p);
     if (this.#flushTimer === undefined) {
-      this.#flushTimer = setTimeout(() => this.flushUses(), 1000);
+      this.#flushTimer = setTimeout(() => void this.flushUses(), 1000);
       Deno.unrefTimer(this.#flushTimer as unknown as number);
     }
-    return view;
+    return v;
   }
 
-  /** Writes the counted key uses. */
-  flushUses(): void {
+  /** Writes the counted key uses; kept for the next try when the store cannot take them. */
+  async flushUses(): Promise<void> {
     clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
     if (this.#pendingUses.size === 0) return;
     const pending = this.#pendingUses;
     this.#pendingUses = new Map();
     try {
-      for (const [id, p] of pending) this.#stmt.useKey.run(p.uses, p.at, id);
+      await this.#store.addKeyUses([...pending].map(([id, p]) => ({ id, ...p })));
     } catch (e) {
-      console.error("Cannot record API key use:", (e as Error).message);
+      console.error("Cannot record API key use, keeping it to retry:", (e as Error).message);
+      for (const [id, p] of pending) {
+        const later = this.#pendingUses.get(id);
+        this.#pendingUses.set(id, later ? { uses: later.uses + p.uses, at: later.at } : p);
+      }
+      if (this.#flushTimer === undefined) {
+        this.#flushTimer = setTimeout(() => void this.flushUses(), 5000);
+        Deno.unrefTimer(this.#flushTimer as unknown as number);
+      }
     }
   }
 
-  /** Starts an admin session; returns the cookie value and its CSRF token. */
-  createSession(): { id: string; csrf: string } {
+  /** Starts an admin session; resolves to the cookie value and its CSRF token. */
+  async createSession(): Promise<{ id: string; csrf: string }> {
     const id = randomToken(32);
-    const csrf = randomToken(24);
     const now = this.#now();
-    this.#stmt.pruneSessions.run(new Date(now).toISOString());
-    this.#stmt.insertSession.run(
-      sha256(id),
-      csrf,
-      new Date(now).toISOString(),
-      new Date(now + SESSION_MS).toISOString(),
-    );
-    return { id, csrf };
+    const record: SessionRecord = {
+      id_hash: sha256(id),
+      csrf: randomToken(24),
+      created_at: new Date(now).toISOString(),
+      expires_at: new Date(now + SESSION_MS).toISOString(),
+    };
+    await this.#store.insertSession(record);
+    this.#rememberSession(record);
+    return { id, csrf: record.csrf };
   }
 
   /** The live session for a cookie value, if any. */
   session(id: string): Session | undefined {
-    const row = this.#stmt.getSession.get(sha256(id)) as
-      | { csrf: string; expires_at: string }
-      | undefined;
-    if (!row) return undefined;
-    const expiresAt = Date.parse(row.expires_at);
-    return expiresAt > this.#now() ? { csrf: row.csrf, expiresAt } : undefined;
+    const hash = sha256(id);
+    const s = this.#sessions.get(hash);
+    if (!s) return undefined;
+    if (s.expiresAt > this.#now()) return s;
+    this.#sessions.delete(hash);
+    return undefined;
   }
 
-  /** Ends a session. */
-  deleteSession(id: string): void {
-    this.#stmt.deleteSession.run(sha256(id));
+  /** Ends a session (at once here; the stored row goes when the store takes it). */
+  async deleteSession(id: string): Promise<void> {
+    const hash = sha256(id);
+    this.#sessions.delete(hash);
+    await this.#store.deleteSession(hash);
+  }
+
+  /** Forgets sessions that expired (their rows go with the retention job). */
+  pruneSessions(): void {
+    const now = this.#now();
+    for (const [hash, s] of this.#sessions) if (s.expiresAt <= now) this.#sessions.delete(hash);
   }
 
   /** Writes what is pending (on shutdown). */
-  close(): void {
-    this.flushUses();
+  close(): Promise<void> {
+    return this.flushUses();
   }
 }

@@ -3,14 +3,9 @@
  * the dashboard's live stream and the metrics subscribe. Delivery is synchronous and a failing
  * subscriber never breaks the publisher.
  */
-/** A recorded event in an agent's life (registration, status change, failure, …). */
-export interface FleetEvent {
-  id: number;
-  at: string;
-  kind: string;
-  agent_id: string | null;
-  message: string;
-}
+import type { FleetEvent } from "../store/mod.ts";
+
+export type { FleetEvent };
 
 /**
  * What flows on the bus. An agent's change carries only its id: a subscriber reads the agent from

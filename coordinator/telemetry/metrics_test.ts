@@ -48,8 +48,8 @@ Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges
   }
 });
 
-Deno.test("metrics - label values are escaped as the exposition format requires", () => {
-  const { ctx, close } = testApp();
+Deno.test("metrics - label values are escaped as the exposition format requires", async () => {
+  const { ctx, close } = await testApp();
   ctx.bus.publish({
     type: "request",
     request: {
@@ -71,5 +71,5 @@ Deno.test("metrics - label values are escaped as the exposition format requires"
     ),
     text,
   );
-  close();
+  await close();
 });

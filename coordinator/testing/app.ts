@@ -2,7 +2,12 @@
 import type { RegisterRequest } from "@oc/shared";
 import { type Config, TEST_AGENT_TOKEN, testConfig } from "../config.ts";
 import { createApp } from "../http/app.ts";
-import { createContext, type FullContext, startCoordinator } from "../server.ts";
+import { closeContext, createContext, startCoordinator } from "../server.ts";
+import type { AppContext } from "../context.ts";
+import type { Bus } from "../telemetry/bus.ts";
+import { EventLog } from "../telemetry/event_log.ts";
+import { Registry } from "../fleet/registry.ts";
+import { openStore } from "../store/open.ts";
 import { type SimOptions, type Simulator, startSimulator } from "../../scripts/ollama_sim.ts";
 
 /** A controllable clock. */
@@ -15,13 +20,13 @@ export class FakeClock {
 }
 
 /** An in-process coordinator (no network) with an in-memory database. */
-export function testApp(
+export async function testApp(
   overrides: Partial<Config> = {},
   options: { now?: () => number; random?: () => number } = {},
 ) {
-  const ctx: FullContext = createContext(testConfig(overrides), options);
+  const ctx: AppContext = await createContext(testConfig(overrides), options);
   const app = createApp(ctx);
-  const adminKey = ctx.security.createKey("tests", "admin").key;
+  const adminKey = (await ctx.security.createKey("tests", "admin")).key;
   const request = (path: string, init: RequestInit & { json?: unknown } = {}) => {
     const { json, ...rest } = init;
     if (json !== undefined) {
@@ -42,17 +47,42 @@ export function testApp(
     });
     return await res.json() as { agent_id: string; agent_secret: string; status: string };
   };
-  const close = () => {
-    ctx.upstream.close();
-    ctx.security.close();
-    ctx.log.close();
-    ctx.registry.flush();
-    ctx.db.close();
-  };
+  const close = () => closeContext(ctx);
   /** A heartbeat signed with the agent's secret. */
   const heartbeat = (secret: string, body: unknown) =>
     request("/api/health", { json: body, headers: { authorization: `Bearer ${secret}` } });
-  return { ctx, app, request, admin, register, heartbeat, adminKey, close };
+  return {
+    ctx,
+    app,
+    request,
+    admin,
+    register,
+    heartbeat,
+    adminKey,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/** A registry on an in-memory store, with its event log, for unit tests. */
+export async function memoryRegistry(
+  options: { now?: () => number; bus?: Bus; agentTimeoutMs?: number; url?: string } = {},
+) {
+  const store = await openStore(options.url ?? "sqlite::memory:");
+  const snapshot = await store.load();
+  const events = new EventLog(store, { bus: options.bus, now: options.now });
+  const registry = new Registry(store, {
+    agentTimeoutMs: options.agentTimeoutMs ?? 20_000,
+    now: options.now,
+    bus: options.bus,
+    events,
+    agents: snapshot.agents,
+  });
+  const close = async () => {
+    await Promise.all([events.close(), registry.flush()]);
+    await store.close();
+  };
+  return { store, events, registry, close, [Symbol.asyncDispose]: close };
 }
 
 /** A valid registration body, with overrides. */
@@ -68,9 +98,13 @@ export function registration(overrides: Partial<RegisterRequest> = {}): Register
   };
 }
 
-/** Counts the rows of a table. */
-export function countRows(ctx: FullContext, table: "agents" | "events" | "requests"): number {
-  return Number((ctx.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n);
+/** Counts the rows of a table (after writing what the services buffer). */
+export async function countRows(
+  ctx: AppContext,
+  table: "agents" | "events" | "requests",
+): Promise<number> {
+  await Promise.all([ctx.log.flush(), ctx.events.flush(), ctx.registry.flush()]);
+  return (await ctx.store.counts())[table];
 }
 
 /** One simulated machine in a test fleet. */
@@ -87,7 +121,7 @@ export async function startFleet(members: FleetMember[], overrides: Partial<Conf
   const coordinator = await startCoordinator(
     testConfig({ healthCheckInterval: 3600, ...overrides }),
   );
-  const adminKey = coordinator.ctx.security.createKey("tests", "admin").key;
+  const adminKey = (await coordinator.ctx.security.createKey("tests", "admin")).key;
   const adminHeaders = { authorization: `Bearer ${adminKey}`, "content-type": "application/json" };
   const sims: Record<string, Simulator> = {};
   const ids: Record<string, string> = {};

@@ -70,16 +70,23 @@ Deno.test("fuzz - 1,000+ malformed requests get a 4xx with an error and change n
   const r = rng(20261125);
   const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
   const { ctx } = fleet.coordinator;
-  const snapshot = () =>
-    JSON.stringify(
+  const snapshot = async () => {
+    await ctx.registry.flush();
+    const stored = await ctx.store.load();
+    return JSON.stringify([
+      stored.agents.sort((a, b) => a.id.localeCompare(b.id)),
       // Key use counts are accounting, not state: the admin key is used by the fuzzer itself.
-      [
-        "SELECT * FROM agents ORDER BY id",
-        "SELECT id, name, hash, scope, revoked_at FROM api_keys ORDER BY id",
-        "SELECT * FROM settings ORDER BY key",
-        "SELECT * FROM sessions ORDER BY id_hash",
-      ].map((sql) => ctx.db.prepare(sql).all()),
-    );
+      (await ctx.store.listKeys()).map(({ id, name, hash, scope, revoked_at }) => ({
+        id,
+        name,
+        hash,
+        scope,
+        revoked_at,
+      })).sort((a, b) => a.id.localeCompare(b.id)),
+      stored.settings,
+      stored.sessions.sort((a, b) => a.id_hash.localeCompare(b.id_hash)),
+    ]);
+  };
   const agentId = fleet.ids.a;
   // Heartbeats need the agent's own secret: register a second agent for the fuzzing.
   const reg = await (await fetch(`${fleet.url}/api/agents`, {
@@ -87,7 +94,7 @@ Deno.test("fuzz - 1,000+ malformed requests get a 4xx with an error and change n
     headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
     body: JSON.stringify(registration({ machine_name: "fuzz-target", ollama_port: 9 })),
   })).json();
-  const before = snapshot();
+  const before = await snapshot();
   const agentAuth = { authorization: `Bearer ${TEST_AGENT_TOKEN}` };
   const secretAuth = { authorization: `Bearer ${reg.agent_secret}` };
   const admin = { authorization: fleet.adminHeaders.authorization };
@@ -312,5 +319,5 @@ Deno.test("fuzz - 1,000+ malformed requests get a 4xx with an error and change n
   });
   assert.equal(res.status, 200);
   await res.body?.cancel();
-  assert.equal(snapshot(), before);
+  assert.equal(await snapshot(), before);
 });

@@ -1,33 +1,30 @@
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "../config.ts";
-import { countRows, registration, startFleet, testApp } from "./app.ts";
-import { migrate, openDatabase } from "../store/sqlite/mod.ts";
-import { Registry } from "../fleet/registry.ts";
+import { countRows, memoryRegistry, registration, startFleet, testApp } from "./app.ts";
 import { SecurityStore } from "../security/store.ts";
 import { clientAddress, inNetworks, parseNetwork } from "../security/networks.ts";
 
 const asAgent = (token: string) => ({ authorization: `Bearer ${token}` });
 
 Deno.test("security - registration fails closed without the agent token", async () => {
-  const t = testApp();
+  const t = await testApp();
   for (const headers of [{}, asAgent("wrong"), { authorization: "Basic abc" }]) {
     const res = await t.request("/api/agents", { json: registration(), headers });
     assert.equal(res.status, 401);
     assert.match((await res.json()).error, /agent token/);
   }
-  assert.equal(countRows(t.ctx, "agents"), 0);
+  assert.equal(await countRows(t.ctx, "agents"), 0);
   const ok = await t.request("/api/agents", {
     json: registration(),
     headers: asAgent(TEST_AGENT_TOKEN),
   });
   assert.equal(ok.status, 201);
   assert.match((await ok.json()).agent_secret, /^ocs_/);
-  t.close();
+  await t.close();
 });
 
 Deno.test("security - one agent's secret cannot heartbeat for another; removal revokes it", async () => {
-  const t = testApp();
+  const t = await testApp();
   const a = await t.register(registration({ machine_name: "a" }));
   const b = await t.register(registration({ machine_name: "b" }));
   const beat = (id: string, secret?: string) =>
@@ -51,11 +48,11 @@ Deno.test("security - one agent's secret cannot heartbeat for another; removal r
   assert.equal((await beat(a.agent_id, again.agent_secret)).status, 200);
   assert.equal((await t.admin(`/api/agents/${a.agent_id}`, { method: "DELETE" })).status, 204);
   assert.equal((await beat(a.agent_id, again.agent_secret)).status, 401);
-  t.close();
+  await t.close();
 });
 
 Deno.test("security - admin APIs and pages need a session or an admin key", async () => {
-  const t = testApp();
+  const t = await testApp();
   for (
     const path of [
       "/api/agents",
@@ -73,14 +70,14 @@ Deno.test("security - admin APIs and pages need a session or an admin key", asyn
   const page = await t.request("/dashboard/agents");
   assert.equal(page.status, 302);
   assert.equal(page.headers.get("location"), "/login?next=%2Fdashboard%2Fagents");
-  const clientKey = t.ctx.security.createKey("client", "client").key;
+  const clientKey = (await t.ctx.security.createKey("client", "client")).key;
   assert.equal((await t.request("/api/agents", { headers: asAgent(clientKey) })).status, 401);
   assert.equal((await t.admin("/api/agents")).status, 200);
-  t.close();
+  await t.close();
 });
 
 Deno.test("security - login sets a strict cookie; changes need the CSRF token; failures are rate limited", async () => {
-  const t = testApp();
+  const t = await testApp();
   const form = (password: string, headers: Record<string, string> = {}) =>
     t.request("/login", {
       method: "POST",
@@ -101,13 +98,13 @@ Deno.test("security - login sets a strict cookie; changes need the CSRF token; f
     .json();
   assert.ok(csrf);
   // A cross-site request carrying the cookie but no CSRF token changes nothing.
-  const keysBefore = t.ctx.security.listKeys().length;
+  const keysBefore = (await t.ctx.security.listKeys()).length;
   const forged = await t.request("/api/keys", {
     json: { name: "x" },
     headers: { cookie: session },
   });
   assert.equal(forged.status, 403);
-  assert.equal(t.ctx.security.listKeys().length, keysBefore);
+  assert.equal((await t.ctx.security.listKeys()).length, keysBefore);
   const made = await t.request("/api/keys", {
     json: { name: "x" },
     headers: { cookie: session, "x-csrf-token": csrf },
@@ -126,7 +123,7 @@ Deno.test("security - login sets a strict cookie; changes need the CSRF token; f
   const limited = await form(TEST_ADMIN_PASSWORD);
   assert.equal(limited.status, 429);
   assert.ok(Number(limited.headers.get("retry-after")) > 0);
-  t.close();
+  await t.close();
 });
 
 Deno.test("security - with client keys on, every Ollama and OpenAI route needs a valid key", async () => {
@@ -176,7 +173,9 @@ Deno.test("security - with client keys on, every Ollama and OpenAI route needs a
 });
 
 Deno.test("security - agent addresses: metadata refused, allow-list enforced", async () => {
-  const t = testApp({ allowedNetworks: [parseNetwork("10.0.0.0/8"), parseNetwork("127.0.0.1")] });
+  const t = await testApp({
+    allowedNetworks: [parseNetwork("10.0.0.0/8"), parseNetwork("127.0.0.1")],
+  });
   for (
     const ip of ["169.254.169.254", "fe80::1", "metadata.google.internal", "::ffff:169.254.169.254"]
   ) {
@@ -191,7 +190,7 @@ Deno.test("security - agent addresses: metadata refused, allow-list enforced", a
     headers: asAgent(TEST_AGENT_TOKEN),
   });
   assert.equal(outside.status, 403);
-  assert.equal(countRows(t.ctx, "agents"), 0);
+  assert.equal(await countRows(t.ctx, "agents"), 0);
   assert.equal(
     (await t.request("/api/agents", {
       json: registration({ ip_address: "10.1.2.3" }),
@@ -200,41 +199,45 @@ Deno.test("security - agent addresses: metadata refused, allow-list enforced", a
     201,
   );
   assert.ok(inNetworks("::ffff:10.0.0.1", [parseNetwork("::ffff:0:0/96")]));
-  t.close();
+  await t.close();
 });
 
-Deno.test("security - secrets are generated once, stored hashed", () => {
-  const db = new DatabaseSync(":memory:");
-  migrate(db);
-  const store = new SecurityStore(db);
-  const token = store.ensureAgentToken("").generated!;
-  const password = store.ensureAdminPassword("").generated!;
+Deno.test("security - secrets are generated once, stored hashed", async () => {
+  await using t = await memoryRegistry();
+  const store = new SecurityStore(t.store, await t.store.load());
+  const token = (await store.ensureAgentToken("")).generated!;
+  const password = (await store.ensureAdminPassword("")).generated!;
   assert.ok(token.length > 20 && password.length >= 20);
-  assert.deepEqual(store.ensureAgentToken(""), {});
-  assert.deepEqual(store.ensureAdminPassword(""), {});
+  assert.deepEqual(await store.ensureAgentToken(""), {});
+  assert.deepEqual(await store.ensureAdminPassword(""), {});
   assert.ok(store.checkAgentToken(token, ""));
   assert.ok(!store.checkAgentToken(token + "x", ""));
   assert.ok(store.checkAdminPassword(password));
-  const dump = JSON.stringify(db.prepare("SELECT * FROM settings").all());
+  const dump = JSON.stringify((await t.store.load()).settings);
   assert.ok(!dump.includes(token) && !dump.includes(password));
   assert.match(dump, /scrypt\$/);
   // A configured password replaces the generated one and ends the old sessions.
-  const session = store.createSession();
-  store.ensureAdminPassword("a much better one");
+  const session = await store.createSession();
+  await store.ensureAdminPassword("a much better one");
   assert.equal(store.session(session.id), undefined);
+  assert.deepEqual((await t.store.load()).sessions, []);
   assert.ok(store.checkAdminPassword("a much better one"));
   assert.ok(!store.checkAdminPassword(password));
-  db.close();
 });
 
-Deno.test("security - a verified agent secret is remembered until it is rotated or revoked", () => {
-  const db = openDatabase("sqlite::memory:");
-  const registry = new Registry(db, { agentTimeoutMs: 60_000 });
-  const a = registry.register(registration({ machine_name: "a" })).agent;
-  const b = registry.register(registration({ machine_name: "b" })).agent;
-  const store = new SecurityStore(db);
-  const secretA = store.issueAgentSecret(a.id);
-  const secretB = store.issueAgentSecret(b.id);
+Deno.test("security - a verified agent secret is remembered until it is rotated or revoked", async () => {
+  await using t = await memoryRegistry();
+  const store = new SecurityStore(t.store, await t.store.load());
+  const registered = async (name: string) => {
+    const { secret, hash } = store.newAgentSecret();
+    const { agent } = await t.registry.register(registration({ machine_name: name }), {
+      secretHash: hash,
+    });
+    store.rememberAgentSecret(agent.id, hash);
+    return { agent, secret };
+  };
+  const { agent: a, secret: secretA } = await registered("a");
+  const { agent: b, secret: secretB } = await registered("b");
   // The second check of each is answered from the cache of verified secrets.
   for (let i = 0; i < 2; i++) {
     assert.equal(store.agentForSecret(secretA), a.id);
@@ -246,7 +249,7 @@ Deno.test("security - a verified agent secret is remembered until it is rotated 
   assert.equal(store.agentForSecret(secretA.slice(0, 20)), undefined);
   assert.equal(store.agentForSecret(secretA), a.id);
   // Registering again rotates the secret: the cached old one is refused at once.
-  const rotated = store.issueAgentSecret(a.id);
+  const { secret: rotated } = await registered("a");
   assert.equal(store.agentForSecret(secretA), undefined);
   assert.equal(store.agentForSecret(rotated), a.id);
   assert.equal(store.agentForSecret(rotated), a.id);
@@ -255,11 +258,12 @@ Deno.test("security - a verified agent secret is remembered until it is rotated 
   assert.equal(store.agentForSecret(rotated), undefined);
   assert.equal(store.agentForSecret(secretB), b.id);
   // After a restart only the stored hash is known; the secret is checked against it again.
-  const restarted = new SecurityStore(db);
+  await t.registry.remove(a.id);
+  const restarted = new SecurityStore(t.store, await t.store.load());
   assert.equal(restarted.agentForSecret(secretB), b.id);
   assert.equal(restarted.agentForSecret(secretB), b.id);
   assert.equal(restarted.agentForSecret(secretA), undefined);
-  db.close();
+  assert.equal(restarted.agentForSecret(rotated), undefined);
 });
 
 Deno.test("security - model management can be kept to admins; client uses are recorded", async () => {
@@ -271,7 +275,9 @@ Deno.test("security - model management can be kept to admins; client uses are re
   assert.equal(copy.status, 200);
   await copy.body?.cancel();
   assert.ok(
-    open.coordinator.ctx.registry.events().some((e) => /API copy of "llama3.2"/.test(e.message)),
+    (await open.coordinator.ctx.registry.events()).some((e) =>
+      /API copy of "llama3.2"/.test(e.message)
+    ),
   );
 
   await using closed = await startFleet([{ name: "a", models: ["llama3.2"] }], {
@@ -322,7 +328,7 @@ Deno.test("security - clientAddress believes X-Forwarded-For only from trusted p
 });
 
 Deno.test("security - behind a trusted proxy, failed sign-ins are limited per forwarded client", async () => {
-  const t = testApp({ trustedProxies: [parseNetwork("127.0.0.1")] });
+  const t = await testApp({ trustedProxies: [parseNetwork("127.0.0.1")] });
   const signIn = (peer: string, forwardedFor: string, password = "wrong-password") =>
     t.app.request("/login", {
       method: "POST",
@@ -338,5 +344,5 @@ Deno.test("security - behind a trusted proxy, failed sign-ins are limited per fo
     assert.equal((await signIn("192.0.2.50", `100.64.0.${i}`)).status, 401);
   }
   assert.equal((await signIn("192.0.2.50", "100.64.0.99")).status, 429);
-  t.close();
+  await t.close();
 });

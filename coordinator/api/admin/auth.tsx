@@ -112,7 +112,7 @@ export function authRoutes(ctx: AppContext): Hono {
       return page(c, <LoginPage next={next} error="Wrong password" />, 401);
     }
     failures.delete(ip);
-    const session = ctx.security.createSession();
+    const session = await ctx.security.createSession();
     setCookie(c, SESSION_COOKIE, session.id, {
       httpOnly: true,
       sameSite: "Strict",
@@ -124,9 +124,10 @@ export function authRoutes(ctx: AppContext): Hono {
     return c.redirect(next, 303);
   });
 
-  app.post("/logout", (c) => {
+  app.post("/logout", async (c) => {
     const id = getCookie(c, SESSION_COOKIE);
-    if (id) ctx.security.deleteSession(id);
+    // The session ends here at once; a store that cannot take it only leaves its row behind.
+    if (id) await ctx.security.deleteSession(id).catch(() => {});
     deleteCookie(c, SESSION_COOKIE, { path: "/" });
     return c.redirect("/login", 303);
   });
@@ -137,17 +138,17 @@ export function authRoutes(ctx: AppContext): Hono {
     return json(admin?.kind === "session" ? { csrf: admin.csrf } : { csrf: null });
   });
 
-  app.get("/api/keys", () => json(ctx.security.listKeys()));
+  app.get("/api/keys", async () => json(await ctx.security.listKeys()));
   app.post("/api/keys", async (c) => {
     const body = await readJson(c.req.raw, KeyRequest);
     if (!body.ok) return body.response;
-    const { key, view } = ctx.security.createKey(body.data.name, body.data.scope);
+    const { key, view } = await ctx.security.createKey(body.data.name, body.data.scope);
     ctx.registry.recordEvent("key_created", null, `API key "${view.name}" (${view.scope}) created`);
     return json({ ...view, key }, 201);
   });
-  app.delete("/api/keys/:id", (c) => {
+  app.delete("/api/keys/:id", async (c) => {
     const id = c.req.param("id");
-    if (!ctx.security.revokeKey(id)) return ollamaError(404, `API key "${id}" not found`);
+    if (!await ctx.security.revokeKey(id)) return ollamaError(404, `API key "${id}" not found`);
     ctx.registry.recordEvent("key_revoked", null, `API key ${id} revoked`);
     return c.body(null, 204);
   });

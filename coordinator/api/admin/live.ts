@@ -15,35 +15,13 @@ import {
   type Range,
   RANGES,
   type Series,
-  type Stats,
   type StatsSummary,
 } from "../../telemetry/live_stats.ts";
 import type { AgentView } from "@oc/shared";
 
-/** Tracks the open live streams so a stopping coordinator can end them (they never finish). */
-export class LiveHub {
-  readonly #closers = new Set<() => void>();
-
-  /** Registers a stream's closer; returns the function that unregisters it. */
-  add(close: () => void): () => void {
-    this.#closers.add(close);
-    return () => this.#closers.delete(close);
-  }
-
-  /** Ends every open stream; browsers reconnect (to the next coordinator on this address). */
-  close(): void {
-    for (const close of [...this.#closers]) close();
-    this.#closers.clear();
-  }
-
-  /** How many streams are open. */
-  get size(): number {
-    return this.#closers.size;
-  }
-}
-
 /** What the live routes need: the shared context with the statistics and the stream hub. */
-export type LiveContext = AppContext & { stats: Stats; live: LiveHub };
+/** What the live routes read (every service is in the one context). */
+export type LiveContext = AppContext;
 
 /** An agent as the dashboard shows it: the API view plus its capacity in the scheduler. */
 export interface AgentRow extends AgentView {

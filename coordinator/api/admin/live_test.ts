@@ -29,7 +29,7 @@ async function readEvents(
 }
 
 Deno.test("live API - /api/stats gives the summary and chart data; bad input is a 4xx", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register(registration());
   const res = await t.admin("/api/stats?range=1h");
   assert.equal(res.status, 200);
@@ -47,11 +47,11 @@ Deno.test("live API - /api/stats gives the summary and chart data; bad input is 
   const unknown = await t.admin("/api/stats?agent_id=nobody");
   assert.equal(unknown.status, 404);
   assert.ok((await unknown.json()).error);
-  t.close();
+  await t.close();
 });
 
 Deno.test("live API - /api/fleet lists agents with capacity and drain", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register(registration());
   await t.admin(`/api/agents/${agent_id}`, { method: "PATCH", json: { drain: true, weight: 2 } });
   const { agents, figures } = await (await t.admin("/api/fleet")).json();
@@ -60,11 +60,11 @@ Deno.test("live API - /api/fleet lists agents with capacity and drain", async ()
   assert.equal(agents[0].drain, true);
   assert.equal(agents[0].status, "draining");
   assert.deepEqual(figures, {});
-  t.close();
+  await t.close();
 });
 
 Deno.test("live API - the stream sends retry, hello and stats, then every bus change", async () => {
-  const t = testApp();
+  const t = await testApp();
   const res = await t.admin("/api/stream?topics=agents,events,stats");
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
@@ -79,11 +79,11 @@ Deno.test("live API - the stream sends retry, hello and stats, then every bus ch
   assert.ok(events.some((e) => e.event === "stats"));
   const agents = events.find((e) => e.event === "agents")!.data as { machine_name: string }[];
   assert.equal(agents[0].machine_name, "late");
-  t.close();
+  await t.close();
 });
 
 Deno.test("live API - agent rows carry the state at the flush; a removed agent is not sent", async () => {
-  const t = testApp();
+  const t = await testApp();
   const a = await t.register(registration({ machine_name: "a" }));
   const b = await t.register(registration({ machine_name: "b" }));
   const res = await t.admin("/api/stream?topics=agents");
@@ -109,11 +109,11 @@ Deno.test("live API - agent rows carry the state at the flush; a removed agent i
   assert.equal(last.metrics.cpu_usage, 30);
   assert.equal(last.capacity, 2);
   assert.deepEqual(events.find((e) => e.event === "removed")!.data, [b.agent_id]);
-  t.close();
+  await t.close();
 });
 
 Deno.test("live API - topics filter the stream; closing the hub ends it", async () => {
-  const t = testApp();
+  const t = await testApp();
   const res = await t.admin("/api/stream?topics=events");
   assert.equal(t.ctx.live.size, 1);
   await t.register(registration());
@@ -127,5 +127,5 @@ Deno.test("live API - topics filter the stream; closing the hub ends it", async 
   const bad = await t.admin("/api/stream?topics=agents,secrets");
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /Unknown topic "secrets"/);
-  t.close();
+  await t.close();
 });

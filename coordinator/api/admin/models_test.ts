@@ -73,7 +73,7 @@ Deno.test("models API - a pull streams progress on the bus and the agent then li
   const recent =
     await (await fetch(`${fleet.url}/api/models/pulls`, { headers: fleet.adminHeaders })).json();
   assert.equal(recent[0].id, pulls[0].id);
-  assert.ok(ctx.registry.events({ agentId: fleet.ids.a }).some((e) => e.kind === "pulled"));
+  assert.ok((await ctx.registry.events({ agentId: fleet.ids.a })).some((e) => e.kind === "pulled"));
 });
 
 Deno.test("models API - pulling onto all reaches every agent that is not offline", async () => {
@@ -138,7 +138,7 @@ Deno.test("models API - delete removes one agent's copy; a second delete is a 40
 });
 
 Deno.test("models API - bad input is a 4xx with an error message, never a crash", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register({
     machine_name: "x",
     ip_address: "127.0.0.1",
@@ -171,5 +171,5 @@ Deno.test("models API - bad input is a 4xx with an error message, never a crash"
   assert.equal(noAgent.status, 404);
   const badBody = await t.admin("/api/models", { method: "DELETE", json: { model: "x" } });
   assert.equal(badBody.status, 400);
-  t.close();
+  await t.close();
 });

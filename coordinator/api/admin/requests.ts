@@ -82,15 +82,15 @@ export function toCsv(records: RequestRecord[]): string {
   return lines.join("\r\n") + "\r\n";
 }
 
-/** The request log routes (a management API: wrap with the admin login). */
+/** The request log routes (admin only, like every management API). */
 export function requestRoutes(ctx: { log?: RequestLog; now: () => number }): Hono {
   const app = new Hono();
 
-  app.get("/api/requests", (c) => {
+  app.get("/api/requests", async (c) => {
     const parsed = parseRequestFilter(c.req.query());
     if (!parsed.ok) return ollamaError(400, parsed.error);
     const f = parsed.filter;
-    const records = ctx.log?.query(toQuery(f)) ?? [];
+    const records = await ctx.log?.query(toQuery(f)) ?? [];
     if (!f.format) return json(records);
     const stamp = new Date(ctx.now()).toISOString().slice(0, 19).replaceAll(":", "-");
     const filename = `requests-${stamp}.${f.format}`;

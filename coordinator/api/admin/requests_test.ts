@@ -25,7 +25,7 @@ function rec(i: number, overrides: Partial<RequestRecord> = {}): RequestRecord {
 }
 
 Deno.test("requests API - newest first, with filters", async () => {
-  const t = testApp();
+  const t = await testApp();
   t.ctx.log.add(rec(1));
   t.ctx.log.add(rec(2, { model: "qwen2.5:7b", agent_id: "a2" }));
   t.ctx.log.add(rec(3, { status: 503, error: "All agents failed" }));
@@ -45,11 +45,11 @@ Deno.test("requests API - newest first, with filters", async () => {
   ]);
   // Empty form fields are ignored, as a plain HTML form sends them.
   assert.deepEqual(await ids("model=&status="), ["r4", "r3", "r2", "r1"]);
-  t.close();
+  await t.close();
 });
 
 Deno.test("requests API - bad filters are a 400 with a message", async () => {
-  const t = testApp();
+  const t = await testApp();
   for (
     const q of [
       "limit=0",
@@ -64,11 +64,11 @@ Deno.test("requests API - bad filters are a 400 with a message", async () => {
     assert.equal(res.status, 400, q);
     assert.equal(typeof (await res.json()).error, "string", q);
   }
-  t.close();
+  await t.close();
 });
 
 Deno.test("requests API - CSV and JSON exports download with the filters applied", async () => {
-  const t = testApp();
+  const t = await testApp();
   t.ctx.log.add(rec(1));
   t.ctx.log.add(rec(2, { model: '=HYPERLINK("x")', status: 400, error: 'bad, "quoted"\nline' }));
   const csv = await t.admin("/api/requests?format=csv");
@@ -85,7 +85,7 @@ Deno.test("requests API - CSV and JSON exports download with the filters applied
   const json = await t.admin("/api/requests?format=json&status=ok");
   assert.match(json.headers.get("content-disposition")!, /\.json"/);
   assert.deepEqual((await json.json()).map((r: RequestRecord) => r.id), ["r1"]);
-  t.close();
+  await t.close();
 });
 
 Deno.test("requests API - toCsv writes empty cells for nulls and numbers as they are", () => {

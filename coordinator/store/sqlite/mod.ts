@@ -37,29 +37,34 @@ export function databasePath(url: string): string {
   return m[1];
 }
 
-/** Applies the migrations not yet recorded; returns the versions applied. */
+/**
+ * Applies the migrations not yet recorded; returns the versions applied. Each runs in an
+ * immediate transaction that first reads what is already applied, so coordinators starting at
+ * the same moment on one file apply each migration once: the second waits for the first's lock
+ * (busy timeout) and then finds it done.
+ */
 export function migrate(db: DatabaseSync, migrations: Migration[] = loadMigrations()): number[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`);
-  const done = new Set(
-    db.prepare("SELECT version FROM schema_migrations").all().map((r) => Number(r.version)),
-  );
   const applied: number[] = [];
+  const done = db.prepare("SELECT 1 FROM schema_migrations WHERE version = ?");
   const record = db.prepare(
     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
   );
   for (const m of migrations) {
-    if (done.has(m.version)) continue;
+    if (done.get(m.version)) continue;
     db.exec("BEGIN IMMEDIATE");
     try {
-      db.exec(m.sql);
-      record.run(m.version, m.name, new Date().toISOString());
+      if (!done.get(m.version)) {
+        db.exec(m.sql);
+        record.run(m.version, m.name, new Date().toISOString());
+        applied.push(m.version);
+      }
       db.exec("COMMIT");
     } catch (e) {
-      db.exec("ROLLBACK");
+      if (db.isTransaction) db.exec("ROLLBACK");
       throw new Error(`Cannot apply migration ${m.version}_${m.name}: ${(e as Error).message}`);
     }
-    applied.push(m.version);
   }
   return applied;
 }
@@ -67,10 +72,11 @@ export function migrate(db: DatabaseSync, migrations: Migration[] = loadMigratio
 /** Opens (creating if needed) the database at `url`, in WAL mode, fully migrated. */
 export function openDatabase(url: string): DatabaseSync {
   const db = new DatabaseSync(databasePath(url));
+  // The busy timeout first: switching to WAL takes a lock another process may hold.
+  db.exec("PRAGMA busy_timeout = 5000");
   db.exec("PRAGMA journal_mode = WAL");
   db.exec("PRAGMA synchronous = NORMAL");
   db.exec("PRAGMA foreign_keys = ON");
-  db.exec("PRAGMA busy_timeout = 5000");
   migrate(db);
   return db;
 }

@@ -1,0 +1,218 @@
+/**
+ * The coordinator's durable state behind one asynchronous interface. Every SQL statement of the
+ * coordinator lives below this folder; services (registry, request log, event log, security)
+ * keep what requests need in memory and call the store to persist it, never on a request's path
+ * except where the request itself is a change an admin or an agent must see stored (a
+ * registration, a patch, a new key), and then it answers 503 when the store cannot take it.
+ *
+ * SQLite (`sqlite://PATH`, `sqlite::memory:`) is the embedded default: a file database runs in a
+ * worker so that no write, fsync or checkpoint ever blocks the event loop.
+ */
+import type { AgentMetrics, AgentStatus, InstalledModel, LoadedModel } from "@oc/shared";
+
+/** A recorded event in the fleet's life (registration, status change, failure, …). */
+export interface FleetEvent {
+  id: number;
+  at: string;
+  kind: string;
+  agent_id: string | null;
+  message: string;
+}
+
+/** One client request in the request log. */
+export interface RequestRecord {
+  id: string;
+  /** When the request arrived (ISO). */
+  at: string;
+  route: string;
+  model: string | null;
+  agent_id: string | null;
+  agent_name: string | null;
+  status: number;
+  latency_ms: number;
+  ttft_ms: number | null;
+  queued_ms: number | null;
+  tokens_in: number | null;
+  tokens_out: number | null;
+  tokens_per_second: number | null;
+  attempts: number;
+  error: string | null;
+}
+
+/** An agent as stored: identity, admin settings and last known state. Times are epoch ms. */
+export interface AgentRecord {
+  id: string;
+  machine_name: string;
+  display_name: string | null;
+  labels: string[];
+  ip_address: string;
+  ollama_port: number;
+  ollama_version: string;
+  agent_version: string | null;
+  os: string | null;
+  parallel: number;
+  weight: number;
+  drain: boolean;
+  status: AgentStatus;
+  status_reason: string | null;
+  registered_at: number;
+  last_seen: number;
+  metrics: AgentMetrics | null;
+  models: InstalledModel[];
+  loaded_models: LoadedModel[];
+  /** SHA-256 of the agent's heartbeat secret. */
+  secret_hash: string | null;
+}
+
+/** A partial update of one agent (only the named fields are written). */
+export interface AgentUpdate {
+  id: string;
+  fields: Partial<Omit<AgentRecord, "id">>;
+}
+
+/** An event before the store gave it an id. */
+export type NewEvent = Omit<FleetEvent, "id">;
+
+/** Filters for {@linkcode Store.events}. */
+export interface EventQuery {
+  limit?: number;
+  agentId?: string;
+  /** Only events with a smaller id (paging back). */
+  beforeId?: number;
+}
+
+/** Filters for {@linkcode Store.requests}. */
+export interface RequestQuery {
+  limit?: number;
+  model?: string;
+  agentId?: string;
+  status?: "ok" | "error";
+  since?: string;
+  /** Only records before this time (ISO), for paging back. */
+  until?: string;
+  route?: string;
+}
+
+/** An API key as stored (never the key itself, only its hash). */
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  prefix: string;
+  hash: string;
+  scope: "client" | "admin";
+  created_at: string;
+  last_used_at: string | null;
+  uses: number;
+  revoked_at: string | null;
+}
+
+/** An admin session as stored. */
+export interface SessionRecord {
+  /** SHA-256 of the cookie value. */
+  id_hash: string;
+  csrf: string;
+  created_at: string;
+  expires_at: string;
+}
+
+/** Everything the coordinator loads at start-up. */
+export interface StoreSnapshot {
+  agents: AgentRecord[];
+  settings: Record<string, string>;
+  /** Keys not revoked. */
+  keys: ApiKeyRecord[];
+  /** Whether a client key was ever created (revoking every key keeps client auth on). */
+  clientKeysEver: boolean;
+  /** Sessions not expired. */
+  sessions: SessionRecord[];
+}
+
+/** Rows per table, for tests, metrics and the operator. */
+export interface StoreCounts {
+  agents: number;
+  events: number;
+  requests: number;
+  api_keys: number;
+  sessions: number;
+}
+
+/** How many rows a prune removed. */
+export interface Pruned {
+  events: number;
+  requests: number;
+  sessions: number;
+}
+
+/** What retention keeps. */
+export interface Retention {
+  /** Request-log rows older than this (ISO) go. */
+  requestsBefore: string;
+  /** Events older than this (ISO) go. */
+  eventsBefore: string;
+  /** At most this many events are kept (the newest). */
+  maxEvents: number;
+  /** Sessions that expired before this (ISO) go. */
+  sessionsBefore: string;
+}
+
+/** The coordinator's durable state. Every method may reject with a {@linkcode StoreError}. */
+export interface Store {
+  /** `sqlite` or `postgres`. */
+  readonly kind: "sqlite" | "postgres";
+  /** Everything the coordinator keeps in memory, read once at start-up. */
+  load(): Promise<StoreSnapshot>;
+
+  setSetting(key: string, value: string): Promise<void>;
+
+  /** Inserts an agent, or replaces it when its id exists. */
+  putAgent(agent: AgentRecord): Promise<void>;
+  /** Applies partial updates in one transaction; unknown ids are skipped. */
+  updateAgents(updates: AgentUpdate[]): Promise<void>;
+  /** Deletes an agent; false when there was none. */
+  deleteAgent(id: string): Promise<boolean>;
+
+  /** Stores events in one transaction; returns them with their ids, in order. */
+  addEvents(events: NewEvent[]): Promise<FleetEvent[]>;
+  /** Recent events, newest first. */
+  events(query?: EventQuery): Promise<FleetEvent[]>;
+
+  /** Stores request-log rows in one transaction (a repeated id is ignored). */
+  addRequests(records: RequestRecord[]): Promise<void>;
+  /** Request-log rows, newest first. */
+  requests(query?: RequestQuery): Promise<RequestRecord[]>;
+
+  insertKey(key: ApiKeyRecord): Promise<void>;
+  /** Marks a key revoked; false when there was no such active key. */
+  revokeKey(id: string, at: string): Promise<boolean>;
+  /** Adds counted uses to keys. */
+  addKeyUses(uses: { id: string; uses: number; at: string }[]): Promise<void>;
+  /** Every key, newest first. */
+  listKeys(): Promise<ApiKeyRecord[]>;
+
+  insertSession(session: SessionRecord): Promise<void>;
+  deleteSession(idHash: string): Promise<void>;
+  /** Ends every session (the admin password changed). */
+  deleteAllSessions(): Promise<void>;
+
+  /** Applies retention in one go. */
+  prune(retention: Retention): Promise<Pruned>;
+  counts(): Promise<StoreCounts>;
+  /** Writes nothing more and releases the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * A store operation that failed. `unavailable` means the database could not take it now (disk
+ * full, read-only, locked, unreachable): the caller answers 503 and may try again later; memory
+ * must not change. Other failures are bugs or broken data.
+ */
+export class StoreError extends Error {
+  override name = "StoreError";
+  constructor(message: string, readonly unavailable: boolean, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The message a client gets when a change could not be stored. */
+export const STORE_UNAVAILABLE =
+  "The change could not be saved: the coordinator's database is unavailable; try again later";

@@ -1,0 +1,330 @@
+/**
+ * The store's contract, run against every implementation: SQLite in memory (inline), SQLite in
+ * a file (in its worker), and, where the machine has it, PostgreSQL.
+ */
+import assert from "node:assert/strict";
+import type { AgentRecord, RequestRecord, Store } from "./mod.ts";
+import { StoreError } from "./mod.ts";
+import { openStore } from "./open.ts";
+
+/** A store under test and how to dispose of it. */
+interface Subject {
+  name: string;
+  open(): Promise<{ store: Store; dispose(): Promise<void> }>;
+}
+
+const SUBJECTS: Subject[] = [
+  {
+    name: "sqlite memory",
+    async open() {
+      const store = await openStore("sqlite::memory:");
+      return { store, dispose: () => store.close() };
+    },
+  },
+  {
+    name: "sqlite file",
+    async open() {
+      const dir = await Deno.makeTempDir();
+      const store = await openStore(`sqlite://${dir}/c.db`);
+      return {
+        store,
+        async dispose() {
+          await store.close();
+          await Deno.remove(dir, { recursive: true });
+        },
+      };
+    },
+  },
+];
+
+function agent(overrides: Partial<AgentRecord> = {}): AgentRecord {
+  return {
+    id: crypto.randomUUID(),
+    machine_name: "gpu-01",
+    display_name: null,
+    labels: [],
+    ip_address: "10.0.0.5",
+    ollama_port: 11434,
+    ollama_version: "0.12.6",
+    agent_version: "1.0.0",
+    os: "linux",
+    parallel: 2,
+    weight: 1,
+    drain: false,
+    status: "online",
+    status_reason: null,
+    registered_at: Date.parse("2026-01-01T00:00:00Z"),
+    last_seen: Date.parse("2026-01-01T00:00:05Z"),
+    metrics: null,
+    models: [{ name: "llama3.2:latest", size: 2_000_000_000 }],
+    loaded_models: [],
+    secret_hash: "a".repeat(64),
+    ...overrides,
+  };
+}
+
+function request(id: string, at: string, overrides: Partial<RequestRecord> = {}): RequestRecord {
+  return {
+    id,
+    at,
+    route: "/api/chat",
+    model: "llama3.2",
+    agent_id: null,
+    agent_name: null,
+    status: 200,
+    latency_ms: 12.5,
+    ttft_ms: null,
+    queued_ms: null,
+    tokens_in: 3,
+    tokens_out: 8,
+    tokens_per_second: 100,
+    attempts: 1,
+    error: null,
+    ...overrides,
+  };
+}
+
+for (const subject of SUBJECTS) {
+  const test = (name: string, fn: (store: Store) => Promise<void>) =>
+    Deno.test(`store (${subject.name}) - ${name}`, async () => {
+      const { store, dispose } = await subject.open();
+      try {
+        await fn(store);
+      } finally {
+        await dispose();
+      }
+    });
+
+  test("an empty store loads empty", async (store) => {
+    const s = await store.load();
+    assert.deepEqual(s, {
+      agents: [],
+      settings: {},
+      keys: [],
+      clientKeysEver: false,
+      sessions: [],
+    });
+  });
+
+  test("agents round-trip whole, update field by field and go", async (store) => {
+    const a = agent({
+      labels: ["gpu", "fast"],
+      metrics: { cpu_usage: 5, memory_usage: 6, active_requests: 0, gpus: [{ name: "RTX" }] },
+      loaded_models: [{ name: "llama3.2:latest", size_vram: 5 }],
+      display_name: "Box ✓",
+    });
+    const b = agent({ machine_name: "gpu-02", registered_at: a.registered_at + 1 });
+    await store.putAgent(a);
+    await store.putAgent(b);
+    assert.deepEqual((await store.load()).agents, [a, b]);
+    await store.updateAgents([
+      { id: a.id, fields: { drain: true, weight: 0.5, status: "draining", last_seen: 99 } },
+      { id: "unknown", fields: { drain: true } },
+      { id: b.id, fields: {} },
+    ]);
+    const [a2] = (await store.load()).agents;
+    assert.deepEqual(a2, { ...a, drain: true, weight: 0.5, status: "draining", last_seen: 99 });
+    assert.equal(await store.deleteAgent(a.id), true);
+    assert.equal(await store.deleteAgent(a.id), false);
+    assert.deepEqual((await store.load()).agents.map((x) => x.id), [b.id]);
+  });
+
+  test("settings are kept and replaced", async (store) => {
+    await store.setSetting("k", "1");
+    await store.setSetting("k", "2");
+    await store.setSetting("other", "x");
+    assert.deepEqual((await store.load()).settings, { k: "2", other: "x" });
+  });
+
+  test("events get increasing ids and page back by id", async (store) => {
+    const stored = await store.addEvents([
+      { at: "2026-01-01T00:00:00.000Z", kind: "registered", agent_id: "a", message: "one" },
+      { at: "2026-01-01T00:00:01.000Z", kind: "status", agent_id: "b", message: "two" },
+      { at: "2026-01-01T00:00:02.000Z", kind: "pin", agent_id: null, message: "three" },
+    ]);
+    assert.ok(stored[0].id < stored[1].id && stored[1].id < stored[2].id);
+    assert.deepEqual((await store.events()).map((e) => e.message), ["three", "two", "one"]);
+    assert.deepEqual(await store.events({ agentId: "b" }), [stored[1]]);
+    assert.deepEqual(await store.events({ beforeId: stored[2].id, limit: 1 }), [stored[1]]);
+  });
+
+  test("request-log rows are stored once and filtered", async (store) => {
+    await store.addRequests([
+      request("r1", "2026-01-01T00:00:00.000Z"),
+      request("r2", "2026-01-01T00:00:01.000Z", { status: 503, error: "busy", model: "qwen3" }),
+    ]);
+    await store.addRequests([request("r1", "2026-01-01T00:00:09.000Z", { status: 500 })]);
+    assert.deepEqual((await store.requests()).map((r) => r.id), ["r2", "r1"]);
+    assert.deepEqual(
+      (await store.requests()).find((r) => r.id === "r1"),
+      request("r1", "2026-01-01T00:00:00.000Z"),
+    );
+    assert.deepEqual((await store.requests({ status: "error" })).map((r) => r.id), ["r2"]);
+    assert.deepEqual((await store.requests({ model: "llama3.2" })).map((r) => r.id), ["r1"]);
+    assert.deepEqual(
+      (await store.requests({ since: "2026-01-01T00:00:00.500Z" })).map((r) => r.id),
+      ["r2"],
+    );
+    assert.deepEqual(
+      (await store.requests({ until: "2026-01-01T00:00:00.500Z" })).map((r) => r.id),
+      ["r1"],
+    );
+  });
+
+  test("API keys are revoked once, count uses and stay listed", async (store) => {
+    const key = {
+      id: "k1",
+      name: "laptop",
+      prefix: "oc_abcd",
+      hash: "h1",
+      scope: "client" as const,
+      created_at: "2026-01-01T00:00:00.000Z",
+      last_used_at: null,
+      uses: 0,
+      revoked_at: null,
+    };
+    await store.insertKey(key);
+    await store.addKeyUses([{ id: "k1", uses: 3, at: "2026-01-02T00:00:00.000Z" }]);
+    await store.addKeyUses([{ id: "k1", uses: 2, at: "2026-01-01T12:00:00.000Z" }]);
+    const s = await store.load();
+    assert.equal(s.clientKeysEver, true);
+    assert.deepEqual(s.keys, [{ ...key, uses: 5, last_used_at: "2026-01-02T00:00:00.000Z" }]);
+    assert.equal(await store.revokeKey("k1", "2026-01-03T00:00:00.000Z"), true);
+    assert.equal(await store.revokeKey("k1", "2026-01-04T00:00:00.000Z"), false);
+    const after = await store.load();
+    assert.deepEqual(after.keys, []);
+    assert.equal(after.clientKeysEver, true);
+    assert.equal((await store.listKeys())[0].revoked_at, "2026-01-03T00:00:00.000Z");
+  });
+
+  test("sessions load until they expire and end on demand", async (store) => {
+    const future = new Date(Date.now() + 3_600_000).toISOString();
+    const past = new Date(Date.now() - 1000).toISOString();
+    const now = new Date().toISOString();
+    await store.insertSession({ id_hash: "s1", csrf: "c1", created_at: now, expires_at: future });
+    await store.insertSession({ id_hash: "s2", csrf: "c2", created_at: now, expires_at: future });
+    await store.insertSession({ id_hash: "old", csrf: "c3", created_at: now, expires_at: past });
+    assert.deepEqual((await store.load()).sessions.map((s) => s.id_hash).sort(), ["s1", "s2"]);
+    await store.deleteSession("s1");
+    assert.deepEqual((await store.load()).sessions.map((s) => s.id_hash), ["s2"]);
+    await store.deleteAllSessions();
+    assert.deepEqual((await store.load()).sessions, []);
+  });
+
+  test("retention prunes old rows and keeps the newest events", async (store) => {
+    await store.addRequests([
+      request("old", "2026-01-01T00:00:00.000Z"),
+      request("new", "2026-02-01T00:00:00.000Z"),
+    ]);
+    const events = Array.from({ length: 10 }, (_, i) => ({
+      at: new Date(Date.parse("2026-01-20T00:00:00Z") + i * 86_400_000).toISOString(),
+      kind: "model",
+      agent_id: null,
+      message: `e${i}`,
+    }));
+    await store.addEvents(events);
+    const pruned = await store.prune({
+      requestsBefore: "2026-01-15T00:00:00.000Z",
+      eventsBefore: "2026-01-22T00:00:00.000Z",
+      maxEvents: 5,
+      sessionsBefore: "2026-01-15T00:00:00.000Z",
+    });
+    assert.deepEqual(pruned, { requests: 1, events: 5, sessions: 0 });
+    assert.deepEqual((await store.requests()).map((r) => r.id), ["new"]);
+    assert.deepEqual((await store.events()).map((e) => e.message), ["e9", "e8", "e7", "e6", "e5"]);
+    assert.deepEqual(await store.counts(), {
+      agents: 0,
+      events: 5,
+      requests: 1,
+      api_keys: 0,
+      sessions: 0,
+    });
+  });
+
+  test("a failed call is a StoreError and the store goes on", async (store) => {
+    const a = agent();
+    await store.putAgent(a);
+    // The same machine and address twice breaks a uniqueness rule: a bug, not an outage.
+    const error = await store.putAgent({ ...a, id: "other" }).catch((e) => e);
+    assert.ok(error instanceof StoreError, String(error));
+    assert.equal(error.unavailable, false);
+    assert.equal((await store.load()).agents.length, 1);
+  });
+}
+
+Deno.test("store (sqlite file) - coordinators opening a fresh file together migrate it once", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const stores = await Promise.all(
+      Array.from({ length: 4 }, () => openStore(`sqlite://${dir}/c.db`)),
+    );
+    await stores[0].setSetting("k", "v");
+    for (const s of stores) assert.equal((await s.load()).settings.k, "v");
+    await Promise.all(stores.map((s) => s.close()));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Mounts a tmpfs of `size` at a new folder; null where this machine cannot mount. */
+async function smallDisk(size: string): Promise<{ dir: string; unmount(): Promise<void> } | null> {
+  const dir = await Deno.makeTempDir();
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir],
+    stderr: "null",
+    stdout: "null",
+  }).output().catch(() => ({ success: false }));
+  if (!mount.success) {
+    await Deno.remove(dir);
+    return null;
+  }
+  return {
+    dir,
+    async unmount() {
+      await new Deno.Command("umount", { args: [dir] }).output();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("store (sqlite file) - a full disk fails writes as unavailable; writes resume once space is back", async () => {
+  const disk = await smallDisk("1m");
+  if (!disk) {
+    console.log("Disk-full test skipped: this machine cannot mount a tmpfs (needs root)");
+    return;
+  }
+  try {
+    const store = await openStore(`sqlite://${disk.dir}/c.db`);
+    // Fill the disk beside the database, leaving it a little room.
+    const filler = `${disk.dir}/filler`;
+    const file = await Deno.open(filler, { write: true, create: true });
+    const block = new Uint8Array(64 * 1024);
+    try {
+      while (true) await file.write(block);
+    } catch {
+      /* full */
+    } finally {
+      file.close();
+    }
+    let failure: unknown;
+    for (let i = 0; i < 200 && failure === undefined; i++) {
+      const batch = Array.from(
+        { length: 50 },
+        (_, j) => request(`r${i}-${j}`, new Date().toISOString(), { error: "x".repeat(500) }),
+      );
+      await store.addRequests(batch).catch((e) => failure = e);
+    }
+    assert.ok(failure instanceof StoreError, `expected a StoreError, got ${failure}`);
+    assert.equal(failure.unavailable, true);
+    assert.match(failure.message, /full|disk|I\/O/i);
+    // Still readable while full.
+    assert.ok((await store.counts()).requests >= 0);
+    // Space comes back: the same write now succeeds.
+    await Deno.remove(filler);
+    await store.addRequests([request("after", new Date().toISOString())]);
+    assert.ok((await store.requests({ limit: 10_000 })).some((r) => r.id === "after"));
+    await store.close();
+  } finally {
+    await disk.unmount();
+  }
+});

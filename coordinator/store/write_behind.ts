@@ -1,0 +1,125 @@
+/**
+ * A bounded write-behind buffer for append-only rows (the request log, events): rows are
+ * written in batches a moment after they arrive, one batch at a time, and kept for the next try
+ * when the store cannot take them. When the buffer is full the oldest rows are dropped and
+ * counted, so a database that stays away costs bounded memory, never the process.
+ */
+import { StoreError } from "./mod.ts";
+
+/** Options for {@linkcode WriteBehind}. */
+export interface WriteBehindOptions<T, R> {
+  /** Writes one batch; resolves with what the caller should see of the rows (ids, …). */
+  write(batch: T[]): Promise<R[]>;
+  /** Called with the stored rows, in order, after each successful write. */
+  onWritten?(rows: R[]): void;
+  /** What the rows are, for log lines ("request log", "events"). */
+  what: string;
+  /** Milliseconds between a row's arrival and its batch's write. */
+  delayMs?: number;
+  /** A batch is written at once when this many rows wait. */
+  batchSize?: number;
+  /** Rows kept while the store is unavailable; older ones are dropped beyond it. */
+  maxBuffered?: number;
+  /** Milliseconds before retrying after a failed write. */
+  retryMs?: number;
+}
+
+/** See the module documentation. */
+export class WriteBehind<T, R = T> {
+  readonly #o: Required<Omit<WriteBehindOptions<T, R>, "onWritten">> & WriteBehindOptions<T, R>;
+  #pending: T[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #writing: Promise<void> | undefined;
+  #failing = false;
+  #closed = false;
+  /** Rows dropped because the buffer was full while the store was unavailable. */
+  dropped = 0;
+  /** Rows written since start. */
+  written = 0;
+
+  constructor(options: WriteBehindOptions<T, R>) {
+    this.#o = {
+      delayMs: 250,
+      batchSize: 500,
+      maxBuffered: 50_000,
+      retryMs: 1000,
+      ...options,
+    };
+  }
+
+  /** Rows waiting to be written. */
+  get buffered(): number {
+    return this.#pending.length;
+  }
+
+  /** Queues a row. */
+  add(row: T): void {
+    if (this.#closed) return;
+    this.#pending.push(row);
+    if (this.#pending.length > this.#o.maxBuffered) {
+      const excess = this.#pending.length - this.#o.maxBuffered;
+      this.#pending.splice(0, excess);
+      this.dropped += excess;
+    }
+    if (this.#pending.length >= this.#o.batchSize && !this.#failing) void this.flush();
+    else this.#schedule(this.#failing ? this.#o.retryMs : this.#o.delayMs);
+  }
+
+  #schedule(ms: number): void {
+    if (this.#timer !== undefined || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.flush();
+    }, ms);
+  }
+
+  /**
+   * Writes what is buffered, batch by batch; resolves when the buffer is empty or a write failed
+   * (the rows then stay for the next try). Never rejects.
+   */
+  flush(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    // One write at a time, in order: a flush asked for during a write runs after it.
+    const run = async (): Promise<void> => {
+      while (this.#pending.length > 0) {
+        const batch = this.#pending.slice(0, this.#o.batchSize);
+        let rows: R[];
+        try {
+          rows = await this.#o.write(batch);
+        } catch (e) {
+          if (!this.#failing) {
+            const why = e instanceof StoreError ? e.message : String(e);
+            console.error(`Cannot write the ${this.#o.what}, keeping it to retry: ${why}`);
+          }
+          this.#failing = true;
+          this.#schedule(this.#o.retryMs);
+          return;
+        }
+        // Rows added meanwhile went after the batch; dropping the oldest may have eaten into it.
+        const dropped = this.#pending.indexOf(batch[batch.length - 1]) + 1;
+        this.#pending.splice(0, dropped);
+        this.written += batch.length;
+        if (this.#failing) {
+          this.#failing = false;
+          console.error(`The ${this.#o.what} is written again`);
+        }
+        this.#o.onWritten?.(rows);
+      }
+    };
+    const next = (this.#writing ?? Promise.resolve()).then(run);
+    const settled = next.finally(() => {
+      if (this.#writing === settled) this.#writing = undefined;
+    });
+    this.#writing = settled;
+    return settled;
+  }
+
+  /** Writes what is buffered and takes no more rows. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The fleet's events (registrations, status changes, failures, pulls, sign-ins): written to the
+ * store in small batches behind whatever caused them, then published on the bus with the id the
+ * store gave them, so the live dashboard and the events API agree on ids.
+ */
+import type { Bus } from "./bus.ts";
+import type { EventQuery, FleetEvent, NewEvent, Store } from "../store/mod.ts";
+import { WriteBehind } from "../store/write_behind.ts";
+
+export type { EventQuery, FleetEvent };
+
+/** See the module documentation. */
+export class EventLog {
+  readonly #store: Store;
+  readonly #now: () => number;
+  readonly #writes: WriteBehind<NewEvent, FleetEvent>;
+
+  constructor(store: Store, options: { bus?: Bus; now?: () => number; flushMs?: number } = {}) {
+    this.#store = store;
+    this.#now = options.now ?? Date.now;
+    const bus = options.bus;
+    this.#writes = new WriteBehind({
+      what: "event log",
+      write: (batch) => store.addEvents(batch),
+      onWritten: (events) => {
+        for (const event of events) bus?.publish({ type: "event", event });
+      },
+      delayMs: options.flushMs ?? 20,
+      batchSize: 200,
+      maxBuffered: 10_000,
+    });
+  }
+
+  /** Records an event; it is stored and published a moment later. */
+  record(kind: string, agentId: string | null, message: string): void {
+    this.#writes.add({ at: new Date(this.#now()).toISOString(), kind, agent_id: agentId, message });
+  }
+
+  /** Writes what is buffered now. */
+  flush(): Promise<void> {
+    return this.#writes.flush();
+  }
+
+  /** Events waiting to be written, and those dropped because the store stayed away. */
+  get counts(): { buffered: number; dropped: number } {
+    return { buffered: this.#writes.buffered, dropped: this.#writes.dropped };
+  }
+
+  /** The most recent events, newest first (what is buffered is written first). */
+  async query(q: EventQuery = {}): Promise<FleetEvent[]> {
+    await this.flush();
+    return await this.#store.events(q);
+  }
+
+  /** Writes what is buffered and takes no more events. */
+  close(): Promise<void> {
+    return this.#writes.close();
+  }
+}
