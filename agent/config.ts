@@ -3,7 +3,7 @@
  * zod. A bad value stops start-up with one line that names the setting and the value.
  *
  * `zod/mini` rather than zod's classic API: the same validation with lighter schema objects, which
- * keeps the idle agent's resident memory down (see wire.ts).
+ * keeps the idle agent's resident memory down (see shared/schemas.ts).
  */
 import { parseArgs } from "node:util";
 import * as z from "zod/mini";

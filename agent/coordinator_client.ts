@@ -9,9 +9,9 @@
  * quiet.
  */
 import type { CommandProgress, HealthRequest, RegisterRequest } from "@oc/shared";
+import { HealthResponse, RegisterResponse } from "@oc/shared";
 import type { Logger } from "./log.ts";
 import { silentLogger } from "./log.ts";
-import { HealthResponse, RegisterResponse } from "./wire.ts";
 import { errorMessage, sleep } from "./util.ts";
 
 /** The coordinator answered with an error status; callers act on `status` (404, 401, …). */
