@@ -53,6 +53,12 @@ Deno.test("compile agent - the bundled agent runs and validates its settings", a
       new Deno.Command(Deno.execPath(), { args, cwd: ROOT, env, stdin: "null" }).output();
     const bundled = await run(bundleArgs(dir));
     assert.equal(bundled.code, 0, new TextDecoder().decode(bundled.stderr));
+    // The shared schemas are zod/mini: zod's classic API or all its locales would cost the idle
+    // agent megabytes of resident memory (deno task bench:agent).
+    const code = await Deno.readTextFile(`${dir}/agent.js`);
+    assert.ok(code.includes('"ZodMiniType"'));
+    assert.ok(!code.includes('"ZodType"'), "the agent bundles zod's classic API");
+    assert.ok(!code.includes("/locales/de.js"), "the agent bundles every zod locale");
     const version = await run(["run", "--allow-all", `${dir}/agent.js`, "--version"]);
     assert.equal(new TextDecoder().decode(version.stdout).trim(), AGENT_VERSION);
     const bad = await run(["run", "--allow-all", `${dir}/agent.js`], { OLLAMA_PORT: "70000" });

@@ -3,7 +3,7 @@
  * zod. A bad value stops start-up with one line that names the setting and the value.
  *
  * `zod/mini` rather than zod's classic API: the same validation with lighter schema objects, which
- * keeps the idle agent's resident memory down (see wire.ts).
+ * keeps the idle agent's resident memory down (see shared/schemas.ts).
  */
 import { parseArgs } from "node:util";
 import * as z from "zod/mini";
@@ -59,8 +59,11 @@ export const DEFAULT_TIMING: AgentTiming = {
 
 /** Everything the agent needs to run. */
 export interface AgentConfig {
-  /** Base URL of the coordinator, without a trailing slash. */
-  coordinatorUrl: string;
+  /**
+   * Base URLs of the coordinators, without trailing slashes: the agent uses the first that
+   * answers and moves to the next when it stops answering.
+   */
+  coordinatorUrls: string[];
   /** Port of the local Ollama. */
   ollamaPort: number;
   /** Address the Ollama the agent starts listens on (the host part of its `OLLAMA_HOST`). */
@@ -107,6 +110,8 @@ interface Setting {
   help: string;
   /** What a valid value looks like, for the error message. */
   expect: string;
+  /** For comma-separated lists: what one entry looks like; a bad entry is named in the error. */
+  item?: string;
   schema: z.ZodMiniType;
 }
 
@@ -129,18 +134,30 @@ const hostText = z.string().check(
   z.regex(/^[\w.:%\[\]-]+$/),
 );
 const lowerText = z.string().check(z.trim(), z.toLowerCase());
+/** Comma-separated entries, trimmed, empty ones dropped, each checked by `entry`. */
+const listText = (entry: z.ZodMiniType<string, string>) =>
+  z.pipe(
+    z.pipe(z.string(), z.transform((s) => s.split(",").map((m) => m.trim()).filter(Boolean))),
+    z.array(entry),
+  );
+const httpUrl = z.pipe(
+  z.url({ protocol: /^https?$/ }),
+  z.transform((u) => u.replace(/\/+$/, "")),
+);
 
 /** Every setting, in the order `--help` lists them. */
 export const SETTINGS: readonly Setting[] = [
   {
-    key: "coordinatorUrl",
+    key: "coordinatorUrls",
     env: "COORDINATOR_URL",
     flag: "coordinator-url",
-    help: "Coordinator base URL (default http://localhost:8080)",
-    expect: "an http:// or https:// URL",
+    help: "Coordinator base URL, or several comma-separated: the first that answers is used " +
+      "(default http://localhost:8080)",
+    expect: "one or more comma-separated http:// or https:// URLs",
+    item: "an http:// or https:// URL",
     schema: z.pipe(
-      z.pipe(z.string().check(z.trim()), z.url({ protocol: /^https?$/ })),
-      z.transform((u) => u.replace(/\/+$/, "")),
+      listText(httpUrl).check(z.minLength(1)),
+      z.transform((urls) => [...new Set(urls)]),
     ),
   },
   {
@@ -221,10 +238,8 @@ export const SETTINGS: readonly Setting[] = [
     flag: "default-models",
     help: "Comma-separated models to keep installed (pulled at start when missing)",
     expect: "comma-separated model names",
-    schema: z.pipe(
-      z.pipe(z.string(), z.transform((s) => s.split(",").map((m) => m.trim()).filter(Boolean))),
-      z.array(z.string().check(z.maxLength(253), z.regex(/^[^\s,]+$/))),
-    ),
+    item: "a model name without spaces, at most 253 characters",
+    schema: listText(z.string().check(z.maxLength(253), z.regex(/^[^\s,]+$/))),
   },
   {
     key: "agentToken",
@@ -261,7 +276,7 @@ export const SETTINGS: readonly Setting[] = [
 ];
 
 const DEFAULTS = {
-  coordinatorUrl: "http://localhost:8080",
+  coordinatorUrls: ["http://localhost:8080"],
   ollamaPort: 11434,
   ollamaBindHost: "0.0.0.0",
   pullTimeoutSecs: 0,
@@ -344,6 +359,15 @@ export function loadConfig(args: string[], options: LoadConfigOptions = {}): Loa
     if (raw === undefined) continue;
     const parsed = s.schema.safeParse(raw);
     if (!parsed.success) {
+      // A list's bad entry is named on its own: "a,b,c" would leave the reader to find it.
+      const index = parsed.error.issues[0]?.path[0];
+      if (s.item && typeof index === "number") {
+        const entries = raw.split(",").map((m) => m.trim()).filter(Boolean);
+        const what = entries.length > 1 ? `${source} entry` : source;
+        throw new ConfigError(
+          `Invalid ${what} ${JSON.stringify(entries[index])}: expected ${s.item}`,
+        );
+      }
       throw new ConfigError(`Invalid ${source} ${JSON.stringify(raw)}: expected ${s.expect}`);
     }
     out[s.key] = parsed.data;

@@ -18,7 +18,7 @@ function run(args: string[], env: Record<string, string> = {}) {
 
 Deno.test("config - defaults apply when nothing is set", () => {
   const config = run([]);
-  assert.equal(config.coordinatorUrl, "http://localhost:8080");
+  assert.deepEqual(config.coordinatorUrls, ["http://localhost:8080"]);
   assert.equal(config.ollamaPort, 11434);
   assert.equal(config.ollamaBindHost, "0.0.0.0");
   assert.equal(config.machineName, "box-from-os");
@@ -54,7 +54,7 @@ Deno.test("config - reads every setting from the environment", () => {
     LOG_FORMAT: "JSON",
     LOG_LEVEL: "debug",
   });
-  assert.equal(config.coordinatorUrl, "https://coord.example:9000");
+  assert.deepEqual(config.coordinatorUrls, ["https://coord.example:9000"]);
   assert.equal(config.ollamaPort, 11500);
   assert.equal(config.ollamaBindHost, "127.0.0.1");
   assert.equal(config.machineName, "gpu-01");
@@ -77,8 +77,15 @@ Deno.test("config - a flag wins over its variable", () => {
     { OLLAMA_PORT: "11500", COORDINATOR_URL: "http://other:1", LOG_LEVEL: "debug" },
   );
   assert.equal(config.ollamaPort, 12000);
-  assert.equal(config.coordinatorUrl, "http://10.1.1.1:8080");
+  assert.deepEqual(config.coordinatorUrls, ["http://10.1.1.1:8080"]);
   assert.equal(config.logLevel, "warn");
+});
+
+Deno.test("config - COORDINATOR_URL lists several coordinators, in order, once each", () => {
+  const config = run([], {
+    COORDINATOR_URL: " http://a:8080/, https://b.example ,,http://a:8080",
+  });
+  assert.deepEqual(config.coordinatorUrls, ["http://a:8080", "https://b.example"]);
 });
 
 Deno.test("config - machine name falls back to OLLAMA_MACHINE_NAME, HOSTNAME, then the host", () => {
@@ -106,14 +113,37 @@ Deno.test("config - a bad value stops with one line naming the setting and value
     [[], { OLLAMA_PORT: "abc" }, 'Invalid OLLAMA_PORT "abc": expected an integer from 1 to 65535'],
     [[], { OLLAMA_PORT: "70000" }, 'Invalid OLLAMA_PORT "70000"'],
     [["--ollama-port", "0"], {}, 'Invalid --ollama-port "0"'],
-    [[], { COORDINATOR_URL: "ftp://x" }, 'Invalid COORDINATOR_URL "ftp://x"'],
+    [
+      [],
+      { COORDINATOR_URL: "ftp://x" },
+      'Invalid COORDINATOR_URL "ftp://x": expected an http:// or https:// URL',
+    ],
+    [
+      [],
+      { COORDINATOR_URL: "http://a:8080, ftp://b" },
+      'Invalid COORDINATOR_URL entry "ftp://b": expected an http:// or https:// URL',
+    ],
+    [
+      ["--coordinator-url", "http://a:8080,b:8080"],
+      {},
+      'Invalid --coordinator-url entry "b:8080": expected an http:// or https:// URL',
+    ],
+    [
+      [],
+      { COORDINATOR_URL: " , " },
+      'Invalid COORDINATOR_URL " , ": expected one or more comma-separated http:// or https:// URLs',
+    ],
     [[], { COORDINATOR_URL: "not a url" }, 'Invalid COORDINATOR_URL "not a url"'],
     [[], { HEARTBEAT_INTERVAL: "-1" }, 'Invalid HEARTBEAT_INTERVAL "-1"'],
     [[], { LOG_FORMAT: "xml" }, 'Invalid LOG_FORMAT "xml": expected text or json'],
     [[], { LOG_LEVEL: "loud" }, 'Invalid LOG_LEVEL "loud"'],
     [[], { OLLAMA_NUM_PARALLEL: "0" }, 'Invalid OLLAMA_NUM_PARALLEL "0"'],
     [[], { COORDINATOR_REGISTER_MAX_RETRIES: "1.5" }, "Invalid COORDINATOR_REGISTER_MAX_RETRIES"],
-    [[], { OLLAMA_DEFAULT_MODELS: "llama3.2,bad name" }, "Invalid OLLAMA_DEFAULT_MODELS"],
+    [
+      [],
+      { OLLAMA_DEFAULT_MODELS: "llama3.2,bad name" },
+      'Invalid OLLAMA_DEFAULT_MODELS entry "bad name": expected a model name',
+    ],
     [[], { AGENT_ADVERTISE_ADDRESS: "http://x/" }, "Invalid AGENT_ADVERTISE_ADDRESS"],
   ];
   for (const [args, env, expected] of cases) {
@@ -147,12 +177,26 @@ Deno.test("config - --help lists every setting with its variable and flag", () =
     assert.ok(help.includes(`--${s.flag}`), `help lacks --${s.flag}`);
   }
   assert.deepEqual(loadConfig(["--version"], { env: {}, hostname }), { action: "version" });
+  // A setting without a default says nothing about one, rather than "(default: )".
+  assert.doesNotMatch(help, /default:?\s*\)/);
+  assert.match(help, /--agent-token +AGENT_TOKEN +Token sent when registering/);
 });
 
 Deno.test("config - configFrom fills defaults and merges timing", () => {
   const config = configFrom({ ollamaPort: 1234, timing: { stopGraceMs: 5 } });
   assert.equal(config.ollamaPort, 1234);
-  assert.equal(config.coordinatorUrl, "http://localhost:8080");
+  assert.deepEqual(config.coordinatorUrls, ["http://localhost:8080"]);
   assert.equal(config.timing.stopGraceMs, 5);
   assert.equal(config.timing.restartBackoffMaxMs, DEFAULT_TIMING.restartBackoffMaxMs);
+});
+
+Deno.test("config - the README's agent table has a row per setting, with its flag", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const section = readme.split("### Agent settings")[1]?.split("\n### ")[0] ?? "";
+  const rows = section.split("\n").filter((l) => l.startsWith("| `"));
+  const table = rows.map((l) => l.split("|").slice(1, 3).map((c) => c.trim()));
+  assert.deepEqual(
+    table.map(([env, flag]) => `${env} ${flag}`).sort(),
+    SETTINGS.map((s) => `\`${s.env}\` \`--${s.flag}\``).sort(),
+  );
 });

@@ -5,13 +5,18 @@
  * the registration reply carries `agent_secret`, heartbeats and progress reports use it instead;
  * without one they keep sending the token.
  *
- * The coordinator going away is logged once, and its return once; the attempts in between are
- * quiet.
+ * Several coordinators: the client holds a list of base URLs and talks to one at a time. When the
+ * one in use stops answering (no connection, a timeout, a 5xx), callers move on with `next()` and
+ * register there; a rejected credential (401/403) is no reason to move. Each move that lands on a
+ * coordinator that answers is logged once ("Coordinator A stopped answering; using B").
+ *
+ * The coordinators going away is logged once (when every one of them missed in a row), and their
+ * return once; the attempts in between are quiet.
  */
 import type { CommandProgress, HealthRequest, RegisterRequest } from "@oc/shared";
+import { HealthResponse, RegisterResponse } from "@oc/shared";
 import type { Logger } from "./log.ts";
 import { silentLogger } from "./log.ts";
-import { HealthResponse, RegisterResponse } from "./wire.ts";
 import { errorMessage, sleep } from "./util.ts";
 
 /** The coordinator answered with an error status; callers act on `status` (404, 401, …). */
@@ -24,6 +29,23 @@ export class CoordinatorHttpError extends Error {
   }
 }
 
+/** The coordinator could not be reached: no connection, a reset, a timeout. */
+export class CoordinatorUnreachableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "CoordinatorUnreachableError";
+  }
+}
+
+/**
+ * True when an error of a {@linkcode CoordinatorClient} call means the coordinator in use is not
+ * serving: unreachable, a 5xx, or a reply that is not the agent API's. Another coordinator may do
+ * better. A 4xx (a wrong token, a refused body) would be answered the same by every coordinator.
+ */
+export function isFailoverError(error: unknown): boolean {
+  return !(error instanceof CoordinatorHttpError) || error.status >= 500;
+}
+
 /** True for a rejected credential (401 or 403). */
 export function isAuthError(error: unknown): boolean {
   return error instanceof CoordinatorHttpError && (error.status === 401 || error.status === 403);
@@ -31,8 +53,8 @@ export function isAuthError(error: unknown): boolean {
 
 /** Options of {@linkcode CoordinatorClient}. */
 export interface CoordinatorClientOptions {
-  /** Coordinator base URL without a trailing slash. */
-  baseUrl: string;
+  /** Coordinator base URL, or several to move through in order when one stops answering. */
+  baseUrl: string | readonly string[];
   /** AGENT_TOKEN, sent on registration. */
   token?: string;
   logger?: Logger;
@@ -42,27 +64,53 @@ export interface CoordinatorClientOptions {
 
 /** The agent's side of the coordinator's agent API. */
 export class CoordinatorClient {
-  readonly baseUrl: string;
+  /** Every coordinator's base URL, without trailing slashes, in the order they are tried. */
+  readonly urls: readonly string[];
+  #index = 0;
   #token: string | undefined;
   #secret: string | undefined;
   #logger: Logger;
   #timeoutMs: number;
   #reachable: boolean | undefined;
+  /** The coordinators that requests failed to reach since one was last reached. */
+  #missed = new Set<string>();
+  /** The coordinator `next()` moved away from, until another one answers. */
+  #leftBehind: string | undefined;
   /** The id the coordinator gave this agent, once registered. */
   agentId: string | undefined;
   /** The heartbeat interval the coordinator asked for, in seconds, if it did. */
   heartbeatIntervalSecs: number | undefined;
 
   constructor(options: CoordinatorClientOptions) {
-    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+    const urls = typeof options.baseUrl === "string" ? [options.baseUrl] : options.baseUrl;
+    if (urls.length === 0) throw new RangeError("Cannot create a coordinator client: no URL");
+    this.urls = urls.map((u) => u.replace(/\/+$/, ""));
     this.#token = options.token;
     this.#logger = options.logger ?? silentLogger;
     this.#timeoutMs = options.timeoutMs ?? 10_000;
   }
 
-  /** False after a request failed to reach the coordinator, true after one reached it. */
+  /** The base URL of the coordinator in use. */
+  get baseUrl(): string {
+    return this.urls[this.#index];
+  }
+
+  /**
+   * False once requests to every coordinator failed to reach it (one after the other), true after
+   * one reached a coordinator.
+   */
   get reachable(): boolean | undefined {
     return this.#reachable;
+  }
+
+  /**
+   * Moves to the next coordinator of the list (after the last, the first again). Callers register
+   * there: the next request goes to it. Does nothing with a single URL.
+   */
+  next(): void {
+    if (this.urls.length < 2) return;
+    this.#leftBehind ??= this.baseUrl;
+    this.#index = (this.#index + 1) % this.urls.length;
   }
 
   async #post(
@@ -74,10 +122,11 @@ export class CoordinatorClient {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (bearer) headers.authorization = `Bearer ${bearer}`;
+    const url = this.baseUrl;
     let res: Response;
     let text: string;
     try {
-      res = await fetch(`${this.baseUrl}${path}`, {
+      res = await fetch(`${url}${path}`, {
         method: "POST",
         headers,
         body: JSON.stringify(body),
@@ -85,10 +134,11 @@ export class CoordinatorClient {
       });
       text = await res.text();
     } catch (error) {
-      if (!signal?.aborted) this.#setReachable(false, error);
-      throw error;
+      if (signal?.aborted) throw error;
+      this.#unreachable(url, error);
+      throw new CoordinatorUnreachableError(errorMessage(error), { cause: error });
     }
-    this.#setReachable(true);
+    this.#answered(url, res.status);
     if (!res.ok) {
       let detail = text.trim().slice(0, 200);
       try {
@@ -111,16 +161,29 @@ export class CoordinatorClient {
     }
   }
 
-  #setReachable(reachable: boolean, error?: unknown): void {
-    if (reachable && this.#reachable === false) {
-      this.#logger.info("Coordinator is reachable again", { url: this.baseUrl });
-    } else if (!reachable && this.#reachable !== false) {
-      this.#logger.warn("Coordinator is unreachable; retrying quietly", {
-        url: this.baseUrl,
-        error: errorMessage(error),
-      });
+  #unreachable(url: string, error: unknown): void {
+    this.#missed.add(url);
+    // With several coordinators, a miss is followed by a try of the next one: only when every one
+    // was missed can none be reached.
+    if (this.#reachable === false || this.#missed.size < this.urls.length) return;
+    this.#reachable = false;
+    this.#logger.warn("Coordinator is unreachable; retrying quietly", {
+      url: this.urls.join(", "),
+      error: errorMessage(error),
+    });
+  }
+
+  #answered(url: string, status: number): void {
+    const wasDown = this.#reachable === false;
+    this.#missed.clear();
+    this.#reachable = true;
+    const from = this.#leftBehind;
+    if (status < 500) this.#leftBehind = undefined;
+    if (status < 500 && from !== undefined && from !== url) {
+      this.#logger.warn(`Coordinator ${from} stopped answering; using ${url}`);
+    } else if (wasDown) {
+      this.#logger.info("Coordinator is reachable again", { url });
     }
-    this.#reachable = reachable;
   }
 
   /** `POST /api/agents`; remembers the agent id, secret and heartbeat interval of the reply. */
@@ -178,8 +241,11 @@ export interface RegisterRetryOptions {
 }
 
 /**
- * Registers, retrying as configured. `buildBody` runs before every attempt so each one reports
- * fresh state. Resolves undefined when `signal` aborts; throws once the retries are used up.
+ * Registers, retrying as configured. One attempt tries the coordinator in use and, while they do
+ * not answer, the next ones of the list, each once; the pause comes between attempts. A rejected
+ * token or body ends the attempt at once: every coordinator would answer the same.
+ * `buildBody` runs before every try so each one reports fresh state. Resolves undefined when
+ * `signal` aborts; throws once the retries are used up.
  */
 export async function registerWithRetry(
   client: CoordinatorClient,
@@ -190,37 +256,41 @@ export async function registerWithRetry(
   let lastProblem = "";
   for (let attempt = 1; !options.signal?.aborted; attempt++) {
     let delay = options.retryMs;
-    try {
-      const body = await buildBody();
-      const reply = await client.register(body, options.signal);
-      logger.info("Registered with the coordinator", {
-        agent_id: reply.agent_id,
-        status: reply.status,
-        url: client.baseUrl,
-        address: `${body.ip_address}:${body.ollama_port}`,
-      });
-      return reply;
-    } catch (error) {
-      if (options.signal?.aborted) return undefined;
-      let problem = errorMessage(error);
-      if (isAuthError(error)) {
-        problem = `Cannot register agent: the coordinator rejected the token (status ${
-          (error as CoordinatorHttpError).status
-        }); set AGENT_TOKEN to a token the coordinator accepts`;
-        // A wrong token will not fix itself quickly: log every time, but try slowly.
-        logger.error(problem);
-        delay = Math.max(options.retryMs, options.unauthorizedRetryMs);
-      } else if (error instanceof CoordinatorHttpError) {
-        if (problem !== lastProblem) logger.warn(`Cannot register agent: ${problem}`);
-      } else if (client.reachable !== false && problem !== lastProblem) {
-        logger.warn(`Cannot register agent: ${problem}`);
+    for (let tried = 0; tried < client.urls.length; tried++) {
+      try {
+        const body = await buildBody();
+        const reply = await client.register(body, options.signal);
+        logger.info("Registered with the coordinator", {
+          agent_id: reply.agent_id,
+          status: reply.status,
+          url: client.baseUrl,
+          address: `${body.ip_address}:${body.ollama_port}`,
+        });
+        return reply;
+      } catch (error) {
+        if (options.signal?.aborted) return undefined;
+        let problem = errorMessage(error);
+        if (isAuthError(error)) {
+          problem = `Cannot register agent: the coordinator rejected the token (status ${
+            (error as CoordinatorHttpError).status
+          }); set AGENT_TOKEN to a token the coordinator accepts`;
+          // A wrong token will not fix itself quickly: log every time, but try slowly.
+          logger.error(problem);
+          delay = Math.max(options.retryMs, options.unauthorizedRetryMs);
+        } else if (!(error instanceof CoordinatorUnreachableError) && problem !== lastProblem) {
+          // Unreachable coordinators are logged by the client, once.
+          logger.warn(`Cannot register agent: ${problem}`);
+        }
+        lastProblem = problem;
+        if (!isFailoverError(error)) break;
+        client.next();
       }
-      lastProblem = problem;
-      if (options.maxRetries > 0 && attempt > options.maxRetries) {
-        throw new Error(
-          `Cannot register with the coordinator at ${client.baseUrl} after ${attempt} attempts: ${problem}`,
-        );
-      }
+    }
+    if (options.maxRetries > 0 && attempt > options.maxRetries) {
+      const where = client.urls.length === 1
+        ? `the coordinator at ${client.baseUrl}`
+        : `any of the coordinators ${client.urls.join(", ")}`;
+      throw new Error(`Cannot register with ${where} after ${attempt} attempts: ${lastProblem}`);
     }
     await sleep(delay, options.signal);
   }
@@ -298,6 +368,33 @@ export function progressBody(progress: CommandProgress): CommandProgress {
   if (out.digest !== undefined) out.digest = out.digest.slice(0, 128);
   if (out.error !== undefined) out.error = out.error.slice(0, 1024);
   return out;
+}
+
+/** Options of {@linkcode registrationAddress}. */
+export interface RegistrationAddressOptions {
+  /** AGENT_ADVERTISE_ADDRESS, when set: always used. */
+  advertised?: string;
+  /** The coordinator the agent last registered with, and the address it registered under. */
+  registered?: { url: string; address: string };
+  /** Finds the address towards a coordinator; default {@linkcode detectAdvertiseAddress}. */
+  detect?: (coordinatorUrl: string) => Promise<string>;
+}
+
+/**
+ * The address to register with the coordinator at `url` under. Coordinators that share one
+ * database know an agent by its machine name, address and port, so towards another coordinator
+ * than the last one the agent keeps the address it registered under (and so its id), even where
+ * the route to that coordinator leaves from another interface. Towards the same coordinator the
+ * address is detected again, in case the machine's address changed.
+ */
+export function registrationAddress(
+  url: string,
+  options: RegistrationAddressOptions = {},
+): Promise<string> {
+  if (options.advertised) return Promise.resolve(options.advertised);
+  const { registered } = options;
+  if (registered && registered.url !== url) return Promise.resolve(registered.address);
+  return (options.detect ?? detectAdvertiseAddress)(url);
 }
 
 /** Strips the brackets of an IPv6 literal (`[::1]` → `::1`). */

@@ -7,6 +7,7 @@ import {
   detectAdvertiseAddress,
   progressBody,
   registerWithRetry,
+  registrationAddress,
 } from "./coordinator_client.ts";
 import { createMemoryLogger } from "./log.ts";
 import { startFakeCoordinator } from "./testing.ts";
@@ -140,6 +141,114 @@ Deno.test("coordinator client - a rejected token is a clear error about AGENT_TO
   }
 });
 
+/** What the client said about coordinators going and coming, in order. */
+const moves = (logger: ReturnType<typeof createMemoryLogger>) =>
+  logger.lines.filter((l) => l.msg.startsWith("Coordinator ")).map((l) => l.msg);
+
+Deno.test("coordinator client - several coordinators: registers with the first that answers", async () => {
+  const down = await startFakeCoordinator();
+  await down.stop();
+  const up = await startFakeCoordinator();
+  const logger = createMemoryLogger();
+  try {
+    const client = new CoordinatorClient({ baseUrl: [down.url, up.url + "/"], logger });
+    assert.equal(client.baseUrl, down.url);
+    let attempts = 0;
+    const reply = await registerWithRetry(client, () => {
+      attempts++;
+      return Promise.resolve(body);
+    }, { retryMs: 0, maxRetries: 1, unauthorizedRetryMs: 0, logger });
+    assert.ok(reply?.agent_id);
+    assert.equal(attempts, 2);
+    assert.equal(client.baseUrl, up.url);
+    assert.equal(up.registrations.length, 1);
+    // One line for the move, none about the coordinators being unreachable.
+    assert.deepEqual(moves(logger), [`Coordinator ${down.url} stopped answering; using ${up.url}`]);
+    // Heartbeats and progress reports go to the coordinator in use.
+    await client.heartbeat(health);
+    await client.progress({ command_id: "c1", status: "success", done: true });
+    assert.equal(up.heartbeats.length, 1);
+    assert.equal(up.progress.length, 1);
+  } finally {
+    await up.close();
+  }
+});
+
+Deno.test("coordinator client - several coordinators: a 5xx moves on, a rejected token does not", async () => {
+  const failing = await startFakeCoordinator({ token: "right" });
+  const other = await startFakeCoordinator(); // would accept any token
+  try {
+    failing.failWith(503);
+    const logger = createMemoryLogger();
+    const client = new CoordinatorClient({
+      baseUrl: [failing.url, other.url],
+      token: "right",
+      logger,
+    });
+    const retry = { retryMs: 0, maxRetries: 1, unauthorizedRetryMs: 0, logger };
+    assert.ok(await registerWithRetry(client, () => Promise.resolve(body), retry));
+    assert.equal(other.registrations.length, 1);
+    assert.ok(logger.lines.some((l) => /status 503: Failing with 503/.test(l.msg)));
+    assert.deepEqual(moves(logger), [
+      `Coordinator ${failing.url} stopped answering; using ${other.url}`,
+    ]);
+
+    failing.failWith(undefined);
+    const wrong = new CoordinatorClient({ baseUrl: [failing.url, other.url], token: "wrong" });
+    await assert.rejects(
+      registerWithRetry(wrong, () => Promise.resolve(body), retry),
+      /after 2 attempts: Cannot register agent: the coordinator rejected the token \(status 401\)/,
+    );
+    assert.equal(wrong.baseUrl, failing.url);
+    assert.equal(other.registrations.length, 1);
+  } finally {
+    await failing.close();
+    await other.close();
+  }
+});
+
+Deno.test("coordinator client - several coordinators: all gone is logged once, the return once", async () => {
+  const a = await startFakeCoordinator();
+  const b = await startFakeCoordinator();
+  await a.stop();
+  await b.stop();
+  const logger = createMemoryLogger();
+  const client = new CoordinatorClient({ baseUrl: [a.url, b.url], logger });
+  const tried: string[] = [];
+  try {
+    // Two rounds over both fail; the second coordinator is back for the third.
+    const reply = await registerWithRetry(client, async () => {
+      tried.push(client.baseUrl);
+      if (tried.length === 6) await b.restart();
+      return body;
+    }, { retryMs: 0, maxRetries: 0, unauthorizedRetryMs: 0, logger });
+    assert.ok(reply?.agent_id);
+    assert.deepEqual(tried, [a.url, b.url, a.url, b.url, a.url, b.url]);
+    assert.deepEqual(moves(logger), [
+      "Coordinator is unreachable; retrying quietly",
+      `Coordinator ${a.url} stopped answering; using ${b.url}`,
+    ]);
+    assert.equal(
+      logger.lines.find((l) => l.msg.startsWith("Coordinator is unreachable"))?.fields?.url,
+      `${a.url}, ${b.url}`,
+    );
+    const c = await startFakeCoordinator();
+    await c.stop();
+    await assert.rejects(
+      registerWithRetry(
+        new CoordinatorClient({ baseUrl: [a.url, c.url] }),
+        () => Promise.resolve(body),
+        { retryMs: 0, maxRetries: 1, unauthorizedRetryMs: 0 },
+      ),
+      new RegExp(
+        `Cannot register with any of the coordinators ${a.url}, ${c.url} after 2 attempts`,
+      ),
+    );
+  } finally {
+    await b.close();
+  }
+});
+
 Deno.test("coordinator client - registration stops quietly when the agent stops", async () => {
   const coord = await startFakeCoordinator();
   await coord.stop();
@@ -213,4 +322,25 @@ Deno.test("coordinator client - the advertised address is the local end of a con
   // Unreachable: falls back to an interface address (or loopback) without throwing.
   const fallback = await detectAdvertiseAddress(coord.url);
   assert.ok(fallback.length > 0);
+});
+
+Deno.test("coordinator client - another coordinator gets the address the agent registered under", async () => {
+  const detected: string[] = [];
+  const detect = (url: string) => {
+    detected.push(url);
+    return Promise.resolve(url === "http://b:8080" ? "192.168.9.9" : "10.0.0.5");
+  };
+  const registered = { url: "http://a:8080", address: "10.0.0.5" };
+  // Moving to B keeps the address A knows, although the route to B would say otherwise.
+  assert.equal(await registrationAddress("http://b:8080", { registered, detect }), "10.0.0.5");
+  assert.deepEqual(detected, []);
+  // The same coordinator again (after a restart): detected afresh.
+  assert.equal(await registrationAddress("http://a:8080", { registered, detect }), "10.0.0.5");
+  assert.equal(await registrationAddress("http://b:8080", { detect }), "192.168.9.9");
+  assert.deepEqual(detected, ["http://a:8080", "http://b:8080"]);
+  // AGENT_ADVERTISE_ADDRESS always wins.
+  assert.equal(
+    await registrationAddress("http://b:8080", { advertised: "gpu-01.lan", registered, detect }),
+    "gpu-01.lan",
+  );
 });

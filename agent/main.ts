@@ -22,10 +22,11 @@ import {
   CoordinatorClient,
   CoordinatorHttpError,
   createProgressReporter,
-  detectAdvertiseAddress,
   isAuthError,
+  isFailoverError,
   progressBody,
   registerWithRetry,
+  registrationAddress,
 } from "./coordinator_client.ts";
 import type { Logger } from "./log.ts";
 import { createLogger, silentLogger } from "./log.ts";
@@ -39,8 +40,8 @@ import { errorMessage, sleep } from "./util.ts";
 /** Milestones of a running agent; tests wait on these. */
 export type AgentEvent =
   | { type: "ollama"; event: SupervisorEvent }
-  | { type: "registered"; agentId: string }
-  | { type: "heartbeat"; agentId: string }
+  | { type: "registered"; agentId: string; url: string }
+  | { type: "heartbeat"; agentId: string; url: string }
   | { type: "command-finished"; command: AgentCommand; ok: boolean }
   | { type: "default-models-done"; pulled: string[]; failed: string[] };
 
@@ -91,6 +92,10 @@ interface Run {
   seen: Set<string>;
   /** The model lists the coordinator last acknowledged, and how many beats ago they were sent. */
   sentModels?: { json: string; age: number };
+  /** The address sent by the registration being tried. */
+  address?: string;
+  /** The coordinator the agent last registered with, and the address it registered under. */
+  registered?: { url: string; address: string };
 }
 
 /**
@@ -115,9 +120,13 @@ async function registerBody(run: Run): Promise<RegisterRequest> {
   const [state, m, address] = await Promise.all([
     readOllama(run.ollama, run.signal),
     run.metrics.sample(),
-    config.advertiseAddress ?? detectAdvertiseAddress(config.coordinatorUrl),
+    registrationAddress(run.client.baseUrl, {
+      advertised: config.advertiseAddress,
+      registered: run.registered,
+    }),
   ]);
   if (state.version) run.version = state.version;
+  run.address = address;
   return {
     machine_name: config.machineName,
     ip_address: address,
@@ -169,7 +178,8 @@ async function register(run: Run, maxRetries: number): Promise<boolean> {
     logger: run.logger,
   });
   if (!reply) return false;
-  run.emit({ type: "registered", agentId: reply.agent_id });
+  run.registered = { url: run.client.baseUrl, address: run.address! };
+  run.emit({ type: "registered", agentId: reply.agent_id, url: run.client.baseUrl });
   return true;
 }
 
@@ -219,7 +229,7 @@ async function heartbeatLoop(run: Run): Promise<void> {
       run.sentModels = pendingModels.get(run);
       if (lastProblem) logger.info("Heartbeats are accepted again");
       lastProblem = "";
-      run.emit({ type: "heartbeat", agentId: client.agentId! });
+      run.emit({ type: "heartbeat", agentId: client.agentId!, url: client.baseUrl });
       for (const command of reply.commands ?? []) startCommand(run, command);
     } catch (error) {
       if (signal.aborted) break;
@@ -235,6 +245,13 @@ async function heartbeatLoop(run: Run): Promise<void> {
             "(check AGENT_TOKEN if this repeats)",
         );
         if (!await register(run, 0)) break;
+        continue;
+      }
+      if (client.urls.length > 1 && isFailoverError(error)) {
+        // The coordinator in use stopped answering: register with the next one that does.
+        client.next();
+        if (!await register(run, 0)) break;
+        lastProblem = "";
         continue;
       }
       const problem = errorMessage(error);
@@ -290,7 +307,7 @@ export async function runAgent(config: AgentConfig, options: RunAgentOptions): P
       emit,
       ollama: supervisor.baseUrl,
       client: new CoordinatorClient({
-        baseUrl: config.coordinatorUrl,
+        baseUrl: config.coordinatorUrls,
         token: config.agentToken,
         logger,
         timeoutMs: config.timing.requestTimeoutMs,
@@ -369,7 +386,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   logger.info("Agent starting", {
     version: AGENT_VERSION,
     machine: config.machineName,
-    coordinator: config.coordinatorUrl,
+    coordinator: config.coordinatorUrls.join(", "),
     ollama_port: config.ollamaPort,
   });
   try {

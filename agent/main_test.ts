@@ -9,6 +9,7 @@ import { isOllamaUp, ollamaUrl } from "./ollama_api.ts";
 import { OllamaNotFoundError } from "./supervisor.ts";
 import { startFakeCoordinator } from "./testing.ts";
 import { readLines } from "./util.ts";
+import type { RegisterRequest } from "@oc/shared";
 
 const FAKE_OLLAMA = fileURLToPath(new URL("../scripts/fake-ollama", import.meta.url));
 const MAIN = fileURLToPath(new URL("./main.ts", import.meta.url));
@@ -77,7 +78,7 @@ Deno.test("agent - registers, heartbeats, re-registers on 404 and survives a coo
   const logger = createMemoryLogger();
   const controller = new AbortController();
   const config = configFrom({
-    coordinatorUrl: coord.url,
+    coordinatorUrls: [coord.url],
     ollamaPort: sim.port,
     ollamaBin: "/nonexistent/ollama",
     machineName: "test-box",
@@ -151,7 +152,7 @@ Deno.test("agent - a rejected heartbeat secret makes the agent register again", 
   const logger = createMemoryLogger();
   const controller = new AbortController();
   const config = configFrom({
-    coordinatorUrl: coord.url,
+    coordinatorUrls: [coord.url],
     ollamaPort: sim.port,
     heartbeatIntervalSecs: 0.02,
     timing: fastTiming,
@@ -177,7 +178,7 @@ Deno.test("agent - carries out pull and delete commands and reports their progre
   const controller = new AbortController();
   const log = events();
   const config = configFrom({
-    coordinatorUrl: coord.url,
+    coordinatorUrls: [coord.url],
     ollamaPort: sim.port,
     advertiseAddress: "10.9.8.7",
     heartbeatIntervalSecs: 0.02,
@@ -227,7 +228,7 @@ Deno.test("agent - starts its own Ollama, pulls the default models and stops Oll
   const controller = new AbortController();
   const log = events();
   const config = configFrom({
-    coordinatorUrl: coord.url,
+    coordinatorUrls: [coord.url],
     ollamaPort: port,
     ollamaBindHost: "127.0.0.1",
     ollamaBin: FAKE_OLLAMA,
@@ -348,7 +349,7 @@ Deno.test("agent - heartbeats carry the model lists only when they changed, and 
   const coord = await startFakeCoordinator({ token: "tok", secret: "sec" });
   const controller = new AbortController();
   const config = configFrom({
-    coordinatorUrl: coord.url,
+    coordinatorUrls: [coord.url],
     ollamaPort: sim.port,
     ollamaBin: "/nonexistent/ollama",
     machineName: "quiet-box",
@@ -384,5 +385,145 @@ Deno.test("agent - heartbeats carry the model lists only when they changed, and 
     await run;
     await coord.close();
     await sim.close();
+  }
+});
+
+Deno.test("agent - moves to the next coordinator when the one in use stops answering, keeping its id", async () => {
+  const sim = await startSimulator({ quiet: true });
+  const agents = new Map<string, string>(); // the database both coordinators share
+  const a = await startFakeCoordinator({ agents, token: "tok", secret: "sec-a" });
+  const b = await startFakeCoordinator({ agents, token: "tok", secret: "sec-b" });
+  const logger = createMemoryLogger();
+  const controller = new AbortController();
+  const config = configFrom({
+    coordinatorUrls: [a.url, b.url],
+    ollamaPort: sim.port,
+    ollamaBin: "/nonexistent/ollama",
+    machineName: "ha-box",
+    agentToken: "tok",
+    heartbeatIntervalSecs: 0.02,
+    registerRetrySecs: 0.02,
+    timing: fastTiming,
+  });
+  const run = runAgent(config, { signal: controller.signal, logger, metrics });
+  try {
+    await a.waitFor(() => a.heartbeats.length >= 2);
+    assert.equal(b.registrations.length, 0); // the first that answers is the one used
+    const id = a.heartbeats[0].body.agent_id;
+
+    await a.stop();
+    // Staying with the stopped coordinator would end in the line about none being reachable.
+    const unreachable = logger.waitFor((l) => l.msg.startsWith("Coordinator is unreachable"));
+    const moved = await Promise.race([
+      b.waitFor(() => b.heartbeats.length >= 2).then(() => true),
+      unreachable.then(() => false),
+    ]);
+    assert.ok(moved, "the agent kept to the coordinator that stopped answering");
+    await logger.waitFor((l) => l.msg === `Coordinator ${a.url} stopped answering; using ${b.url}`);
+    const identity = (
+      r: { body: RegisterRequest },
+    ) => [r.body.machine_name, r.body.ip_address, r.body.ollama_port];
+    assert.deepEqual(identity(b.registrations[0]), identity(a.registrations[0]));
+    assert.equal(b.registrations[0].auth, "Bearer tok");
+    assert.ok(b.heartbeats.every((h) => h.body.agent_id === id && h.auth === "Bearer sec-b"));
+
+    // Round the list: the first one is back, the second goes away.
+    await a.restart();
+    const beats = a.heartbeats.length;
+    await b.stop();
+    await a.waitFor(() => a.heartbeats.length >= beats + 2);
+    await logger.waitFor((l) => l.msg === `Coordinator ${b.url} stopped answering; using ${a.url}`);
+    assert.ok(a.heartbeats.slice(beats).every((h) => h.body.agent_id === id));
+    assert.equal(agents.size, 1);
+    assert.deepEqual([...a.invalid, ...b.invalid], []);
+  } finally {
+    controller.abort();
+    await run;
+    await a.close();
+    await b.close();
+    await sim.close();
+  }
+});
+
+/** An Ollama whose pulls send their first line, then wait for `release()` to finish. */
+function startGatedOllama() {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const encoder = new TextEncoder();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { pathname } = new URL(req.url);
+    if (pathname === "/") return new Response("Ollama is running");
+    if (pathname === "/api/version") return Response.json({ version: "0.12.6" });
+    if (pathname === "/api/tags" || pathname === "/api/ps") return Response.json({ models: [] });
+    if (pathname !== "/api/pull") return new Response("404 page not found", { status: 404 });
+    const body = new ReadableStream<Uint8Array>({
+      async start(stream) {
+        stream.enqueue(encoder.encode('{"status":"pulling manifest"}\n'));
+        await released;
+        try {
+          stream.enqueue(encoder.encode('{"status":"success"}\n'));
+          stream.close();
+        } catch {
+          // The agent went away first.
+        }
+      },
+    });
+    return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
+  });
+  return {
+    port: server.addr.port,
+    release,
+    close: async () => {
+      release();
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("agent - progress of a pull goes to the coordinator in use", async () => {
+  const ollama = startGatedOllama();
+  const agents = new Map<string, string>();
+  const a = await startFakeCoordinator({ agents });
+  const b = await startFakeCoordinator({ agents });
+  const controller = new AbortController();
+  const log = events();
+  const config = configFrom({
+    coordinatorUrls: [a.url, b.url],
+    ollamaPort: ollama.port,
+    ollamaBin: "/nonexistent/ollama",
+    heartbeatIntervalSecs: 0.02,
+    registerRetrySecs: 0.02,
+    timing: fastTiming,
+  });
+  const logger = createMemoryLogger();
+  const run = runAgent(config, {
+    signal: controller.signal,
+    logger,
+    metrics,
+    onEvent: log.onEvent,
+  });
+  try {
+    await log.waitFor((e) => e.type === "registered" && e.url === a.url);
+    a.queueCommand({ id: "pull-1", type: "pull", model: "llama3.2" });
+    await a.waitFor(() => a.progress.some((p) => p.body.command_id === "pull-1"));
+    // The coordinator that handed out the pull goes away while the pull is running.
+    await a.stop();
+    const moved = await Promise.race([
+      log.waitFor((e) => e.type === "heartbeat" && e.url === b.url).then(() => true),
+      logger.waitFor((l) => l.msg.startsWith("Coordinator is unreachable")).then(() => false),
+    ]);
+    assert.ok(moved, "the agent kept to the coordinator that stopped answering");
+    ollama.release();
+    await b.waitFor(() => b.progress.some((p) => p.body.done));
+    const final = b.progress.find((p) => p.body.done)!;
+    assert.deepEqual(final.body, { command_id: "pull-1", status: "success", done: true });
+    assert.equal(final.agentId, [...agents.values()][0]);
+    assert.ok(!a.progress.some((p) => p.body.done));
+  } finally {
+    controller.abort();
+    await run;
+    await a.close();
+    await b.close();
+    await ollama.close();
   }
 });

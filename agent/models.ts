@@ -3,8 +3,7 @@
  * installed.
  */
 import type { AgentCommand, CommandProgress } from "@oc/shared";
-// The module itself, not `@oc/shared`'s entry, which would load the zod schemas too (see wire.ts).
-import { normalizeModelName } from "../shared/model_name.ts";
+import { normalizeModelName } from "@oc/shared";
 import type { Logger } from "./log.ts";
 import { silentLogger } from "./log.ts";
 import { listInstalledModels } from "./ollama_api.ts";

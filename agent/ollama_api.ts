@@ -2,7 +2,7 @@
  * The few calls the agent makes to its local Ollama: liveness, version and the model lists.
  * Pulling and deleting models live in models.ts.
  */
-import { InstalledModel, LoadedModel } from "./wire.ts";
+import { InstalledModel, LoadedModel } from "@oc/shared";
 
 /** Base URL of the local Ollama on `port`; IPv4 loopback so `localhost` resolving to ::1 never matters. */
 export function ollamaUrl(port: number): string {

@@ -26,6 +26,12 @@ export interface FakeCoordinatorOptions {
   /** Sent as `heartbeat_interval` in the registration reply. */
   heartbeatInterval?: number;
   port?: number;
+  /**
+   * Known agents (machine name, address and port → agent id), as in the coordinators' database.
+   * Fake coordinators given the same map act as coordinators sharing one database: an agent that
+   * registers with another keeps its id, and a restart forgets nobody.
+   */
+  agents?: Map<string, string>;
 }
 
 /** A running fake coordinator. */
@@ -39,6 +45,8 @@ export interface FakeCoordinator {
   readonly invalid: { path: string; body: unknown }[];
   /** Forgets every agent: the next heartbeat gets 404. */
   forget(): void;
+  /** Answers every request with this status from now on (a 5xx: a coordinator in trouble). */
+  failWith(status: number | undefined): void;
   /** Changes the secret handed out and required from now on (old secrets get 401). */
   setSecret(secret: string): void;
   /** Hands `command` out on the next heartbeat. */
@@ -47,7 +55,10 @@ export interface FakeCoordinator {
   waitFor(check: () => boolean): Promise<void>;
   /** Stops listening (the agent sees connection errors). */
   stop(): Promise<void>;
-  /** Listens again on the same port; known agents are forgotten as after a real restart. */
+  /**
+   * Listens again on the same port; known agents are forgotten as after a real restart, unless
+   * they are kept in a shared `agents` map.
+   */
   restart(): Promise<void>;
   close(): Promise<void>;
 }
@@ -60,7 +71,8 @@ export function startFakeCoordinator(
   const heartbeats: Recorded<HealthRequest>[] = [];
   const progress: (Recorded<CommandProgress> & { agentId: string })[] = [];
   const invalid: { path: string; body: unknown }[] = [];
-  const known = new Map<string, string>(); // machine name → agent id
+  const known = options.agents ?? new Map<string, string>();
+  let failure: number | undefined;
   let pending: AgentCommand[] = [];
   let secret = options.secret;
   const waiters = new Set<{ check: () => boolean; resolve: () => void }>();
@@ -86,6 +98,7 @@ export function startFakeCoordinator(
       return json(400, { error: "Invalid JSON" });
     }
     try {
+      if (failure !== undefined) return json(failure, { error: `Failing with ${failure}` });
       if (req.method === "POST" && url.pathname === "/api/agents") {
         if (options.token && auth !== `Bearer ${options.token}`) {
           return json(401, { error: "Invalid agent token" });
@@ -96,9 +109,11 @@ export function startFakeCoordinator(
           return json(400, { error: parsed.error.message });
         }
         registrations.push({ body: parsed.data, auth });
-        const existing = known.get(parsed.data.machine_name);
+        const { machine_name, ip_address, ollama_port } = parsed.data;
+        const key = `${machine_name} ${ip_address}:${ollama_port}`;
+        const existing = known.get(key);
         const agentId = existing ?? crypto.randomUUID();
-        known.set(parsed.data.machine_name, agentId);
+        known.set(key, agentId);
         const reply: RegisterResponse = {
           agent_id: agentId,
           status: existing ? "updated" : "registered",
@@ -162,6 +177,7 @@ export function startFakeCoordinator(
     progress,
     invalid,
     forget: () => known.clear(),
+    failWith: (status) => failure = status,
     setSecret: (s) => secret = s,
     queueCommand: (command) => pending.push(command),
     waitFor(check) {
@@ -171,7 +187,7 @@ export function startFakeCoordinator(
     stop,
     async restart() {
       await stop();
-      known.clear();
+      if (!options.agents) known.clear();
       server = serve(port);
     },
     close: stop,

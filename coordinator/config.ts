@@ -249,7 +249,8 @@ export function helpText(): string {
     "Settings (flag or environment variable; flags win):",
   ];
   for (const s of Object.values(SETTINGS)) {
-    lines.push(`  --${s.flag.padEnd(28)} ${s.env.padEnd(28)} ${s.help} (default: ${s.default})`);
+    const fallback = s.default ? ` (default: ${s.default})` : "";
+    lines.push(`  --${s.flag.padEnd(28)} ${s.env.padEnd(28)} ${s.help}${fallback}`);
   }
   lines.push("  --help                       Show this help");
   return lines.join("\n");

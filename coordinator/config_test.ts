@@ -46,4 +46,7 @@ Deno.test("config - --help lists every setting", () => {
   ) {
     assert.match(help, new RegExp(name));
   }
+  // An empty default says nothing rather than "(default: )".
+  assert.doesNotMatch(help, /\(default: \)/);
+  assert.match(help, /DATABASE_URL .*\(default: sqlite:\/\/coordinator\.db\)/);
 });

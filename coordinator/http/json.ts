@@ -1,5 +1,5 @@
 /** Small HTTP helpers shared by the coordinator's routes. */
-import type { z } from "zod";
+import { z } from "zod";
 import { describeIssues, ollamaError } from "@oc/shared";
 
 /** Largest management API body accepted (the agent's model lists make up most of it). */
@@ -41,8 +41,8 @@ export async function readLimited(
 /** A parsed body, or the error response to send instead. */
 export type Parsed<T> = { ok: true; data: T } | { ok: false; response: Response };
 
-/** Reads, size-limits, parses and validates a JSON body against `schema`. */
-export async function readJson<S extends z.ZodType>(
+/** Reads, size-limits, parses and validates a JSON body against `schema` (classic or mini). */
+export async function readJson<S extends z.core.$ZodType>(
   req: Request,
   schema: S,
   limit = MANAGEMENT_BODY_LIMIT,
@@ -57,7 +57,7 @@ export async function readJson<S extends z.ZodType>(
   } catch {
     return { ok: false, response: ollamaError(400, "Request body is not valid JSON") };
   }
-  const result = schema.safeParse(value);
+  const result = z.safeParse(schema, value);
   if (!result.success) {
     return { ok: false, response: ollamaError(400, describeIssues(result.error.issues)) };
   }
