@@ -181,6 +181,13 @@ const SETTINGS = {
     default: "7",
     help: "Days the request log is kept (0 keeps nothing)",
   },
+  requestLogMaxRows: {
+    env: "REQUEST_LOG_MAX_ROWS",
+    flag: "request-log-max-rows",
+    schema: int(1000, 1_000_000_000),
+    default: "1000000",
+    help: "Most request-log rows kept (the newest), whatever their age",
+  },
   eventRetentionDays: {
     env: "EVENT_RETENTION_DAYS",
     flag: "event-retention-days",

@@ -126,6 +126,7 @@ export async function applyRetention(ctx: AppContext): Promise<void> {
   try {
     await ctx.store.prune({
       requestsBefore: before(ctx.config.requestLogRetentionDays),
+      maxRequests: ctx.config.requestLogMaxRows,
       eventsBefore: before(ctx.config.eventRetentionDays),
       maxEvents: MAX_EVENTS,
       sessionsBefore: new Date(now).toISOString(),
@@ -133,6 +134,38 @@ export async function applyRetention(ctx: AppContext): Promise<void> {
   } catch (e) {
     console.error("Cannot apply retention:", (e as Error).message);
   }
+}
+
+/** Rows written since the last prune that call for another one before the hour is up. */
+const PRUNE_AFTER_ROWS = 20_000;
+
+/**
+ * Runs {@linkcode applyRetention} at start, every hour, and sooner when many rows were written:
+ * a flood of requests or of client model operations (each an event) cannot grow the database by
+ * more than a bounded amount between two prunes. Returns the function that stops it.
+ */
+export function startRetention(ctx: AppContext, options: { checkMs?: number } = {}): () => void {
+  let lastAt = ctx.now();
+  let lastRows = 0;
+  let running = false;
+  const rows = () => ctx.log.counts.written + ctx.events.counts.written;
+  const run = async () => {
+    running = true;
+    lastAt = ctx.now();
+    lastRows = rows();
+    try {
+      await applyRetention(ctx);
+    } finally {
+      running = false;
+    }
+  };
+  void run();
+  const timer = setInterval(() => {
+    if (running) return;
+    if (ctx.now() - lastAt >= 3_600_000 || rows() - lastRows >= PRUNE_AFTER_ROWS) void run();
+  }, options.checkMs ?? 60_000);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
 }
 
 /** Writes what the services buffer and closes the store. */
@@ -176,8 +209,7 @@ export async function startCoordinator(
     probeIntervalMs: config.probeInterval * 1000,
     afterTick: () => ctx.scheduler.pump(),
   });
-  const retention = setInterval(() => void applyRetention(ctx), 3_600_000);
-  void applyRetention(ctx);
+  const stopRetention = startRetention(ctx);
   const stopStats = ctx.stats.start();
   const stopLocal = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
@@ -197,7 +229,7 @@ export async function startCoordinator(
       stopped ??= (async () => {
         const monitorStopped = stopMonitor();
         stopLocal?.();
-        clearInterval(retention);
+        stopRetention();
         stopStats();
         // Live streams never finish on their own: end them so the server can shut down.
         ctx.live.close();

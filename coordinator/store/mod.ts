@@ -147,6 +147,8 @@ export interface Pruned {
 export interface Retention {
   /** Request-log rows older than this (ISO) go. */
   requestsBefore: string;
+  /** At most this many request-log rows are kept (the newest). */
+  maxRequests: number;
   /** Events older than this (ISO) go. */
   eventsBefore: string;
   /** At most this many events are kept (the newest). */

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { AgentRecord, RequestRecord, Store } from "./mod.ts";
 import { StoreError } from "./mod.ts";
 import { openStore } from "./open.ts";
+import { fillDisk, smallDisk } from "../testing/abuse.ts";
 
 /** A store under test and how to dispose of it. */
 interface Subject {
@@ -215,6 +216,8 @@ for (const subject of SUBJECTS) {
     await store.addRequests([
       request("old", "2026-01-01T00:00:00.000Z"),
       request("new", "2026-02-01T00:00:00.000Z"),
+      request("newer", "2026-02-02T00:00:00.000Z"),
+      request("newest", "2026-02-03T00:00:00.000Z"),
     ]);
     const events = Array.from({ length: 10 }, (_, i) => ({
       at: new Date(Date.parse("2026-01-20T00:00:00Z") + i * 86_400_000).toISOString(),
@@ -225,17 +228,18 @@ for (const subject of SUBJECTS) {
     await store.addEvents(events);
     const pruned = await store.prune({
       requestsBefore: "2026-01-15T00:00:00.000Z",
+      maxRequests: 2,
       eventsBefore: "2026-01-22T00:00:00.000Z",
       maxEvents: 5,
       sessionsBefore: "2026-01-15T00:00:00.000Z",
     });
-    assert.deepEqual(pruned, { requests: 1, events: 5, sessions: 0 });
-    assert.deepEqual((await store.requests()).map((r) => r.id), ["new"]);
+    assert.deepEqual(pruned, { requests: 2, events: 5, sessions: 0 });
+    assert.deepEqual((await store.requests()).map((r) => r.id), ["newest", "newer"]);
     assert.deepEqual((await store.events()).map((e) => e.message), ["e9", "e8", "e7", "e6", "e5"]);
     assert.deepEqual(await store.counts(), {
       agents: 0,
       events: 5,
-      requests: 1,
+      requests: 2,
       api_keys: 0,
       sessions: 0,
     });
@@ -265,27 +269,6 @@ Deno.test("store (sqlite file) - coordinators opening a fresh file together migr
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/** Mounts a tmpfs of `size` at a new folder; null where this machine cannot mount. */
-async function smallDisk(size: string): Promise<{ dir: string; unmount(): Promise<void> } | null> {
-  const dir = await Deno.makeTempDir();
-  const mount = await new Deno.Command("mount", {
-    args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir],
-    stderr: "null",
-    stdout: "null",
-  }).output().catch(() => ({ success: false }));
-  if (!mount.success) {
-    await Deno.remove(dir);
-    return null;
-  }
-  return {
-    dir,
-    async unmount() {
-      await new Deno.Command("umount", { args: [dir] }).output();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 Deno.test("store (sqlite file) - a full disk fails writes as unavailable; writes resume once space is back", async () => {
   const disk = await smallDisk("1m");

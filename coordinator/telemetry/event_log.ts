@@ -41,9 +41,13 @@ export class EventLog {
     return this.#writes.flush();
   }
 
-  /** Events waiting to be written, and those dropped because the store stayed away. */
-  get counts(): { buffered: number; dropped: number } {
-    return { buffered: this.#writes.buffered, dropped: this.#writes.dropped };
+  /** Events waiting to be written, written since start, and dropped (the store stayed away). */
+  get counts(): { buffered: number; written: number; dropped: number } {
+    return {
+      buffered: this.#writes.buffered,
+      written: this.#writes.written,
+      dropped: this.#writes.dropped,
+    };
   }
 
   /** The most recent events, newest first (what is buffered is written first). */

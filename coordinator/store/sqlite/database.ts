@@ -344,8 +344,13 @@ export class SqliteDatabase {
 
   prune(r: Retention): Pruned {
     return this.#transaction(() => {
-      const requests = Number(
+      let requests = Number(
         this.#db.prepare("DELETE FROM requests WHERE at < ?").run(r.requestsBefore).changes,
+      );
+      requests += Number(
+        this.#db.prepare(
+          "DELETE FROM requests WHERE rowid <= (SELECT rowid FROM requests ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+        ).run(r.maxRequests).changes,
       );
       let events = Number(
         this.#db.prepare("DELETE FROM events WHERE at < ?").run(r.eventsBefore).changes,
