@@ -278,17 +278,7 @@ Deno.test("store (sqlite file) - a full disk fails writes as unavailable; writes
   }
   try {
     const store = await openStore(`sqlite://${disk.dir}/c.db`);
-    // Fill the disk beside the database, leaving it a little room.
-    const filler = `${disk.dir}/filler`;
-    const file = await Deno.open(filler, { write: true, create: true });
-    const block = new Uint8Array(64 * 1024);
-    try {
-      while (true) await file.write(block);
-    } catch {
-      /* full */
-    } finally {
-      file.close();
-    }
+    const filler = await fillDisk(disk.dir);
     let failure: unknown;
     for (let i = 0; i < 200 && failure === undefined; i++) {
       const batch = Array.from(
