@@ -179,6 +179,7 @@ export async function startCoordinator(
   const retention = setInterval(() => void applyRetention(ctx), 3_600_000);
   void applyRetention(ctx);
   const stopStats = ctx.stats.start();
+  const stopMetrics = ctx.metrics.start();
   const stopLocal = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
       url: config.localOllamaUrl,
@@ -199,6 +200,7 @@ export async function startCoordinator(
         stopLocal?.();
         clearInterval(retention);
         stopStats();
+        stopMetrics();
         // Live streams never finish on their own: end them so the server can shut down.
         ctx.live.close();
         // In-flight streams get until the deadline to finish; then the database closes anyway.
