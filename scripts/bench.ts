@@ -29,7 +29,8 @@
  * For the coordinator rows, the event loop's delay inside the coordinator during each phase (p50,
  * p99, max): how late its 10 ms sampling timer fired, i.e. how long a request could wait for work
  * not its own, such as a synchronous database write. Read from /metrics before and after each
- * phase; an idle loop shows about 0.1–0.3 ms (timer granularity).
+ * phase; an idle loop shows about 0.1–0.3 ms (timer granularity), and time the process waited
+ * for a CPU counts too, so a busy machine inflates it.
  *
  * wrk is a C client with one thread: a fetch loop in Deno costs as much per request as the
  * servers it would measure. The machine's load average is printed first: on a shared machine,
