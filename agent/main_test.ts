@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { startSimulator } from "../scripts/ollama_sim.ts";
+import { startSimulator } from "@oc/simulator";
 import { AGENT_VERSION, configFrom } from "./config.ts";
 import { createMemoryLogger } from "./log.ts";
 import { type AgentEvent, runAgent } from "./main.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startSimulator } from "../scripts/ollama_sim.ts";
+import { startSimulator } from "@oc/simulator";
 import {
   getOllamaVersion,
   isOllamaUp,

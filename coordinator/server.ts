@@ -211,6 +211,7 @@ export async function startCoordinator(
   });
   const stopRetention = startRetention(ctx);
   const stopStats = ctx.stats.start();
+  const stopMetrics = ctx.metrics.start();
   const stopLocal = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
       url: config.localOllamaUrl,
@@ -231,6 +232,7 @@ export async function startCoordinator(
         stopLocal?.();
         stopRetention();
         stopStats();
+        stopMetrics();
         // Live streams never finish on their own: end them so the server can shut down.
         ctx.live.close();
         // In-flight streams get until the deadline to finish; then the database closes anyway.

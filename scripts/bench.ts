@@ -1,39 +1,76 @@
 /**
- * `deno task bench`: what the coordinator costs on the hot path, against a direct connection to
- * the (simulated) Ollama and against nginx (Debian's, `least_conn`, keepalive, buffering off,
- * started here in the foreground) proxying the same upstream, all in one process tree on
- * loopback. Prints medians of several runs; asserts nothing.
+ * `deno task bench`: what the coordinator costs per request, run the way users run it, beside
+ * the same requests sent directly, through nginx and through a bare Deno pass-through. All on
+ * loopback, on one machine; prints medians of several runs and asserts nothing.
  *
- * A fourth row, a bare Deno pass-through (scripts/bench/passthrough.ts), shows what Deno itself
- * costs, so the coordinator's own share can be read off.
+ * The rows (every proxy in front of the same upstream):
+ * - direct: scripts/bench/upstream.ts, an Ollama-like server that answers from prepared bytes (8
+ *   tokens at once for a small chat, one NDJSON line per token for a stream), in `--upstreams`
+ *   processes sharing its port (one per CPU by default). Its c=32 rate must be at least 2×
+ *   nginx's, or the upstream, not the proxies, limits every row; the bench prints this headroom.
+ * - nginx: Debian's, one worker, `least_conn`, keepalive, buffering off: the reference.
+ * - deno pass-through: scripts/bench/passthrough.ts, `Deno.serve` plus the coordinator's upstream
+ *   client and nothing else: the floor of this runtime. Coordinator minus pass-through is what the
+ *   coordinator's own work costs.
+ * - coordinator (file db): `coordinator/main.ts` as `deno task coordinator` runs it, with default
+ *   settings and its database a file in a temporary folder. It logs a line per request at the
+ *   default level (stdout goes to /dev/null). Only AUTO_REGISTER_LOCAL_OLLAMA=false (so a stray
+ *   server on :11434 cannot join), AGENT_TOKEN and ADMIN_PASSWORD are set. The upstream is
+ *   registered as one agent with 512 parallel slots.
+ * - coordinator (memory db): the same on `sqlite::memory:`, only as a comparison: the difference
+ *   to the file row is what the disk costs.
  *
- * Measures small non-streaming chats at concurrency 1 (p50/p99 latency) and 32 (wrk: requests
- * per second, p50/p99), the aggregate token rate of 200 concurrent streams, and the
- * coordinator's resident memory.
+ * Each run measures every row (the order rotates from run to run), each phase `--duration` long:
+ * - c=1: `wrk -t1 -c1 --latency` posting a small non-streaming chat: p50 and p99;
+ * - c=32: `wrk -t1 -c32 --latency`, the same chat: requests per second, p50 and p99;
+ * - 200 streams: 200 concurrent streaming chats of 400 tokens, each started again when it ends;
+ *   NDJSON lines per second counted by this process (the same client for every row, so the rows
+ *   compare; the direct row is lower because its chunks arrive one line at a time).
+ * For the coordinator rows, the event loop's delay inside the coordinator during each phase (p50,
+ * p99, max): how late its 10 ms sampling timer fired, i.e. how long a request could wait for work
+ * not its own, such as a synchronous database write. Read from /metrics before and after each
+ * phase; an idle loop shows about 0.1–0.3 ms (timer granularity), and time the process waited
+ * for a CPU counts too, so a busy machine inflates it.
+ *
+ * wrk is a C client with one thread: a fetch loop in Deno costs as much per request as the
+ * servers it would measure. The machine's load average is printed first: on a shared machine,
+ * compare rows of the same run rather than figures across days.
+ *
+ * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 2] [--upstreams CPUS]
  */
 import { parseArgs } from "node:util";
 import {
+  adminCookie,
+  type Child,
   freePort,
   registerSim,
   spawnCoordinator,
-  spawnSimulator,
   waitUntilUp,
 } from "../coordinator/testing/process.ts";
+import { type LoopDelay, withLoopDelay } from "./bench/loop_delay.ts";
+import { startNginx } from "./bench/nginx.ts";
 import { fmt, median, rssBytes } from "./bench/procs.ts";
+import { which, wrk } from "./bench/wrk.ts";
 
 const { values } = parseArgs({
   options: {
     runs: { type: "string", default: "5" },
     duration: { type: "string", default: "5" },
+    warmup: { type: "string", default: "2" },
+    upstreams: { type: "string", default: String(navigator.hardwareConcurrency) },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
-  console.log("Usage: deno task bench [--runs N] [--duration SECONDS]");
+  console.log(
+    "Usage: deno task bench [--runs N] [--duration SECONDS] [--warmup SECONDS] [--upstreams N]",
+  );
   Deno.exit(0);
 }
 const RUNS = Number(values.runs);
 const DURATION = Number(values.duration);
+const WARMUP = Number(values.warmup);
+const UPSTREAMS = Number(values.upstreams);
 const STREAMS = 200;
 
 const SMALL = JSON.stringify({
@@ -49,260 +86,246 @@ const STREAM = JSON.stringify({
   options: { num_predict: 400 },
 });
 
-function which(cmd: string): string | null {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin"])) {
-    try {
-      if (Deno.statSync(`${dir}/${cmd}`).isFile) return `${dir}/${cmd}`;
-    } catch { /* not here */ }
-  }
-  return null;
-}
-
-async function startNginx(
-  upstreamPort: number,
-): Promise<{ url: string; stop: () => Promise<void> } | null> {
-  const nginx = which("nginx");
-  if (!nginx) return null;
-  const dir = await Deno.makeTempDir();
-  const port = freePort();
-  await Deno.writeTextFile(
-    `${dir}/nginx.conf`,
-    `
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir};
-  uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-  upstream ollama { least_conn; server 127.0.0.1:${upstreamPort}; keepalive 64; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://ollama;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host 127.0.0.1:${upstreamPort};
-      proxy_buffering off;
-    }
-  }
-}`,
-  );
-  const child = new Deno.Command(nginx, {
-    args: ["-c", `${dir}/nginx.conf`, "-p", dir],
+/** Runs a script of this repository as a child process listening on `port`. */
+async function spawnScript(path: string, args: string[], port: number): Promise<Child> {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(path, import.meta.url).pathname, ...args],
     stdout: "null",
     stderr: "inherit",
   }).spawn();
   const url = `http://127.0.0.1:${port}`;
   await waitUntilUp(url);
+  return childOf([process], port);
+}
+
+function childOf(processes: Deno.ChildProcess[], port: number): Child {
+  const kill = (signal: Deno.Signal = "SIGKILL") => {
+    for (const p of processes) {
+      try {
+        p.kill(signal);
+      } catch { /* gone */ }
+    }
+  };
   return {
-    url,
+    url: `http://127.0.0.1:${port}`,
+    port,
+    process: processes[0],
+    kill,
     stop: async () => {
-      child.kill("SIGQUIT");
-      await child.status;
-      await Deno.remove(dir, { recursive: true });
+      kill();
+      await Promise.all(processes.map((p) => p.status));
     },
   };
 }
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))];
-}
-
-/** p50 and p99 latency (ms) of small non-streaming chats, one at a time. */
-async function latency(url: string, n = 500): Promise<{ p50: number; p99: number }> {
-  const times: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    const res = await fetch(`${url}/api/chat`, {
-      method: "POST",
-      body: SMALL,
-      headers: { "content-type": "application/json" },
-    });
-    await res.arrayBuffer();
-    times.push(performance.now() - t);
-  }
-  return { p50: median(times), p99: pct(times, 0.99) };
-}
-
-/** Requests per second and p50/p99 latency (ms) with `connections` at once, measured by wrk. */
-async function wrk(
-  url: string,
-  connections: number,
-): Promise<{ rps: number; p50: number; p99: number }> {
-  const bin = which("wrk");
-  if (!bin) return { rps: NaN, p50: NaN, p99: NaN };
-  const script = await Deno.makeTempFile({ suffix: ".lua" });
-  await Deno.writeTextFile(
-    script,
-    `wrk.method = "POST"\nwrk.body = '${SMALL}'\nwrk.headers["Content-Type"] = "application/json"\n`,
-  );
-  const out = await new Deno.Command(bin, {
-    args: [
-      "-t2",
-      `-c${connections}`,
-      `-d${DURATION}s`,
-      "--latency",
-      "-s",
-      script,
-      `${url}/api/chat`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  await Deno.remove(script);
-  const text = new TextDecoder().decode(out.stdout);
-  const ms = (label: string) => {
-    const m = new RegExp(`\\s${label}%\\s+([\\d.]+)(us|ms|s)\\b`).exec(text);
-    if (!m) return NaN;
-    const v = Number(m[1]);
-    return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
-  };
-  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(text);
-  if (errors) console.log(`  (wrk saw ${errors[1]} non-2xx responses at ${url})`);
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
-  return { rps: rps ? Number(rps[1]) : NaN, p50: ms("50"), p99: ms("99") };
-}
-
-/** Aggregate NDJSON lines (tokens) per second over `STREAMS` concurrent streams. */
-async function tokenRate(url: string): Promise<number> {
-  const t = performance.now();
-  const counts = await Promise.all(Array.from({ length: STREAMS }, async () => {
-    const res = await fetch(`${url}/api/chat`, { method: "POST", body: STREAM });
-    let lines = 0;
-    for await (const chunk of res.body!) {
-      for (const b of chunk) if (b === 10) lines++;
-    }
-    return lines;
+/** `count` upstream processes sharing one port; resolves once every one of them listens. */
+async function spawnUpstream(count: number): Promise<Child> {
+  const port = freePort();
+  const script = new URL("./bench/upstream.ts", import.meta.url).pathname;
+  const processes = await Promise.all(Array.from({ length: count }, async () => {
+    const process = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--unstable-net", script, String(port)],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    // It prints one line when it listens; the rest of its output is not read.
+    const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    await reader.read();
+    reader.releaseLock();
+    return process;
   }));
-  return counts.reduce((a, b) => a + b, 0) / ((performance.now() - t) / 1000);
+  return childOf(processes, port);
 }
 
-const sim = await spawnSimulator([
-  "--tps",
-  "1000000",
-  "--ttft",
-  "0",
-  "--parallel",
-  "512",
-  "--models",
-  "llama3.2",
-]);
-const coordinator = await spawnCoordinator({
-  DATABASE_URL: "sqlite::memory:",
-  LOG_LEVEL: "error",
-  QUEUE_MAX_LENGTH: "10000",
-});
-await registerSim(coordinator.url, "bench", sim, 512, { keepAlive: true });
-const nginx = await startNginx(sim.port);
-if (!nginx) console.log("nginx not found: apt-get install -y nginx wrk for the nginx row");
-const floorPort = freePort();
-const floor = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", "scripts/bench/passthrough.ts", sim.url, String(floorPort)],
-  stdout: "null",
-  stderr: "inherit",
-}).spawn();
-const floorUrl = `http://127.0.0.1:${floorPort}`;
-await waitUntilUp(floorUrl);
+/** A coordinator as users run it, with the upstream registered; `databaseUrl` is the change. */
+async function startCoordinator(databaseUrl: string, upstream: Child) {
+  const child = await spawnCoordinator({ DATABASE_URL: databaseUrl, LOG_LEVEL: "info" });
+  await registerSim(child.url, "bench", upstream, 512, { keepAlive: true });
+  return { child, cookie: await adminCookie(child.url) };
+}
 
-const targets: [string, string][] = [
-  ["direct", sim.url],
-  ["coordinator", coordinator.url],
-  ["deno pass-through", floorUrl],
-];
-if (nginx) targets.push(["nginx", nginx.url]);
+/** NDJSON lines per second over `STREAMS` concurrent streams, restarted for `seconds`. */
+async function streamRate(url: string, seconds: number): Promise<number> {
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  let lines = 0;
+  let failed = 0;
+  await Promise.all(Array.from({ length: STREAMS }, async () => {
+    while (performance.now() < deadline) {
+      try {
+        const res = await fetch(`${url}/api/chat`, {
+          method: "POST",
+          body: STREAM,
+          headers: { "content-type": "application/json" },
+        });
+        if (!res.ok) failed++;
+        for await (const chunk of res.body!) {
+          for (const b of chunk) if (b === 10) lines++;
+        }
+      } catch {
+        failed++;
+      }
+    }
+  }));
+  if (failed) console.log(`  (${failed} streams failed at ${url})`);
+  return lines / ((performance.now() - started) / 1000);
+}
 
-type Row = {
+type Phase = "c1" | "c32" | "streams";
+interface Row {
+  name: string;
+  url: string;
+  coordinator?: { url: string; cookie: string };
+}
+interface Sample {
   c1p50: number;
   c1p99: number;
   rps: number;
   c32p50: number;
   c32p99: number;
   tokens: number;
-};
-const results: Record<string, Row[]> = {};
-for (const [name] of targets) results[name] = [];
-console.log(
-  `Ollama Coordinator benchmark: ${RUNS} runs, medians; loopback; simulated Ollama at 1M tokens/s`,
+  delay: Partial<Record<Phase, LoopDelay>>;
+}
+
+/** One run of the three phases against a row. */
+async function measure(row: Row, seconds: number): Promise<Sample> {
+  const load = async (connections: number) => {
+    const r = await wrk(`${row.url}/api/chat`, { connections, seconds, body: SMALL });
+    if (r.errors) console.log(`  (wrk saw ${r.errors} errors at ${row.name}, c=${connections})`);
+    return r;
+  };
+  const c1 = await withLoopDelay(row.coordinator, () => load(1));
+  const c32 = await withLoopDelay(row.coordinator, () => load(32));
+  const streams = await withLoopDelay(row.coordinator, () => streamRate(row.url, seconds));
+  return {
+    c1p50: c1.result.p50,
+    c1p99: c1.result.p99,
+    rps: c32.result.rps,
+    c32p50: c32.result.p50,
+    c32p99: c32.result.p99,
+    tokens: streams.result,
+    delay: { c1: c1.delay, c32: c32.delay, streams: streams.delay },
+  };
+}
+
+if (!which("wrk")) {
+  console.log("wrk not found: apt-get install -y wrk nginx (every latency and req/s is n/a)");
+}
+const upstream = await spawnUpstream(UPSTREAMS);
+const floorPort = freePort();
+const floor = await spawnScript(
+  "./bench/passthrough.ts",
+  [upstream.url, String(floorPort)],
+  floorPort,
 );
+const nginx = await startNginx(upstream.port);
+if (!nginx) console.log("nginx not found: apt-get install -y nginx for the nginx row");
+const dbDir = await Deno.makeTempDir({ prefix: "bench-coordinator-" });
+const fileDb = await startCoordinator(`sqlite://${dbDir}/coordinator.db`, upstream);
+const memoryDb = await startCoordinator("sqlite::memory:", upstream);
+
+const FILE = "coordinator (file db)";
+const MEMORY = "coordinator (memory db)";
+const rows: Row[] = [
+  { name: "direct", url: upstream.url },
+  ...(nginx ? [{ name: "nginx", url: nginx.url }] : []),
+  { name: "deno pass-through", url: floor.url },
+  { name: FILE, url: fileDb.child.url, coordinator: { url: fileDb.child.url, ...fileDb } },
+  { name: MEMORY, url: memoryDb.child.url, coordinator: { url: memoryDb.child.url, ...memoryDb } },
+];
+
+const [load1] = Deno.loadavg();
+console.log(
+  `Ollama Coordinator benchmark: ${RUNS} runs of ${DURATION} s per phase, medians; loopback; ` +
+    `load average ${load1.toFixed(2)} on ${navigator.hardwareConcurrency} CPUs before the runs`,
+);
+for (const row of rows) await measure(row, WARMUP);
+const samples: Record<string, Sample[]> = Object.fromEntries(rows.map((r) => [r.name, []]));
 for (let run = 0; run < RUNS; run++) {
-  for (const [name, url] of targets) {
-    const c1 = await latency(url);
-    const c32 = await wrk(url, 32);
-    results[name].push({
-      c1p50: c1.p50,
-      c1p99: c1.p99,
-      rps: c32.rps,
-      c32p50: c32.p50,
-      c32p99: c32.p99,
-      tokens: await tokenRate(url),
-    });
+  // Rotating the order spreads a slow spell of a shared machine over every row.
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[(i + run) % rows.length];
+    samples[row.name].push(await measure(row, DURATION));
   }
 }
-const med = (name: string): Row => {
-  const rows = results[name];
-  const m = (k: keyof Row) => median(rows.map((r) => r[k]));
-  return {
-    c1p50: m("c1p50"),
-    c1p99: m("c1p99"),
-    rps: m("rps"),
-    c32p50: m("c32p50"),
-    c32p99: m("c32p99"),
-    tokens: m("tokens"),
-  };
-};
+
+type Figure = Exclude<keyof Sample, "delay">;
+const med = (name: string, k: Figure) => median(samples[name].map((s) => s[k]));
+const medDelay = (name: string, phase: Phase, k: keyof LoopDelay) =>
+  median(samples[name].map((s) => s.delay[phase]?.[k] ?? NaN));
+
 console.log(
   `\n| path | c=1 p50 (ms) | c=1 p99 (ms) | c=32 req/s | c=32 p50 (ms) | c=32 p99 (ms) | ${STREAMS} streams, tokens/s |`,
 );
 console.log("| --- | --- | --- | --- | --- | --- | --- |");
-for (const [name] of targets) {
-  const r = med(name);
+for (const { name } of rows) {
   console.log(
-    `| ${name} | ${fmt(r.c1p50, 3)} | ${fmt(r.c1p99, 3)} | ${fmt(r.rps, 0)} | ${
-      fmt(r.c32p50, 2)
-    } | ${fmt(r.c32p99, 2)} | ${fmt(r.tokens, 0)} |`,
+    `| ${name} | ${fmt(med(name, "c1p50"), 3)} | ${fmt(med(name, "c1p99"), 3)} | ${
+      fmt(med(name, "rps"), 0)
+    } | ${fmt(med(name, "c32p50"), 2)} | ${fmt(med(name, "c32p99"), 2)} | ${
+      fmt(med(name, "tokens"), 0)
+    } |`,
   );
 }
-const d = med("direct");
-const c = med("coordinator");
+
 console.log(
-  `\ncoordinator adds ${fmt(c.c1p50 - d.c1p50, 3)} ms at p50 and ${
-    fmt(c.c1p99 - d.c1p99, 3)
-  } ms at p99 at c=1 (aims ≤ 0.15 and ≤ 1)`,
+  `\nEvent loop delay inside the coordinator, ms (p50 / p99 / max; medians of the runs):\n`,
 );
-const f = med("deno pass-through");
+console.log(`| path | c=1 | c=32 | ${STREAMS} streams |`);
+console.log("| --- | --- | --- | --- |");
+for (const name of [FILE, MEMORY]) {
+  const cell = (phase: Phase) =>
+    (["p50", "p99", "max"] as const).map((k) => fmt(medDelay(name, phase, k), 2)).join(" / ");
+  console.log(`| ${name} | ${cell("c1")} | ${cell("c32")} | ${cell("streams")} |`);
+}
+
+const ratio = (a: number, b: number) => `${fmt(a / b)}×`;
+const plus = (a: number, b: number) => `${a >= b ? "+" : ""}${fmt(a - b, 3)} ms`;
+const pass = "deno pass-through";
+console.log("");
+if (nginx) {
+  const headroom = med("direct", "rps") / med("nginx", "rps");
+  console.log(
+    `upstream headroom: direct ${fmt(med("direct", "rps"), 0)} req/s at c=32 = ${
+      fmt(headroom)
+    }× nginx's${
+      headroom < 2 ? " — UNDER 2×: the upstream, not the proxies, may limit the rows" : ""
+    } (needs ≥ 2×)`,
+  );
+}
 console.log(
-  `a bare Deno pass-through (Deno.serve + the same upstream client, nothing else) adds ${
-    fmt(f.c1p50 - d.c1p50, 3)
-  } ms at p50 and ${fmt(f.c1p99 - d.c1p99, 3)} ms at p99: Deno's own floor`,
+  `${FILE} vs ${pass}: ${ratio(med(FILE, "rps"), med(pass, "rps"))} req/s at c=32 (aim ≥ 0.8), ` +
+    `c=1 p50 ${plus(med(FILE, "c1p50"), med(pass, "c1p50"))} (aim ≤ +0.05), ` +
+    `c=1 p99 ${plus(med(FILE, "c1p99"), med(pass, "c1p99"))} (aim ≤ +0.5)`,
 );
 if (nginx) {
-  const n = med("nginx");
   console.log(
-    `nginx adds ${fmt(n.c1p50 - d.c1p50, 3)} ms at p50 and ${fmt(n.c1p99 - d.c1p99, 3)} ms at p99`,
+    `${FILE} vs nginx: ${ratio(med(FILE, "rps"), med("nginx", "rps"))} req/s at c=32 ` +
+      `(aim ≥ 0.5), ${ratio(med(FILE, "tokens"), med("nginx", "tokens"))} stream tokens/s ` +
+      `(aim ≥ 0.8)`,
   );
   console.log(
-    `coordinator vs nginx: ${fmt(c.rps / n.rps)}x req/s at c=32 (aim ≥ 0.5), ${
-      fmt(c.tokens / n.tokens)
-    }x stream tokens/s (aim ≥ 0.5)`,
-  );
-  console.log(
-    `deno pass-through vs nginx: ${fmt(f.rps / n.rps)}x req/s at c=32, ${
-      fmt(f.tokens / n.tokens)
-    }x stream tokens/s`,
+    `${pass} vs nginx: ${ratio(med(pass, "rps"), med("nginx", "rps"))} req/s at c=32, ` +
+      `${ratio(med(pass, "tokens"), med("nginx", "tokens"))} stream tokens/s`,
   );
 }
 console.log(
-  `coordinator resident memory after the runs: ${
-    fmt(rssBytes(coordinator.process.pid) / 1e6, 1)
-  } MB`,
+  `${FILE} vs ${MEMORY}: ${ratio(med(FILE, "rps"), med(MEMORY, "rps"))} req/s at c=32, ` +
+    `c=1 p99 ${plus(med(FILE, "c1p99"), med(MEMORY, "c1p99"))}`,
+);
+console.log(
+  `event loop delay of the ${FILE} at c=32: p99 ${fmt(medDelay(FILE, "c32", "p99"), 2)} ms ` +
+    `(aim ≤ 2), max ${fmt(medDelay(FILE, "c32", "max"), 2)} ms (aim ≤ 10)`,
+);
+console.log(
+  `resident memory after the runs: ${FILE} ${
+    fmt(rssBytes(fileDb.child.process.pid) / 1e6, 1)
+  } MB, ${MEMORY} ${fmt(rssBytes(memoryDb.child.process.pid) / 1e6, 1)} MB`,
 );
 
 await nginx?.stop();
-floor.kill();
-await floor.status;
-await coordinator.stop();
-await sim.stop();
+await floor.stop();
+await fileDb.child.stop();
+await memoryDb.child.stop();
+await upstream.stop();
+await Deno.remove(dbDir, { recursive: true });

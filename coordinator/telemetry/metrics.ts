@@ -82,6 +82,89 @@ function gauge(out: string[], name: string, help: string, rows: [Labels, number]
   }
 }
 
+/** Samples kept between two scrapes; at 100 a second, the last 80 s. */
+const DELAY_WINDOW = 8192;
+
+/**
+ * The event loop's delay: a timer due every `resolutionMs` notes how late it fires, which is how
+ * long the loop was busy with other work. Quantiles and the maximum cover the samples since the
+ * previous scrape (as prom-client's `nodejs_eventloop_lag_*` do), so a benchmark reads one run by
+ * scraping before and after it; `_sum` and `_count` are cumulative. Deno 2.9's
+ * `monitorEventLoopDelay` (node:perf_hooks) reported 3 ms for loops blocked 80 ms, hence a timer.
+ */
+export class EventLoopDelay {
+  readonly #resolutionMs: number;
+  readonly #now: () => number;
+  readonly #window = new Float64Array(DELAY_WINDOW);
+  #size = 0;
+  #next = 0;
+  #max = 0;
+  #sum = 0;
+  #count = 0;
+
+  constructor(options: { resolutionMs?: number; now?: () => number } = {}) {
+    this.#resolutionMs = options.resolutionMs ?? 10;
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  /** Samples served so far (cumulative). */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Notes one delay, in seconds. */
+  record(seconds: number): void {
+    this.#window[this.#next] = seconds;
+    this.#next = (this.#next + 1) % DELAY_WINDOW;
+    this.#size = Math.min(this.#size + 1, DELAY_WINDOW);
+    this.#max = Math.max(this.#max, seconds);
+    this.#sum += seconds;
+    this.#count++;
+  }
+
+  /** Starts sampling; returns the function that stops it. */
+  start(): () => void {
+    let timer: ReturnType<typeof setTimeout>;
+    let due = this.#now() + this.#resolutionMs;
+    const tick = () => {
+      const now = this.#now();
+      this.record(Math.max(0, now - due) / 1000);
+      due = now + this.#resolutionMs;
+      timer = setTimeout(tick, this.#resolutionMs);
+      Deno.unrefTimer(timer);
+    };
+    timer = setTimeout(tick, this.#resolutionMs);
+    Deno.unrefTimer(timer);
+    return () => clearTimeout(timer);
+  }
+
+  /** Writes the summary and the maximum, then starts a new window. */
+  render(out: string[]): void {
+    const name = "ollama_coordinator_event_loop_delay_seconds";
+    out.push(
+      `# HELP ${name} How late a ${this.#resolutionMs} ms timer fired; quantiles since the previous scrape`,
+      `# TYPE ${name} summary`,
+    );
+    const sorted = this.#window.slice(0, this.#size).sort();
+    if (sorted.length > 0) {
+      for (const q of [0.5, 0.9, 0.99]) {
+        const v = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))];
+        out.push(`${name}{quantile="${q}"} ${v}`);
+      }
+    }
+    out.push(`${name}_sum ${this.#sum}`, `${name}_count ${this.#count}`);
+    gauge(
+      out,
+      "ollama_coordinator_event_loop_delay_max_seconds",
+      "Longest event loop delay since the previous scrape",
+      [[{}, this.#max]],
+    );
+    this.#size = 0;
+    this.#next = 0;
+    this.#max = 0;
+  }
+}
+
 /** The coordinator's metrics. */
 export class Metrics {
   readonly requests = new Counter(
@@ -110,6 +193,7 @@ export class Metrics {
     "ollama_coordinator_circuit_breaker_trips_total",
     "Times an agent was taken out after repeated failures",
   );
+  readonly eventLoop = new EventLoopDelay();
   readonly #registry: Registry;
   readonly #scheduler: Scheduler;
   readonly #now: () => number;
@@ -146,6 +230,11 @@ export class Metrics {
     if (r.ttft_ms !== null) this.ttft.observe({ route: r.route }, r.ttft_ms / 1000);
     if (r.tokens_in) this.tokens.inc({ direction: "in", model }, r.tokens_in);
     if (r.tokens_out) this.tokens.inc({ direction: "out", model }, r.tokens_out);
+  }
+
+  /** Starts sampling the event loop's delay; returns the function that stops it. */
+  start(): () => void {
+    return this.eventLoop.start();
   }
 
   /** The exposition text. */
@@ -230,6 +319,7 @@ export class Metrics {
       "Requests waiting for a free slot, per model",
       Object.entries(this.#scheduler.queueDepths()).map(([model, n]) => [{ model }, n]),
     );
+    this.eventLoop.render(out);
     processMetrics(out);
     return out.join("\n") + "\n";
   }

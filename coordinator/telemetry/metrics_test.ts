@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { EventLoopDelay } from "./metrics.ts";
 import { startFleet, testApp } from "../testing/app.ts";
 
 Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges", async () => {
@@ -42,6 +43,7 @@ Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges
   assert.match(text, /\nprocess_resident_memory_bytes \d{7,}\n/);
   assert.match(text, /\nprocess_cpu_seconds_total \d+(\.\d+)?\n/);
   assert.match(text, /\nprocess_open_fds \d+\n/);
+  assert.match(text, /\nollama_coordinator_event_loop_delay_max_seconds [\d.e+-]+\n/);
   // Every sample line is "name{labels} value".
   for (const line of text.trim().split("\n")) {
     if (!line.startsWith("#")) assert.match(line, /^[a-z_]+(\{.*\})? -?[\d.e+-]+$/, line);
@@ -72,4 +74,51 @@ Deno.test("metrics - label values are escaped as the exposition format requires"
     text,
   );
   await close();
+});
+
+Deno.test("metrics - the event loop's delay is how late the sampling timer fires", async () => {
+  let clock = 0;
+  const delay = new EventLoopDelay({ resolutionMs: 1, now: () => clock });
+  const stop = delay.start();
+  // The timer was due at 1 ms; the clock says it fired at 26 ms: the loop was 25 ms late.
+  clock = 26;
+  while (delay.count === 0) await new Promise((r) => setTimeout(r, 1));
+  stop();
+  const out: string[] = [];
+  delay.render(out);
+  assert.ok(out.includes('ollama_coordinator_event_loop_delay_seconds{quantile="0.99"} 0.025'));
+  assert.ok(out.includes("ollama_coordinator_event_loop_delay_max_seconds 0.025"));
+});
+
+Deno.test("metrics - event loop delay quantiles and max cover the samples since the last scrape", () => {
+  const delay = new EventLoopDelay();
+  for (let i = 1; i <= 100; i++) delay.record(i / 1000);
+  const first: string[] = [];
+  delay.render(first);
+  const name = "ollama_coordinator_event_loop_delay_seconds";
+  assert.ok(first.includes(`${name}{quantile="0.5"} 0.051`), first.join("\n"));
+  assert.ok(first.includes(`${name}{quantile="0.99"} 0.1`));
+  assert.ok(first.includes("ollama_coordinator_event_loop_delay_max_seconds 0.1"));
+  delay.record(0.002);
+  const second: string[] = [];
+  delay.render(second);
+  assert.ok(second.includes(`${name}{quantile="0.5"} 0.002`), second.join("\n"));
+  assert.ok(second.includes("ollama_coordinator_event_loop_delay_max_seconds 0.002"));
+  // Sum and count keep growing across scrapes, as a summary's must.
+  assert.ok(second.includes(`${name}_count 101`));
+  const third: string[] = [];
+  delay.render(third);
+  assert.ok(!third.some((l) => l.includes("{quantile=")), "no quantiles without samples");
+  assert.ok(third.includes("ollama_coordinator_event_loop_delay_max_seconds 0"));
+});
+
+Deno.test("metrics - a running coordinator samples its event loop's delay", async () => {
+  await using fleet = await startFleet([], { metricsPublic: true });
+  const count = async () => {
+    const text = await (await fetch(`${fleet.url}/metrics`)).text();
+    return Number(/\nollama_coordinator_event_loop_delay_seconds_count (\d+)\n/.exec(text)?.[1]);
+  };
+  // The first sample comes 10 ms after the start; give up (and fail) after 5 s.
+  for (let i = 0; i < 500 && !(await count() > 0); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(await count() > 0, "the coordinator took no event loop delay sample");
 });

@@ -8,7 +8,7 @@ import type { Bus } from "../telemetry/bus.ts";
 import { EventLog } from "../telemetry/event_log.ts";
 import { Registry } from "../fleet/registry.ts";
 import { openStore } from "../store/open.ts";
-import { type SimOptions, type Simulator, startSimulator } from "../../scripts/ollama_sim.ts";
+import { type SimOptions, type Simulator, startSimulator } from "@oc/simulator";
 
 /** A controllable clock. */
 export class FakeClock {

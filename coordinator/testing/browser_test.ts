@@ -9,7 +9,7 @@ import { type Browser, type BrowserContext, chromium, type Page } from "playwrig
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN, testConfig } from "../config.ts";
 import { startCoordinator } from "../server.ts";
 import { registration, startFleet } from "./app.ts";
-import { startSimulator } from "../../scripts/ollama_sim.ts";
+import { startSimulator } from "@oc/simulator";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = (() => {

@@ -92,7 +92,7 @@ export async function spawnSimulator(args: string[] = [], port = freePort()): Pr
   const c = child([
     "run",
     "-A",
-    "scripts/ollama_sim.ts",
+    "simulator/cli.ts",
     "--quiet",
     "--port",
     String(port),
