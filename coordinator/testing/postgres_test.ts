@@ -113,7 +113,7 @@ function listenForever(
   };
 }
 
-/** A queue of events a test can await one at a time. */
+/** A queue of events a test can await one at a time; a missing event fails after 30 s, not never. */
 function events<T>() {
   const seen: T[] = [];
   const waiting: Array<(value: T) => void> = [];
@@ -125,7 +125,7 @@ function events<T>() {
     },
     next(): Promise<T> {
       if (seen.length) return Promise.resolve(seen.shift()!);
-      return new Promise((resolve) => waiting.push(resolve));
+      return settlesWithin(new Promise((resolve) => waiting.push(resolve)), 30_000, "an event");
     },
   };
 }
@@ -375,7 +375,8 @@ Deno.test({
         assert.equal(await take(contender), false);
         const { rows } = await holder.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
         await admin.query("SELECT pg_terminate_backend($1)", [rows[0].pid]);
-        await holderEnded; // how the leader learns it is no longer the leader
+        // How the leader learns it is no longer the leader.
+        await settlesWithin(holderEnded, 30_000, "the holder's end event");
         await assert.rejects(holder.query("SELECT 1"), (e) => isDatabaseUnavailable(e));
         assert.equal(await take(contender), true);
       } finally {
