@@ -31,8 +31,12 @@ const count = integer(0, 1_000_000);
 const bytes = integer(0, 2 ** 53 - 1);
 const percent = z.number().check(z.gte(0), z.lte(100));
 
+// Model objects are loose: every field an agent's Ollama sends reaches clients of `/api/tags` and
+// `/api/ps`, including fields a later Ollama adds (`parent_model`, `remote_host`, …). The body
+// limit of the management API bounds what they can hold.
+
 /** Details Ollama reports for a model (`/api/tags`, `/api/ps`). */
-export const ModelDetails = z.partial(z.object({
+export const ModelDetails = z.partial(z.looseObject({
   format: z.optional(text(64)),
   family: z.optional(text(128)),
   families: z.nullish(z.array(text(128)).check(z.maxLength(32))),
@@ -42,7 +46,7 @@ export const ModelDetails = z.partial(z.object({
 export type ModelDetails = z.infer<typeof ModelDetails>;
 
 /** A model installed on an agent's disk, as in Ollama's `/api/tags`. */
-export const InstalledModel = z.object({
+export const InstalledModel = z.looseObject({
   name,
   digest: z.optional(text(128)),
   size: z.optional(bytes),
@@ -52,7 +56,7 @@ export const InstalledModel = z.object({
 export type InstalledModel = z.infer<typeof InstalledModel>;
 
 /** A model loaded in memory on an agent, as in Ollama's `/api/ps`. */
-export const LoadedModel = z.object({
+export const LoadedModel = z.looseObject({
   name,
   digest: z.optional(text(128)),
   size: z.optional(bytes),

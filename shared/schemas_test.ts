@@ -184,7 +184,7 @@ Deno.test("schemas - bad input is described in the same words as before zod/mini
   }
 });
 
-Deno.test("schemas - valid input is trimmed and stripped of unknown fields", () => {
+Deno.test("schemas - valid input is trimmed and stripped of unknown fields, but for models", () => {
   const registered = RegisterRequest.parse({
     ...reg,
     machine_name: "  box  ",
@@ -194,7 +194,8 @@ Deno.test("schemas - valid input is trimmed and stripped of unknown fields", () 
   assert.deepEqual(registered, {
     ...reg,
     machine_name: "box",
-    models: [{ name: "m", details: { families: null } }],
+    // Model objects keep what Ollama sent, fields of a later Ollama too.
+    models: [{ name: "m", details: { families: null, extra: 1 } }],
   });
   assert.deepEqual(
     AgentPatch.parse({ display_name: " Box ", labels: [" gpu "], weight: 2, drain: true }),
