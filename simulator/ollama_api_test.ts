@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Ollama } from "ollama";
+import { Ollama } from "../shared/test_clients.ts";
 import { type Json, ndjson, norm, post, postJson, start } from "./testing.ts";
 
 Deno.test("simulator - streams generate as NDJSON ending in a full final object", async () => {

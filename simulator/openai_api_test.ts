@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import OpenAI from "openai";
+import { OpenAI } from "../shared/test_clients.ts";
 import { type Json, post, postJson, sse, start } from "./testing.ts";
 
 Deno.test("simulator - speaks OpenAI chat and completions, streaming and not", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Ollama } from "ollama";
+import { Ollama } from "../../shared/test_clients.ts";
 import { startFleet } from "../testing/app.ts";
 
 const FLEET = [

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import OpenAI from "openai";
+import { OpenAI } from "../../shared/test_clients.ts";
 import { startFleet } from "../testing/app.ts";
 
 const FLEET = [

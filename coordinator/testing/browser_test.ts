@@ -5,7 +5,12 @@
  * (.ci/run installs it).
  */
 import assert from "node:assert/strict";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import {
+  type Browser,
+  type BrowserContext,
+  chromium,
+  type Page,
+} from "../../shared/test_clients.ts";
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN, testConfig } from "../config.ts";
 import { startCoordinator } from "../server.ts";
 import { registration, startFleet } from "./app.ts";
