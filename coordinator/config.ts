@@ -39,11 +39,12 @@ const SETTINGS = {
     env: "DATABASE_URL",
     flag: "database-url",
     schema: z.string().regex(
-      /^sqlite:(\/\/.+|:memory:)$/,
-      "expected sqlite://PATH or sqlite::memory:",
+      /^(sqlite:(\/\/.+|:memory:)|postgres(ql)?:\/\/.+)$/,
+      "expected sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST:PORT/DB",
     ),
     default: "sqlite://coordinator.db",
-    help: "Registry database: sqlite://PATH or sqlite::memory:",
+    help:
+      "Database: sqlite://PATH (one coordinator) or postgres://USER:PASSWORD@HOST:PORT/DB (several)",
   },
   healthCheckInterval: {
     env: "HEALTH_CHECK_INTERVAL",

@@ -9,6 +9,7 @@
 import { ConfigError, helpText, loadConfig } from "./config.ts";
 import { hostname } from "node:os";
 import { closeContext, startCoordinator } from "./server.ts";
+import { redactUrl } from "./store/open.ts";
 import { Logger, routeConsole, writeStderr } from "./telemetry/logger.ts";
 
 /** Secrets generated at the first start. */
@@ -131,7 +132,7 @@ if (import.meta.main) {
   if (json) {
     json.info("Ollama Coordinator listening", {
       address: listening,
-      database: config.databaseUrl,
+      database: redactUrl(config.databaseUrl),
       agents: registry.all().length,
       ollama_url: coordinator.url,
       openai_url: `${coordinator.url}/v1`,
@@ -140,7 +141,7 @@ if (import.meta.main) {
   } else {
     console.log(
       `Ollama Coordinator listening on ${listening} ` +
-        `(database ${config.databaseUrl}, ${registry.all().length} agents known)`,
+        `(database ${redactUrl(config.databaseUrl)}, ${registry.all().length} agents known)`,
     );
     console.log(
       `Point Ollama clients at ${coordinator.url} and OpenAI clients at ${coordinator.url}/v1`,

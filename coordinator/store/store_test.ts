@@ -5,8 +5,14 @@
 import assert from "node:assert/strict";
 import type { AgentRecord, RequestRecord, Store } from "./mod.ts";
 import { StoreError } from "./mod.ts";
-import { openStore } from "./open.ts";
+import { openStore, redactUrl } from "./open.ts";
 import { fillDisk, smallDisk } from "../testing/abuse.ts";
+import { postgresTestsEnabled, startPostgres } from "../testing/postgres.ts";
+
+// One PostgreSQL for this file, started outside any test so no test owns it; it ends with the
+// test process. Each test gets a database of its own.
+const postgres = postgresTestsEnabled() ? await startPostgres() : undefined;
+let databases = 0;
 
 /** A store under test and how to dispose of it. */
 interface Subject {
@@ -22,6 +28,16 @@ const SUBJECTS: Subject[] = [
       return { store, dispose: () => store.close() };
     },
   },
+  ...(postgres
+    ? [{
+      name: "postgres",
+      async open() {
+        const url = await postgres.createDatabase(`store_${++databases}`);
+        const store = await openStore(url);
+        return { store, dispose: () => store.close() };
+      },
+    }]
+    : []),
   {
     name: "sqlite file",
     async open() {
@@ -300,4 +316,42 @@ Deno.test("store (sqlite file) - a full disk fails writes as unavailable; writes
   } finally {
     await disk.unmount();
   }
+});
+
+Deno.test({
+  name:
+    "store (postgres) - coordinators starting together migrate once; a database away is unavailable",
+  ignore: !postgres,
+  async fn() {
+    const url = await postgres!.createDatabase("together");
+    const stores = await Promise.all(Array.from({ length: 4 }, () => openStore(url)));
+    try {
+      await stores[0].setSetting("k", "v");
+      for (const s of stores) assert.equal((await s.load()).settings.k, "v");
+      // The server stops: calls fail fast as unavailable, and work again once it is back.
+      await postgres!.shutdown();
+      const error = await stores[1].setSetting("k", "w").catch((e) => e);
+      assert.ok(error instanceof StoreError, String(error));
+      assert.equal(error.unavailable, true);
+      await postgres!.start();
+      let ok = false;
+      for (let i = 0; i < 50 && !ok; i++) {
+        ok = await stores[1].setSetting("k", "w").then(() => true, () => false);
+        if (!ok) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(ok, "the store did not come back with the database");
+      assert.equal((await stores[2].load()).settings.k, "w");
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  },
+});
+
+Deno.test("store - a database URL in a log line hides its password", () => {
+  assert.equal(
+    redactUrl("postgres://oc:s3cr@t/x@db.example:5432/fleet"),
+    "postgres://oc:***@db.example:5432/fleet",
+  );
+  assert.equal(redactUrl("postgresql://oc@db/fleet"), "postgresql://oc@db/fleet");
+  assert.equal(redactUrl("sqlite://coordinator.db"), "sqlite://coordinator.db");
 });

@@ -13,6 +13,7 @@ import {
   TEST_PG_USER,
   type TestPostgres,
 } from "./postgres.ts";
+import { isUnavailable } from "../store/postgres/store.ts";
 
 const ignore = !postgresTestsEnabled();
 const HARNESS = new URL("./postgres.ts", import.meta.url).href;
@@ -38,22 +39,6 @@ function newPool(url: string, options: pg.PoolConfig = {}): pg.Pool {
   // Without a listener an idle client's error (a restart, say) is thrown and ends the process.
   pool.on("error", () => {});
   return pool;
-}
-
-/** Whether `error` means "the database cannot be reached right now" rather than a bad query. */
-function isDatabaseUnavailable(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === "string") {
-    if (["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH"].includes(code)) {
-      return true;
-    }
-    // 08: connection exception; 57P01-03: shutting down, crashed, starting up; 53300: too many
-    // connections.
-    if (/^(08...|57P0[123]|53300)$/.test(code)) return true;
-  }
-  return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|not queryable/
-    .test(error.message);
 }
 
 /** Rejects when `promise` has not settled after `ms`: turns a hang into a failure. */
@@ -335,7 +320,7 @@ Deno.test({
         await listens.next(); // the moment the store reloads what it caches
         // An idle connection cut by the restart may fail one query; the next one reconnects.
         const first = await pool.query("SELECT 1").then(() => undefined, (e) => e);
-        if (first) assert.ok(isDatabaseUnavailable(first), String(first));
+        if (first) assert.ok(isUnavailable(first), String(first));
         await pool.query("SELECT pg_notify('fleet', 'after restart')");
         assert.equal(await payloads.next(), "after restart");
 
@@ -377,7 +362,7 @@ Deno.test({
         await admin.query("SELECT pg_terminate_backend($1)", [rows[0].pid]);
         // How the leader learns it is no longer the leader.
         await settlesWithin(holderEnded, 30_000, "the holder's end event");
-        await assert.rejects(holder.query("SELECT 1"), (e) => isDatabaseUnavailable(e));
+        await assert.rejects(holder.query("SELECT 1"), (e) => isUnavailable(e));
         assert.equal(await take(contender), true);
       } finally {
         await holder.end().catch(() => {});
@@ -399,7 +384,7 @@ Deno.test({
         for (let i = 0; i < 3; i++) {
           const error = await settlesWithin(pool.query("SELECT 1"), 15_000, "query while down")
             .then(() => undefined, (e) => e);
-          assert.ok(error && isDatabaseUnavailable(error), `unavailable, got ${error}`);
+          assert.ok(error && isUnavailable(error), `unavailable, got ${error}`);
         }
         await server.start();
         await pool.query("SELECT 1");
@@ -409,11 +394,11 @@ Deno.test({
         try {
           const onOpen = await settlesWithin(pool.query("SELECT 1"), 15_000, "query while frozen")
             .then(() => undefined, (e) => e);
-          assert.ok(onOpen && isDatabaseUnavailable(onOpen), `unavailable, got ${onOpen}`);
+          assert.ok(onOpen && isUnavailable(onOpen), `unavailable, got ${onOpen}`);
           const fresh = newPool(server.url, { connectionTimeoutMillis: 500 });
           const onConnect = await settlesWithin(fresh.query("SELECT 1"), 15_000, "connect")
             .then(() => undefined, (e) => e);
-          assert.ok(onConnect && isDatabaseUnavailable(onConnect), `unavailable, got ${onConnect}`);
+          assert.ok(onConnect && isUnavailable(onConnect), `unavailable, got ${onConnect}`);
           await fresh.end();
         } finally {
           server.resume();
@@ -421,7 +406,7 @@ Deno.test({
         await pool.query("SELECT 1").catch(() => {}); // a timed-out client is discarded, not reused
         const { rows } = await pool.query<{ ok: number }>("SELECT 1 AS ok");
         assert.equal(rows[0].ok, 1);
-        assert.equal(isDatabaseUnavailable(await pool.query("SELEC 1").catch((e) => e)), false);
+        assert.equal(isUnavailable(await pool.query("SELEC 1").catch((e) => e)), false);
       } finally {
         await pool.end();
       }

@@ -1,0 +1,572 @@
+/**
+ * The PostgreSQL store (`DATABASE_URL=postgres://…`), for several coordinators sharing one fleet.
+ * Same contract as the SQLite store; batches are single statements over `unnest` arrays. Every
+ * wait is bounded on the client side, so a database that hangs or goes away turns into a
+ * {@linkcode StoreError} marked unavailable within seconds, never a stuck request.
+ *
+ * The client is node-postgres (`pg`): on Deno it survived PostgreSQL restarts, crashes and
+ * terminated connections under load without hanging or ending the process (see the README).
+ */
+// @ts-types="@types/pg"
+import pg from "pg";
+import type {
+  AgentRecord,
+  AgentUpdate,
+  ApiKeyRecord,
+  EventQuery,
+  FleetEvent,
+  NewEvent,
+  Pruned,
+  RequestQuery,
+  RequestRecord,
+  Retention,
+  SessionRecord,
+  Store,
+  StoreCounts,
+  StoreSnapshot,
+} from "../mod.ts";
+import { StoreError } from "../mod.ts";
+
+/** Key of the advisory lock that serialises migrations between coordinators. */
+const MIGRATION_LOCK = 7_422_001;
+
+const MIGRATIONS_DIR = new URL("./migrations/", import.meta.url);
+
+/** Network errors and SQLSTATEs that mean "the database cannot take this now". */
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+
+/** Whether an error from `pg` means the database is away (rather than the call being wrong). */
+export function isUnavailable(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === "string") {
+    // 08: connection exceptions; 57P01-57P03: shutdown, crash, cannot connect now;
+    // 53: insufficient resources (disk full, out of memory, too many connections).
+    return UNAVAILABLE_CODES.has(code) || /^(08...|57P0[123]|53...)$/.test(code);
+  }
+  return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|not queryable|Client has encountered a connection error/i
+    .test(e.message);
+}
+
+function storeError(op: string, e: unknown): StoreError {
+  const message = e instanceof Error ? e.message : String(e);
+  return new StoreError(`Cannot ${op}: ${message}`, isUnavailable(e), { cause: e });
+}
+
+const iso = (v: unknown): string | null =>
+  v == null ? null : v instanceof Date ? v.toISOString() : new Date(String(v)).toISOString();
+
+type Row = Record<string, unknown>;
+
+/** How each agent field is passed and cast in a batched update. */
+const AGENT_FIELDS: Record<keyof Omit<AgentRecord, "id">, { type: string; json?: boolean }> = {
+  machine_name: { type: "text" },
+  display_name: { type: "text" },
+  labels: { type: "jsonb", json: true },
+  ip_address: { type: "text" },
+  ollama_port: { type: "integer" },
+  ollama_version: { type: "text" },
+  agent_version: { type: "text" },
+  os: { type: "text" },
+  parallel: { type: "integer" },
+  weight: { type: "double precision" },
+  drain: { type: "boolean" },
+  status: { type: "text" },
+  status_reason: { type: "text" },
+  registered_at: { type: "bigint" },
+  last_seen: { type: "bigint" },
+  metrics: { type: "jsonb", json: true },
+  models: { type: "jsonb", json: true },
+  loaded_models: { type: "jsonb", json: true },
+  secret_hash: { type: "text" },
+};
+const FIELD_NAMES = Object.keys(AGENT_FIELDS) as (keyof typeof AGENT_FIELDS)[];
+
+function param(field: keyof typeof AGENT_FIELDS, value: unknown): unknown {
+  // jsonb parameters are always passed as text: pg would send a JS array as a PostgreSQL array.
+  if (AGENT_FIELDS[field].json) return value === null ? null : JSON.stringify(value);
+  return value;
+}
+
+function agentFromRow(r: Row): AgentRecord {
+  return {
+    id: String(r.id),
+    machine_name: String(r.machine_name),
+    display_name: r.display_name == null ? null : String(r.display_name),
+    labels: r.labels as string[],
+    ip_address: String(r.ip_address),
+    ollama_port: Number(r.ollama_port),
+    ollama_version: String(r.ollama_version),
+    agent_version: r.agent_version == null ? null : String(r.agent_version),
+    os: r.os == null ? null : String(r.os),
+    parallel: Number(r.parallel),
+    weight: Number(r.weight),
+    drain: Boolean(r.drain),
+    status: String(r.status) as AgentRecord["status"],
+    status_reason: r.status_reason == null ? null : String(r.status_reason),
+    registered_at: Number(r.registered_at),
+    last_seen: Number(r.last_seen),
+    metrics: (r.metrics ?? null) as AgentRecord["metrics"],
+    models: r.models as AgentRecord["models"],
+    loaded_models: r.loaded_models as AgentRecord["loaded_models"],
+    secret_hash: r.secret_hash == null ? null : String(r.secret_hash),
+  };
+}
+
+function keyFromRow(r: Row): ApiKeyRecord {
+  return {
+    id: String(r.id),
+    name: String(r.name),
+    prefix: String(r.prefix),
+    hash: String(r.hash),
+    scope: r.scope === "admin" ? "admin" : "client",
+    created_at: iso(r.created_at)!,
+    last_used_at: iso(r.last_used_at),
+    uses: Number(r.uses),
+    revoked_at: iso(r.revoked_at),
+  };
+}
+
+function eventFromRow(r: Row): FleetEvent {
+  return {
+    id: Number(r.id),
+    at: iso(r.at)!,
+    kind: String(r.kind),
+    agent_id: r.agent_id == null ? null : String(r.agent_id),
+    message: String(r.message),
+  };
+}
+
+const REQUEST_COLUMNS: { name: keyof RequestRecord; type: string }[] = [
+  { name: "id", type: "text" },
+  { name: "at", type: "timestamptz" },
+  { name: "route", type: "text" },
+  { name: "model", type: "text" },
+  { name: "agent_id", type: "text" },
+  { name: "agent_name", type: "text" },
+  { name: "status", type: "integer" },
+  { name: "latency_ms", type: "double precision" },
+  { name: "ttft_ms", type: "double precision" },
+  { name: "queued_ms", type: "double precision" },
+  { name: "tokens_in", type: "integer" },
+  { name: "tokens_out", type: "integer" },
+  { name: "tokens_per_second", type: "double precision" },
+  { name: "attempts", type: "integer" },
+  { name: "error", type: "text" },
+];
+
+function requestFromRow(r: Row): RequestRecord {
+  const out: Record<string, unknown> = {};
+  for (const { name, type } of REQUEST_COLUMNS) {
+    const v = r[name];
+    out[name] = v == null
+      ? null
+      : type === "timestamptz"
+      ? iso(v)
+      : type === "text"
+      ? String(v)
+      : Number(v);
+  }
+  return out as unknown as RequestRecord;
+}
+
+/** Options for {@linkcode openPostgresStore}. */
+export interface PostgresOptions {
+  /** Connections in the pool. */
+  max?: number;
+  /** Milliseconds a query may take before it is abandoned (client and server side). */
+  queryTimeoutMs?: number;
+  /** Milliseconds to connect or wait for a free connection. */
+  connectTimeoutMs?: number;
+}
+
+/** A pool with every wait bounded and connection losses reported, never thrown. */
+export function createPool(url: string, options: PostgresOptions = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 10,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 2000,
+    query_timeout: options.queryTimeoutMs ?? 5000,
+    statement_timeout: options.queryTimeoutMs ?? 5000,
+    idleTimeoutMillis: 30_000,
+    keepAlive: true,
+    application_name: "ollama-coordinator",
+    types: {
+      // int8 (ids, epoch milliseconds, counts) as numbers: all fit in a double here.
+      getTypeParser: ((oid: number, format?: "text" | "binary") =>
+        oid === 20
+          ? Number
+          : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    },
+  });
+  // Without a listener, an idle connection that dies (a restart) would end the process.
+  pool.on("error", (e) => console.error("PostgreSQL connection lost:", e.message));
+  return pool;
+}
+
+/** Reads the migration files (`NNN_name.sql`) in version order. */
+function loadMigrations(): { version: number; name: string; sql: string }[] {
+  const out = [];
+  for (const entry of Deno.readDirSync(MIGRATIONS_DIR)) {
+    const m = /^(\d+)_(.+)\.sql$/.exec(entry.name);
+    if (!entry.isFile || !m) continue;
+    out.push({
+      version: Number(m[1]),
+      name: m[2],
+      sql: Deno.readTextFileSync(new URL(entry.name, MIGRATIONS_DIR)),
+    });
+  }
+  return out.sort((a, b) => a.version - b.version);
+}
+
+/**
+ * Applies the migrations not yet recorded, holding a transaction-level advisory lock: the
+ * coordinators that start together take turns, and each migration runs once.
+ */
+export async function migrate(pool: pg.Pool): Promise<number[]> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
+    await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)`);
+    const done = new Set(
+      (await client.query("SELECT version FROM schema_migrations")).rows.map((r) =>
+        Number(r.version)
+      ),
+    );
+    const applied: number[] = [];
+    for (const m of loadMigrations()) {
+      if (done.has(m.version)) continue;
+      try {
+        await client.query(m.sql);
+      } catch (e) {
+        throw new Error(`Cannot apply migration ${m.version}_${m.name}: ${(e as Error).message}`);
+      }
+      await client.query(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, now())",
+        [m.version, m.name],
+      );
+      applied.push(m.version);
+    }
+    await client.query("COMMIT");
+    return applied;
+  } catch (e) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+/** Opens the PostgreSQL store at `url`, applying migrations; rejects when it cannot. */
+export async function openPostgresStore(
+  url: string,
+  options: PostgresOptions = {},
+): Promise<Store & { readonly pool: pg.Pool }> {
+  const pool = createPool(url, options);
+  try {
+    await migrate(pool);
+  } catch (e) {
+    await pool.end().catch(() => {});
+    throw storeError("open the database", e);
+  }
+  return new PostgresStore(pool);
+}
+
+/** See the module documentation. */
+class PostgresStore implements Store {
+  readonly kind = "postgres" as const;
+  readonly pool: pg.Pool;
+  #closed = false;
+
+  constructor(pool: pg.Pool) {
+    this.pool = pool;
+  }
+
+  async #query(op: string, text: string, values: unknown[] = []): Promise<pg.QueryResult> {
+    if (this.#closed) throw new StoreError(`Cannot ${op}: the store is closed`, true);
+    try {
+      return await this.pool.query(text, values);
+    } catch (e) {
+      throw storeError(op, e);
+    }
+  }
+
+  async #transaction<T>(op: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new StoreError(`Cannot ${op}: the store is closed`, true);
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (e) {
+      throw storeError(op, e);
+    }
+    try {
+      await client.query("BEGIN");
+      const result = await fn(client);
+      await client.query("COMMIT");
+      return result;
+    } catch (e) {
+      await client.query("ROLLBACK").catch(() => {});
+      throw storeError(op, e);
+    } finally {
+      client.release();
+    }
+  }
+
+  async load(): Promise<StoreSnapshot> {
+    const [agents, settings, keys, ever, sessions] = await Promise.all([
+      this.#query("load agents", "SELECT * FROM agents ORDER BY registered_at, id"),
+      this.#query("load settings", "SELECT key, value FROM settings"),
+      this.#query("load keys", "SELECT * FROM api_keys WHERE revoked_at IS NULL"),
+      this.#query("load keys", "SELECT 1 FROM api_keys WHERE scope = 'client' LIMIT 1"),
+      this.#query(
+        "load sessions",
+        "SELECT id_hash, csrf, created_at, expires_at FROM sessions WHERE expires_at > now()",
+      ),
+    ]);
+    return {
+      agents: agents.rows.map(agentFromRow),
+      settings: Object.fromEntries(settings.rows.map((r) => [String(r.key), String(r.value)])),
+      keys: keys.rows.map(keyFromRow),
+      clientKeysEver: ever.rows.length > 0,
+      sessions: sessions.rows.map((r) => ({
+        id_hash: String(r.id_hash),
+        csrf: String(r.csrf),
+        created_at: iso(r.created_at)!,
+        expires_at: iso(r.expires_at)!,
+      })),
+    };
+  }
+
+  async setSetting(key: string, value: string): Promise<void> {
+    await this.#query(
+      "save a setting",
+      "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      [key, value],
+    );
+  }
+
+  async putAgent(a: AgentRecord): Promise<void> {
+    const cols = ["id", ...FIELD_NAMES];
+    await this.#query(
+      "save an agent",
+      `INSERT INTO agents (${cols.join(", ")}) VALUES (${
+        cols.map((_, i) => `$${i + 1}`).join(", ")
+      })
+       ON CONFLICT (id) DO UPDATE SET ${FIELD_NAMES.map((f) => `${f} = excluded.${f}`).join(", ")}`,
+      [a.id, ...FIELD_NAMES.map((f) => param(f, a[f]))],
+    );
+  }
+
+  async updateAgents(updates: AgentUpdate[]): Promise<void> {
+    // One statement per set of fields (heartbeats all share one): a thousand agents are one
+    // UPDATE … FROM unnest, not a thousand round trips.
+    const groups = new Map<string, AgentUpdate[]>();
+    for (const u of updates) {
+      const fields = FIELD_NAMES.filter((f) => f in u.fields);
+      if (fields.length === 0) continue;
+      const key = fields.join(",");
+      const group = groups.get(key);
+      if (group) group.push(u);
+      else groups.set(key, [u]);
+    }
+    if (groups.size === 0) return;
+    await this.#transaction("update agents", async (c) => {
+      for (const [key, group] of groups) {
+        const fields = key.split(",") as (keyof typeof AGENT_FIELDS)[];
+        // One row per agent: a batch naming an agent twice keeps the last.
+        const byId = new Map(group.map((u) => [u.id, u]));
+        const ids = [...byId.keys()];
+        const arrays = fields.map((f) => [...byId.values()].map((u) => param(f, u.fields[f])));
+        const set = fields.map((f) => `${f} = v.${f}${AGENT_FIELDS[f].json ? "::jsonb" : ""}`);
+        // jsonb values travel as text (see param) and are cast in the SET list.
+        const casts = fields.map((f, i) =>
+          `$${i + 2}::${AGENT_FIELDS[f].json ? "text" : AGENT_FIELDS[f].type}[]`
+        );
+        await c.query(
+          `UPDATE agents SET ${set.join(", ")}
+           FROM unnest($1::text[], ${casts.join(", ")}) AS v(id, ${fields.join(", ")})
+           WHERE agents.id = v.id`,
+          [ids, ...arrays],
+        );
+      }
+    });
+  }
+
+  async deleteAgent(id: string): Promise<boolean> {
+    const r = await this.#query("delete an agent", "DELETE FROM agents WHERE id = $1", [id]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async addEvents(events: NewEvent[]): Promise<FleetEvent[]> {
+    if (events.length === 0) return [];
+    const r = await this.#query(
+      "add events",
+      `INSERT INTO events (at, kind, agent_id, message)
+       SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[])
+       RETURNING id, at, kind, agent_id, message`,
+      [
+        events.map((e) => e.at),
+        events.map((e) => e.kind),
+        events.map((e) => e.agent_id),
+        events.map((e) => e.message),
+      ],
+    );
+    return r.rows.map(eventFromRow).sort((a, b) => a.id - b.id);
+  }
+
+  async events(q: EventQuery = {}): Promise<FleetEvent[]> {
+    const limit = Math.min(Math.max(q.limit ?? 100, 1), 1000);
+    const r = await this.#query(
+      "read events",
+      `SELECT id, at, kind, agent_id, message FROM events
+       WHERE ($1::text IS NULL OR agent_id = $1) AND ($2::bigint IS NULL OR id < $2)
+       ORDER BY id DESC LIMIT $3`,
+      [q.agentId ?? null, q.beforeId ?? null, limit],
+    );
+    return r.rows.map(eventFromRow);
+  }
+
+  async addRequests(records: RequestRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const names = REQUEST_COLUMNS.map((c) => c.name);
+    await this.#query(
+      "add requests",
+      `INSERT INTO requests (${names.join(", ")})
+       SELECT * FROM unnest(${REQUEST_COLUMNS.map((c, i) => `$${i + 1}::${c.type}[]`).join(", ")})
+       ON CONFLICT (id) DO NOTHING`,
+      REQUEST_COLUMNS.map((c) => records.map((r) => r[c.name])),
+    );
+  }
+
+  async requests(q: RequestQuery = {}): Promise<RequestRecord[]> {
+    const limit = Math.min(Math.max(q.limit ?? 100, 1), 10_000);
+    const r = await this.#query(
+      "read the request log",
+      `SELECT ${REQUEST_COLUMNS.map((c) => c.name).join(", ")} FROM requests
+       WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR agent_id = $2)
+         AND ($3::text IS NULL OR ($3 = 'ok' AND status < 400) OR ($3 = 'error' AND status >= 400))
+         AND ($4::timestamptz IS NULL OR at >= $4) AND ($6::timestamptz IS NULL OR at < $6)
+         AND ($7::text IS NULL OR route = $7)
+       ORDER BY at DESC LIMIT $5`,
+      [
+        q.model ?? null,
+        q.agentId ?? null,
+        q.status ?? null,
+        q.since ?? null,
+        limit,
+        q.until ?? null,
+        q.route ?? null,
+      ],
+    );
+    return r.rows.map(requestFromRow);
+  }
+
+  async insertKey(k: ApiKeyRecord): Promise<void> {
+    await this.#query(
+      "save an API key",
+      `INSERT INTO api_keys (id, name, prefix, hash, scope, created_at, last_used_at, uses,
+       revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [k.id, k.name, k.prefix, k.hash, k.scope, k.created_at, k.last_used_at, k.uses, k.revoked_at],
+    );
+  }
+
+  async revokeKey(id: string, at: string): Promise<boolean> {
+    const r = await this.#query(
+      "revoke an API key",
+      "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+      [at, id],
+    );
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async addKeyUses(uses: { id: string; uses: number; at: string }[]): Promise<void> {
+    if (uses.length === 0) return;
+    await this.#query(
+      "count API key uses",
+      `UPDATE api_keys SET uses = api_keys.uses + v.uses,
+         last_used_at = GREATEST(api_keys.last_used_at, v.at)
+       FROM (SELECT id, sum(uses) AS uses, max(at) AS at
+             FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS u(id, uses, at)
+             GROUP BY id) AS v
+       WHERE api_keys.id = v.id`,
+      [uses.map((u) => u.id), uses.map((u) => u.uses), uses.map((u) => u.at)],
+    );
+  }
+
+  async listKeys(): Promise<ApiKeyRecord[]> {
+    const r = await this.#query("list API keys", "SELECT * FROM api_keys ORDER BY created_at DESC");
+    return r.rows.map(keyFromRow);
+  }
+
+  async insertSession(s: SessionRecord): Promise<void> {
+    await this.#query(
+      "save a session",
+      "INSERT INTO sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+      [s.id_hash, s.csrf, s.created_at, s.expires_at],
+    );
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    await this.#query("end a session", "DELETE FROM sessions WHERE id_hash = $1", [idHash]);
+  }
+
+  async deleteAllSessions(): Promise<void> {
+    await this.#query("end every session", "DELETE FROM sessions");
+  }
+
+  prune(r: Retention): Promise<Pruned> {
+    return this.#transaction("apply retention", async (c) => {
+      let requests = (await c.query("DELETE FROM requests WHERE at < $1", [r.requestsBefore]))
+        .rowCount ?? 0;
+      requests += (await c.query(
+        `DELETE FROM requests WHERE seq <= (SELECT seq FROM requests ORDER BY seq DESC
+         OFFSET $1 LIMIT 1)`,
+        [r.maxRequests],
+      )).rowCount ?? 0;
+      let events = (await c.query("DELETE FROM events WHERE at < $1", [r.eventsBefore])).rowCount ??
+        0;
+      events += (await c.query(
+        "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC OFFSET $1 LIMIT 1)",
+        [r.maxEvents],
+      )).rowCount ?? 0;
+      const sessions = (await c.query("DELETE FROM sessions WHERE expires_at < $1", [
+        r.sessionsBefore,
+      ])).rowCount ?? 0;
+      return { requests, events, sessions };
+    });
+  }
+
+  async counts(): Promise<StoreCounts> {
+    const r = await this.#query(
+      "count rows",
+      `SELECT (SELECT count(*) FROM agents) AS agents, (SELECT count(*) FROM events) AS events,
+              (SELECT count(*) FROM requests) AS requests, (SELECT count(*) FROM api_keys) AS api_keys,
+              (SELECT count(*) FROM sessions) AS sessions`,
+    );
+    const row = r.rows[0];
+    return {
+      agents: Number(row.agents),
+      events: Number(row.events),
+      requests: Number(row.requests),
+      api_keys: Number(row.api_keys),
+      sessions: Number(row.sessions),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.pool.end().catch(() => {});
+  }
+}
