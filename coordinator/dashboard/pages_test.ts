@@ -142,7 +142,7 @@ function failed(agent_id: string | null, id = "req-bad"): RequestRecord {
 }
 
 Deno.test("dashboard - the overview's headline and cards say what they cover", async () => {
-  const t = testApp();
+  const t = await testApp();
   await t.register(registration({ machine_name: "gpu-01" }));
   const { agent_id } = await t.register(
     registration({ machine_name: "mac-mini", ip_address: "127.0.0.2" }),
@@ -157,14 +157,14 @@ Deno.test("dashboard - the overview's headline and cards say what they cover", a
   for (const window of ["10 s", "1 min", "one point per 5 s"]) {
     assert.ok(page.includes(window), window);
   }
-  t.close();
-  const empty = testApp();
+  await t.close();
+  const empty = await testApp();
   assert.ok((await html(empty, "/dashboard")).includes("No agent has registered yet."));
-  empty.close();
+  await empty.close();
 });
 
 Deno.test("dashboard - the error-rate card leads to the failed requests and their errors", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register(registration());
   t.ctx.log.add(failed(null));
   t.ctx.log.add({ ...failed(agent_id, "req-ok"), status: 200, error: null });
@@ -178,22 +178,22 @@ Deno.test("dashboard - the error-rate card leads to the failed requests and thei
     /data-error-for="req-bad"[^]*model &quot;mistral:7b&quot; not found, try pulling it first/,
   );
   assert.ok(page.includes("No online agent has this model"));
-  t.close();
+  await t.close();
 });
 
 Deno.test("dashboard - an agent's page names it in the breadcrumb", async () => {
-  const t = testApp();
+  const t = await testApp();
   const { agent_id } = await t.register(registration({ machine_name: "gpu-01" }));
   const page = await html(t, `/dashboard/agents/${agent_id}`);
   assert.match(
     page,
     /<nav class="crumbs"[^>]*><a href="\/dashboard\/agents">Agents<\/a> \/ <span aria-current="page">gpu-01<\/span>/,
   );
-  t.close();
+  await t.close();
 });
 
 Deno.test("dashboard - /favicon.ico is served to anyone, and pages link it", async () => {
-  const t = testApp();
+  const t = await testApp();
   const res = await t.request("/favicon.ico");
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("content-type"), "image/x-icon");
@@ -206,5 +206,5 @@ Deno.test("dashboard - /favicon.ico is served to anyone, and pages link it", asy
   // The pages' policy lets them load it.
   const csp = (await t.admin("/dashboard")).headers.get("content-security-policy")!;
   assert.match(csp, /img-src 'self'/);
-  t.close();
+  await t.close();
 });
