@@ -53,6 +53,9 @@ const MACHINES: Machine[] = [
   },
 ];
 
+/** A model no simulated machine has: the demo's failed requests (a 404 each) ask for it. */
+const MISSING_MODEL = "mistral:7b";
+
 const PROMPTS = [
   "Why is the sky blue?",
   "Write a haiku about GPUs.",
@@ -151,7 +154,7 @@ function startTraffic(url: string, rps: number, maxInFlight = 8): () => Promise<
         stream: true,
       };
     } else if (roll < 0.39) {
-      body = { model: "mistral:7b", messages: [{ role: "user", content: "hi" }] };
+      body = { model: MISSING_MODEL, messages: [{ role: "user", content: "hi" }] };
     } else {
       body = {
         model: pick(["llama3.2", "llama3.2", "qwen2.5:7b", "phi3:mini"]),
@@ -327,7 +330,10 @@ if (import.meta.main) {
   }
   stopTraffic = startTraffic(url, rps);
   console.log(`\nDashboard: ${url}/dashboard (admin password: ${secrets.password})`);
-  console.log(`Traffic: about ${rps} requests per second. Press Ctrl-C to stop.\n`);
+  console.log(`Traffic: about ${rps} requests per second. Press Ctrl-C to stop.`);
+  console.log(
+    `About 2 % of them ask for ${MISSING_MODEL}, which no agent has, to show failed requests.\n`,
+  );
   if (values.screenshots) {
     await new Promise((r) => setTimeout(r, 25_000));
     console.log(`Screenshots into ${values.screenshots}:`);

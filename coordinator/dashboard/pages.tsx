@@ -119,13 +119,6 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     return page(
       { title: "Overview", active: "/dashboard", topics: ["stats", "events"] },
       <>
-        <div class="page-head">
-          <h1>Overview</h1>
-          <p class="muted">
-            {summary.agents_online} of {summary.agents_online + summary.agents_draining +
-              summary.agents_offline} agents online
-          </p>
-        </div>
         <Island
           name="overview"
           component={Overview}
@@ -193,9 +186,6 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
         agent: agent.id,
       },
       <>
-        <p class="crumbs">
-          <a href="/dashboard/agents">Agents</a> /
-        </p>
         <Island
           name="agent_detail"
           component={AgentDetail}
@@ -273,7 +263,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
         <div class="page-head">
           <h1>Requests</h1>
           <p class="muted">
-            The most recent requests, newest first; new ones appear as they finish.
+            The most recent requests by start time, newest first; each appears once it has finished.
           </p>
         </div>
         {!parsed.ok && <p class="error" role="alert">{parsed.error}</p>}
@@ -347,6 +337,23 @@ const JS_HEADERS = {
 
 /** The stylesheets in coordinator/dashboard/static/. */
 const STYLESHEETS = ["dashboard.css", "login.css"];
+
+let faviconBytes: Uint8Array | undefined;
+
+/**
+ * `GET /favicon.ico`: the dashboard's diamond, which browsers ask for at the root of the site
+ * whatever the page links (the login page, a JSON answer opened in a tab).
+ */
+export async function favicon(): Promise<Response> {
+  faviconBytes ??= await Deno.readFile(new URL("favicon.ico", STATIC_DIR));
+  return new Response(faviconBytes.slice(), {
+    headers: {
+      "content-type": "image/x-icon",
+      "cache-control": "public, max-age=86400",
+      "x-content-type-options": "nosniff",
+    },
+  });
+}
 
 /** The static files, mounted at /static: public, they hold no data. */
 export function staticRoutes(): Hono {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { registration, testApp } from "../testing/app.ts";
 import { islandNames, islandsHash } from "./components/island_bundle.ts";
+import type { RequestRecord } from "../telemetry/request_log.ts";
 
 async function html(
   t: Awaited<ReturnType<typeof testApp>>,
@@ -117,5 +118,93 @@ Deno.test("dashboard - static files: the stylesheet, and island bundles built on
   const missing = await t.admin(`/static/islands/${hash}/nothing.js`);
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
+  await t.close();
+});
+
+function failed(agent_id: string | null, id = "req-bad"): RequestRecord {
+  return {
+    id,
+    at: new Date().toISOString(),
+    route: "/api/chat",
+    model: "mistral:7b",
+    agent_id,
+    agent_name: null,
+    status: 404,
+    latency_ms: 1,
+    ttft_ms: null,
+    queued_ms: null,
+    tokens_in: null,
+    tokens_out: null,
+    tokens_per_second: null,
+    attempts: 1,
+    error: 'model "mistral:7b" not found, try pulling it first',
+  };
+}
+
+Deno.test("dashboard - the overview's headline and cards say what they cover", async () => {
+  const t = await testApp();
+  await t.register(registration({ machine_name: "gpu-01" }));
+  const { agent_id } = await t.register(
+    registration({ machine_name: "mac-mini", ip_address: "127.0.0.2" }),
+  );
+  t.ctx.registry.setOllamaUp(t.ctx.registry.get(agent_id)!, false);
+  const page = await html(t, "/dashboard");
+  // Rendered by the overview island, which keeps it current from the live stream.
+  assert.match(
+    page,
+    /data-island="overview"[^]*data-headline="true">1 of 2 agents online · 1 offline</,
+  );
+  for (const window of ["10 s", "1 min", "one point per 5 s"]) {
+    assert.ok(page.includes(window), window);
+  }
+  await t.close();
+  const empty = await testApp();
+  assert.ok((await html(empty, "/dashboard")).includes("No agent has registered yet."));
+  await empty.close();
+});
+
+Deno.test("dashboard - the error-rate card leads to the failed requests and their errors", async () => {
+  const t = await testApp();
+  const { agent_id } = await t.register(registration());
+  t.ctx.log.add(failed(null));
+  t.ctx.log.add({ ...failed(agent_id, "req-ok"), status: 200, error: null });
+  const overview = await html(t, "/dashboard");
+  assert.match(overview, /<a class="card[ a-z]*" href="\/dashboard\/requests\?status=error">/);
+  const page = await html(t, "/dashboard/requests?status=error");
+  assert.ok(!page.includes('data-request-id="req-ok"'));
+  // The error has a line of its own under its request (a column would be cut off on a phone).
+  assert.match(
+    page,
+    /data-error-for="req-bad"[^]*model &quot;mistral:7b&quot; not found, try pulling it first/,
+  );
+  assert.ok(page.includes("No online agent has this model"));
+  await t.close();
+});
+
+Deno.test("dashboard - an agent's page names it in the breadcrumb", async () => {
+  const t = await testApp();
+  const { agent_id } = await t.register(registration({ machine_name: "gpu-01" }));
+  const page = await html(t, `/dashboard/agents/${agent_id}`);
+  assert.match(
+    page,
+    /<nav class="crumbs"[^>]*><a href="\/dashboard\/agents">Agents<\/a> \/ <span aria-current="page">gpu-01<\/span>/,
+  );
+  await t.close();
+});
+
+Deno.test("dashboard - /favicon.ico is served to anyone, and pages link it", async () => {
+  const t = await testApp();
+  const res = await t.request("/favicon.ico");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "image/x-icon");
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  assert.deepEqual([...bytes.slice(0, 4)], [0, 0, 1, 0]); // an ICO header
+  for (const path of ["/dashboard", "/login"]) {
+    const page = await (await t.admin(path)).text();
+    assert.ok(page.includes('<link rel="icon" href="/favicon.ico"'), path);
+  }
+  // The pages' policy lets them load it.
+  const csp = (await t.admin("/dashboard")).headers.get("content-security-policy")!;
+  assert.match(csp, /img-src 'self'/);
   await t.close();
 });

@@ -11,7 +11,7 @@ import { OPENAI_PATHS, openaiRoutes } from "../api/openai.ts";
 import { liveRoutes } from "../api/admin/live.ts";
 import { requestRoutes } from "../api/admin/requests.ts";
 import { modelRoutes } from "../api/admin/models.ts";
-import { dashboardRoutes, staticRoutes } from "../dashboard/pages.tsx";
+import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
 import { accessControl } from "./access.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
@@ -62,6 +62,7 @@ export function createApp(ctx: AppContext): Hono {
   // The dashboard: its pages, their static files, and the management APIs behind them.
   app.route("/dashboard", dashboardRoutes(deps));
   app.route("/static", staticRoutes());
+  app.get("/favicon.ico", favicon);
   app.route("/", liveRoutes(ctx));
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));

@@ -19,10 +19,16 @@ export const RANGES: readonly Range[] = ["5m", "1h"];
 const GROWTH = 1.15;
 const BINS = 110; // 1.15^109 ms ≈ 68 minutes: the last bin holds everything slower
 const LOG_GROWTH = Math.log(GROWTH);
-/** Seconds over which the "now" rates are averaged. */
-const RATE_WINDOW_S = 10;
-/** Seconds over which the "now" percentiles and error rate are taken. */
-const PERCENTILE_WINDOW_S = 60;
+/**
+ * Buckets kept: the charts' 60 finished points reach back past 5 minutes (or an hour) by up to
+ * one point, plus the one still filling.
+ */
+const SECONDS_KEPT = 310;
+const MINUTES_KEPT = 62;
+/** Seconds over which the "now" rates are averaged (the dashboard's cards say so). */
+export const RATE_WINDOW_S = 10;
+/** Seconds over which the "now" percentiles and error rate are taken (the cards say so). */
+export const PERCENTILE_WINDOW_S = 60;
 
 function binOf(ms: number): number {
   if (!(ms >= 1)) return 0;
@@ -209,8 +215,8 @@ export interface StatsOptions {
 export class Stats {
   readonly #now: () => number;
   readonly #sample: () => Sample;
-  readonly #seconds = new Ring(300, 1000, true);
-  readonly #minutes = new Ring(60, 60_000, true);
+  readonly #seconds = new Ring(SECONDS_KEPT, 1000, true);
+  readonly #minutes = new Ring(MINUTES_KEPT, 60_000, true);
   readonly #agents = new Map<string, AgentRings>();
   #unsubscribe?: () => void;
   #timer?: ReturnType<typeof setInterval>;
@@ -257,7 +263,10 @@ export class Stats {
     if (r.agent_id) {
       let a = this.#agents.get(r.agent_id);
       if (!a) {
-        a = { seconds: new Ring(300, 1000, false), minutes: new Ring(60, 60_000, false) };
+        a = {
+          seconds: new Ring(SECONDS_KEPT, 1000, false),
+          minutes: new Ring(MINUTES_KEPT, 60_000, false),
+        };
         this.#agents.set(r.agent_id, a);
       }
       rings.push(a.seconds, a.minutes);
@@ -444,8 +453,9 @@ const POINTS: Record<Range, { group: number; count: number }> = {
 };
 
 /**
- * The points of a range, oldest first, each covering buckets `from..to`. The newest point is
- * still filling: its rates are divided by the seconds elapsed in it, not by its width.
+ * The points of a range, oldest first, each covering buckets `from..to`. Only finished points:
+ * the one still filling is left out, as its sums would read low (a rate of 0 right after it
+ * began) and every line would dip at "now".
  */
 function* points(
   range: Range,
@@ -455,18 +465,10 @@ function* points(
   const { group, count } = POINTS[range];
   const width = range === "5m" ? 1000 : 60_000;
   const step = group * width;
-  const nowIdx = Math.floor(now / width);
-  const nowGroup = Math.floor(nowIdx / group);
+  const nowGroup = Math.floor(Math.floor(now / width) / group);
   const n = Math.min(count, Math.max(1, last ?? count));
-  for (let g = nowGroup - n + 1; g <= nowGroup; g++) {
+  for (let g = nowGroup - n; g < nowGroup; g++) {
     const from = g * group;
-    const elapsed = g === nowGroup ? Math.max(1, (now - g * step) / 1000) : Infinity;
-    yield {
-      t: g * step,
-      from,
-      to: from + group - 1,
-      seconds: Math.min(step / 1000, elapsed),
-      step,
-    };
+    yield { t: g * step, from, to: from + group - 1, seconds: step / 1000, step };
   }
 }

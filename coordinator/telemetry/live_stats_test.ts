@@ -83,25 +83,39 @@ Deno.test("stats - 5-second points over 5 minutes and 1-minute points over an ho
   assert.equal(s.t.length, 60);
   assert.equal(s.step, 5000);
   const n = s.t.length;
-  // The newest point has just begun: its rate is per elapsed second (at least one).
-  assert.deepEqual(s.rps.slice(n - 3), [0.4, 0.2, 0]);
-  assert.deepEqual(s.error_rate.slice(n - 3), [0, 1, null]);
-  near(s.p50[n - 3], 200);
-  assert.equal(s.p50[n - 2], null);
+  // Only finished points: the one that has just begun is left out, so nothing dips at "now".
+  assert.deepEqual(s.rps.slice(n - 2), [0.4, 0.2]);
+  assert.deepEqual(s.error_rate.slice(n - 2), [0, 1]);
+  near(s.p50[n - 2], 200);
+  assert.equal(s.p50[n - 1], null);
+  assert.equal(s.t[n - 1], clock.ms - 5000);
   assert.equal(s.t[n - 1] - s.t[n - 2], 5000);
+  assert.deepEqual(stats.series("5m", 2).t, s.t.slice(n - 2));
+  // Halfway through the next point the series is unchanged: no partial point, no dip.
+  stats.record(rec());
+  clock.advance(2500);
+  assert.deepEqual(stats.series("5m").rps, s.rps);
   const h = stats.series("1h");
   assert.equal(h.t.length, 60);
   assert.equal(h.step, 60_000);
-  // The current minute is still filling: 3 requests in 10 s.
-  assert.equal(h.rps[59], 0.3);
-  assert.deepEqual(stats.series("5m", 2).t, s.t.slice(n - 2));
+  // The current minute is still filling, so it is not shown yet; once over, it is.
+  assert.equal(h.t[59], clock.ms - 12_500 - 60_000);
+  assert.equal(h.rps[59], 0);
+  clock.advance(60_000 - 12_500);
+  assert.equal(stats.series("1h").rps[59], 0.067); // 4 requests in that minute
+  // The oldest point is whole: the rings keep its first buckets too.
+  clock.advance(59 * 60_000);
+  assert.equal(stats.series("1h").rps[0], 0.067);
 });
 
 Deno.test("stats - ring buffers forget what is older than their range", () => {
   const clock = new FakeClock();
   const stats = new Stats({ now: clock.now });
   stats.record(rec());
+  // The 5-minute chart's points end with the last finished one (up to 5 s back).
   clock.advance(301_000);
+  assert.equal(stats.series("5m").rps[0], 0.2);
+  clock.advance(5000);
   assert.equal(stats.series("5m").rps.reduce((a, b) => a + b), 0);
   assert.equal(stats.series("1h").rps.reduce((a, b) => a + b) > 0, true);
   clock.advance(3_600_000);
@@ -120,6 +134,7 @@ Deno.test("stats - queue depth and in-flight are sampled every tick, keeping the
   sample = { queue: 1, inFlight: 7 };
   clock.advance(500);
   stats.tick();
+  clock.advance(5000);
   const s = stats.series("5m", 1);
   assert.deepEqual([s.queue[0], s.in_flight[0]], [4, 7]);
   assert.equal(stats.summary().queue_depth, 1);
@@ -142,8 +157,9 @@ Deno.test("stats - per-agent figures and series; a removed agent is forgotten", 
   assert.equal(stats.agent("a2").errors, 1);
   assert.equal(stats.agent("nobody").requests, 0);
   assert.deepEqual(Object.keys(stats.agents()).sort(), ["a1", "a2"]);
+  clock.advance(60_000);
   const s = stats.agentSeries("a1", "1h", 1);
-  assert.deepEqual([s.rps[0], s.tps[0], s.mean_latency[0]], [2, 200, 200]);
+  assert.deepEqual([s.rps[0], s.tps[0], s.mean_latency[0]], [0.033, 3.3, 200]);
   assert.equal(stats.agentSeries("nobody", "1h").t.length, 60);
   bus.publish({ type: "agent_removed", id: "a1" });
   assert.equal(stats.agent("a1").requests, 0);

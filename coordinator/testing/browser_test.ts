@@ -121,6 +121,7 @@ Deno.test({
         await using fleet = await startFleet([{ name: "gpu-a" }]);
         const context = await signIn(browser, fleet.url);
         const { page } = await open(context, `${fleet.url}/dashboard/agents`);
+        const { page: events } = await open(context, `${fleet.url}/dashboard/events`);
         await using sim = await startSimulator({ quiet: true });
         const res = await post(
           `${fleet.url}/api/agents`,
@@ -135,6 +136,16 @@ Deno.test({
         assert.match(await page.locator(".filters .count").innerText(), /2 of 2 agents/);
         await notReloaded(page);
         await page.close();
+        // Its registration arrives on the events page live, linking to the agent like the
+        // events the page was loaded with.
+        const event = events.locator("li.event", { hasText: 'Agent "late-agent" registered' });
+        await event.waitFor({ timeout: 5000 });
+        assert.equal(
+          await event.getByRole("link", { name: "view agent" }).getAttribute("href"),
+          `/dashboard/agents/${agent_id}`,
+        );
+        await notReloaded(events);
+        await events.close();
       });
 
       await t.step("an agent going offline changes its status live", async () => {
@@ -145,6 +156,9 @@ Deno.test({
         });
         const id = fleet.ids["gpu-b"];
         const context = await signIn(browser, fleet.url);
+        const { page: overview } = await open(context, `${fleet.url}/dashboard`);
+        const headline = overview.locator("[data-headline]");
+        assert.equal(await headline.innerText(), "2 of 2 agents online");
         const { page } = await open(context, `${fleet.url}/dashboard/agents`);
         await page.locator(`tr[data-agent-id="${id}"][data-status="online"]`).waitFor();
         await fleet.sims["gpu-b"].setFault({ type: "refuse" });
@@ -153,6 +167,10 @@ Deno.test({
         assert.match(await row.locator(".pill").innerText(), /offline/);
         await notReloaded(page);
         await page.close();
+        // The overview's headline follows, as its cards do.
+        await overview.getByText("1 of 2 agents online · 1 offline").waitFor({ timeout: 5000 });
+        await notReloaded(overview);
+        await overview.close();
       });
 
       await t.step("drain from the UI stops new requests reaching that agent", async () => {
@@ -226,7 +244,7 @@ Deno.test({
       });
 
       await t.step("the request log shows a request that was just made", async () => {
-        await using fleet = await startFleet([{ name: "gpu-a" }]);
+        await using fleet = await startFleet([{ name: "gpu-a", tokensPerSecond: 20 }]);
         const context = await signIn(browser, fleet.url);
         const { page } = await open(context, `${fleet.url}/dashboard/requests`);
         const requestId = `browser-${crypto.randomUUID()}`;
@@ -234,6 +252,7 @@ Deno.test({
           model: "llama3.2",
           messages: [{ role: "user", content: "hello" }],
           stream: false,
+          options: { num_predict: 3 },
         }, { "x-request-id": requestId });
         assert.equal(res.status, 200);
         await res.body?.cancel();
@@ -244,6 +263,27 @@ Deno.test({
         assert.match(text, /llama3\.2/);
         assert.match(text, /gpu-a/);
         assert.match(text, /200/);
+        // Rows are in start-time order, as the page says, although they arrive as they finish:
+        // a long request started first lands below a short one started after it.
+        const generate = (id: string, tokens: number) =>
+          post(`${fleet.url}/api/generate`, {
+            model: "llama3.2",
+            prompt: "hi",
+            options: { num_predict: tokens },
+          }, { "x-request-id": id });
+        const slowId = `slow-${crypto.randomUUID()}`;
+        const fastId = `fast-${crypto.randomUUID()}`;
+        const slow = await generate(slowId, 30); // streams: its headers come with the first token
+        assert.equal(slow.status, 200);
+        const fast = await generate(fastId, 1);
+        await fast.text();
+        await slow.text();
+        await page.locator(`tr[data-request-id="${slowId}"]`).waitFor({ timeout: 5000 });
+        const order = await page.locator("tr[data-request-id]").evaluateAll((rows) =>
+          rows.map((r) => (r as HTMLElement).dataset.requestId)
+        );
+        assert.ok(order.indexOf(fastId) !== -1 && order.indexOf(fastId) < order.indexOf(slowId));
+        assert.equal(order[2], requestId);
         await notReloaded(page);
         await page.close();
       });

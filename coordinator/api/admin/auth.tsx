@@ -43,6 +43,7 @@ function LoginPage(props: { next: string; error?: string }) {
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <title>Sign in · Ollama Coordinator</title>
+        <link rel="icon" href="/favicon.ico" sizes="32x32" />
         <link rel="stylesheet" href="/static/login.css" />
       </head>
       <body>

@@ -49,7 +49,7 @@ export function Layout(p: LayoutProps) {
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="color-scheme" content="light dark" />
         <title>{`${p.title} · Ollama Coordinator`}</title>
-        <link rel="icon" href="data:," />
+        <link rel="icon" href="/favicon.ico" sizes="32x32" />
         <link rel="stylesheet" href={`/static/dashboard.css?v=${p.cssVersion ?? "0"}`} />
       </head>
       <body data-topics={p.topics.join(",")} data-agent={p.agent}>

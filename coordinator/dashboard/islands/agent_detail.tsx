@@ -8,7 +8,7 @@ import { Chart, ChartsHead, mergeTail } from "../lib/chart.tsx";
 import { fmtBytes, fmtDateTime, fmtMs, fmtNum, fmtPercent } from "../lib/format.ts";
 import { listen, tick } from "../lib/live.ts";
 import { agentName } from "../lib/models.ts";
-import { Ago, Labels, MemoryMeter, Meter, StatusPill } from "../lib/ui.tsx";
+import { Ago, Card, Labels, MemoryMeter, Meter, StatusPill } from "../lib/ui.tsx";
 
 /** Props of the agent island. */
 export interface AgentDetailProps {
@@ -153,6 +153,10 @@ export default function AgentDetail(props: AgentDetailProps) {
     <div class="agent-detail" data-agent-id={id} data-status={agent.status}>
       <div class="detail-head">
         <div>
+          <nav class="crumbs" aria-label="Breadcrumb">
+            <a href="/dashboard/agents">Agents</a> /{" "}
+            <span aria-current="page">{agentName(agent)}</span>
+          </nav>
           <h1>
             {agentName(agent)} <StatusPill status={agent.status} reason={agent.status_reason} />
           </h1>
@@ -208,31 +212,39 @@ export default function AgentDetail(props: AgentDetailProps) {
         </form>
       )}
       <section class="cards" aria-label="Figures">
-        <div class="card">
-          <div class="card-label">In flight</div>
-          <div class="card-value">{agent.in_flight} / {agent.capacity}</div>
-          <div class="card-sub">parallel {agent.parallel} × weight {agent.weight}</div>
-        </div>
-        <div class="card">
-          <div class="card-label">Requests</div>
-          <div class="card-value">{figures.requests}</div>
-          <div class="card-sub">last hour · {fmtNum(figures.requests_per_second, 2)}/s now</div>
-        </div>
-        <div class="card">
-          <div class="card-label">Tokens / s</div>
-          <div class="card-value">{fmtNum(figures.tokens_per_second, 0)}</div>
-          <div class="card-sub">generation, 5 min</div>
-        </div>
-        <div class="card">
-          <div class="card-label">Mean latency</div>
-          <div class="card-value">{fmtMs(figures.mean_latency_ms)}</div>
-          <div class="card-sub">last hour</div>
-        </div>
-        <div class={`card${figures.errors ? " bad" : ""}`}>
-          <div class="card-label">Errors</div>
-          <div class="card-value">{figures.errors}</div>
-          <div class="card-sub">last hour</div>
-        </div>
+        <Card
+          label="In flight"
+          window="now"
+          value={`${agent.in_flight} / ${agent.capacity}`}
+          sub={`parallel ${agent.parallel} × weight ${agent.weight}`}
+        />
+        <Card
+          label="Requests"
+          window="1 h"
+          value={String(figures.requests)}
+          sub={`${fmtNum(figures.requests_per_second, 2)}/s over 1 min`}
+        />
+        <Card
+          label="Tokens / s"
+          window="5 min"
+          value={fmtNum(figures.tokens_per_second, 0)}
+          sub="generation speed"
+        />
+        <Card
+          label="Mean latency"
+          window="1 h"
+          value={fmtMs(figures.mean_latency_ms)}
+          sub="successful requests"
+        />
+        <Card
+          label="Errors"
+          window="1 h"
+          value={String(figures.errors)}
+          sub="failed requests →"
+          tone={figures.errors ? "bad" : undefined}
+          href={`/dashboard/requests?agent_id=${encodeURIComponent(id)}&status=error`}
+          cta
+        />
       </section>
       <div class="grid2">
         <section class="panel">

@@ -8,7 +8,7 @@ import { listen } from "../lib/live.ts";
 /** Props of the event log island. */
 export interface EventLogProps {
   events: FleetEvent[];
-  /** Agent names by id, for links. */
+  /** The agents that exist when the page is rendered, by id (with their names), for links. */
   agents: Record<string, string>;
   /** Only this agent's events. */
   agentId?: string;
@@ -34,9 +34,26 @@ function tone(e: FleetEvent): string {
   return TONE[e.kind] ?? "";
 }
 
+/**
+ * The agents events may link to, after live events (oldest first): an agent that an event
+ * names exists, unless a later "removed" event says it is gone (its page would be a 404).
+ */
+export function linkable(known: ReadonlySet<string>, events: FleetEvent[]): Set<string> {
+  const next = new Set(known);
+  for (const e of events) {
+    if (!e.agent_id) continue;
+    if (e.kind === "removed") next.delete(e.agent_id);
+    else next.add(e.agent_id);
+  }
+  return next;
+}
+
 /** A live list of events. */
 export default function EventLog(props: EventLogProps) {
   const [events, setEvents] = useState(props.events);
+  const [agents, setAgents] = useState<ReadonlySet<string>>(
+    () => new Set(Object.keys(props.agents)),
+  );
   const [more, setMore] = useState(props.events.length >= props.limit);
   const query = (extra: string) =>
     `/api/events?limit=${props.limit}${
@@ -47,9 +64,9 @@ export default function EventLog(props: EventLogProps) {
     listen({
       on(event, data) {
         if (event !== "events") return;
-        const added = (data as FleetEvent[]).filter((e) =>
-          !props.agentId || e.agent_id === props.agentId
-        ).reverse();
+        const all = data as FleetEvent[];
+        setAgents((known) => linkable(known, all));
+        const added = all.filter((e) => !props.agentId || e.agent_id === props.agentId).reverse();
         if (!added.length) return;
         setEvents((list) => {
           const seen = new Set(list.map((e) => e.id));
@@ -78,7 +95,7 @@ export default function EventLog(props: EventLogProps) {
             <span class="kind">{e.kind.replace("_", " ")}</span>
             <span class="message">
               {e.message}
-              {e.agent_id && props.agents[e.agent_id] && !props.agentId && (
+              {e.agent_id && agents.has(e.agent_id) && !props.agentId && (
                 <>
                   {" "}
                   <a href={`/dashboard/agents/${e.agent_id}`} class="small">view agent</a>

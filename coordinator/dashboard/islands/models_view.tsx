@@ -59,7 +59,7 @@ export default function ModelsView(props: ModelsViewProps) {
       </form>
       {error && <p class="error" role="alert">{error}</p>}
       <div class="table-wrap">
-        <table class="models">
+        <table class="models stack-sm">
           <thead>
             <tr>
               <th>Model</th>
@@ -78,8 +78,8 @@ export default function ModelsView(props: ModelsViewProps) {
                 <td class="hide-sm">{m.family ?? "–"}</td>
                 <td class="hide-sm">{m.parameter_size ?? "–"}</td>
                 <td class="hide-sm">{m.quantization ?? "–"}</td>
-                <td class="num">{fmtBytes(m.size)}</td>
-                <td>
+                <td class="num" data-label="Size">{fmtBytes(m.size)}</td>
+                <td data-label="Installed on">
                   <span class="chips">
                     {m.installed.map((c) => (
                       <span
@@ -102,7 +102,7 @@ export default function ModelsView(props: ModelsViewProps) {
                     ))}
                   </span>
                 </td>
-                <td>
+                <td data-label="Loaded on">
                   {m.loaded.length
                     ? (
                       <span class="chips">

@@ -1,4 +1,5 @@
 /** The requests page: the recent request log with filters and exports; new requests appear live. */
+import { Fragment } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { RequestRecord } from "../../telemetry/request_log.ts";
 import { api } from "../lib/api.ts";
@@ -41,6 +42,23 @@ export function filterQuery(f: LogFilter, extra: Record<string, string> = {}): s
   return q.toString();
 }
 
+/**
+ * The list after live records arrive: every row in start-time order, newest first (as the
+ * server's query sorts), at most `limit`. Records arrive when they finish, so a long request
+ * lands below shorter ones that started after it.
+ */
+export function mergeByStart(
+  list: RequestRecord[],
+  added: RequestRecord[],
+  limit: number,
+): RequestRecord[] {
+  const seen = new Set(list.map((r) => r.id));
+  const merged = [...list, ...added.filter((r) => !seen.has(r.id))];
+  // ISO times in UTC sort as strings; the sort is stable, so equal times keep their order.
+  merged.sort((a, b) => a.at < b.at ? 1 : a.at > b.at ? -1 : 0);
+  return merged.slice(0, limit);
+}
+
 function statusClass(s: number): string {
   return s < 400 ? "ok" : s === 499 ? "warn" : "bad";
 }
@@ -64,12 +82,9 @@ export default function RequestLog(props: RequestLogProps) {
     const stop = listen({
       on(event, data) {
         if (event !== "requests") return;
-        const added = (data as RequestRecord[]).filter((r) => matches(r, current)).reverse();
+        const added = (data as RequestRecord[]).filter((r) => matches(r, current));
         if (!added.length) return;
-        setRows((list) => {
-          const seen = new Set(list.map((r) => r.id));
-          return [...added.filter((r) => !seen.has(r.id)), ...list].slice(0, current.limit);
-        });
+        setRows((list) => mergeByStart(list, added, current.limit));
         setFresh(new Set(added.map((r) => r.id)));
       },
       resync: () => void load(current),
@@ -154,7 +169,7 @@ export default function RequestLog(props: RequestLogProps) {
         <table class="requests">
           <thead>
             <tr>
-              <th>Time</th>
+              <th>Started</th>
               <th class="hide-sm">Route</th>
               <th>Model</th>
               <th>Agent</th>
@@ -163,40 +178,63 @@ export default function RequestLog(props: RequestLogProps) {
               <th class="num hide-sm">TTFT</th>
               <th class="num hide-sm">Tokens</th>
               <th class="num hide-sm">Tok/s</th>
-              <th>Error</th>
             </tr>
           </thead>
           <tbody>
             {rows.map((r) => (
-              <tr key={r.id} class={fresh.has(r.id) ? "fresh" : undefined} data-request-id={r.id}>
-                <td class="nowrap">
-                  <time dateTime={r.at}>{fmtTime(r.at)}</time>
-                </td>
-                <td class="mono hide-sm">{r.route}</td>
-                <td>{r.model ?? "–"}</td>
-                <td>
-                  {r.agent_id
-                    ? (
-                      <a href={`/dashboard/agents/${r.agent_id}`}>
-                        {r.agent_name ?? names.get(r.agent_id) ?? "agent"}
-                      </a>
-                    )
-                    : <span class="muted">–</span>}
-                </td>
-                <td>
-                  <span class={`status ${statusClass(r.status)}`}>{r.status}</span>
-                  {r.attempts > 1 && <span class="muted small">×{r.attempts}</span>}
-                </td>
-                <td class="num">{fmtMs(r.latency_ms)}</td>
-                <td class="num hide-sm">{fmtMs(r.ttft_ms)}</td>
-                <td class="num nowrap hide-sm">{r.tokens_in ?? "–"} → {r.tokens_out ?? "–"}</td>
-                <td class="num hide-sm">{fmtNum(r.tokens_per_second, 0)}</td>
-                <td class="error-text" title={r.error ?? undefined}>{r.error ?? ""}</td>
-              </tr>
+              <Fragment key={r.id}>
+                <tr
+                  class={`${fresh.has(r.id) ? "fresh" : ""}${r.error ? " has-error" : ""}` ||
+                    undefined}
+                  data-request-id={r.id}
+                >
+                  <td class="nowrap">
+                    <time dateTime={r.at}>{fmtTime(r.at)}</time>
+                  </td>
+                  <td class="mono hide-sm">{r.route}</td>
+                  <td>{r.model ?? "–"}</td>
+                  <td>
+                    {r.agent_id
+                      ? (
+                        <a href={`/dashboard/agents/${r.agent_id}`}>
+                          {r.agent_name ?? names.get(r.agent_id) ?? "agent"}
+                        </a>
+                      )
+                      : <span class="muted">none</span>}
+                  </td>
+                  <td>
+                    <span class={`status ${statusClass(r.status)}`}>{r.status}</span>
+                    {r.attempts > 1 && <span class="muted small">×{r.attempts}</span>}
+                  </td>
+                  <td class="num">{fmtMs(r.latency_ms)}</td>
+                  <td class="num hide-sm">{fmtMs(r.ttft_ms)}</td>
+                  <td class="num nowrap hide-sm">{r.tokens_in ?? "–"} → {r.tokens_out ?? "–"}</td>
+                  <td class="num hide-sm">{fmtNum(r.tokens_per_second, 0)}</td>
+                </tr>
+                {r.error && (
+                  <tr
+                    class={`error-row${fresh.has(r.id) ? " fresh" : ""}`}
+                    data-error-for={r.id}
+                  >
+                    <td colSpan={9}>
+                      <span class="error-label">Error</span>{" "}
+                      <span class="error-text">{r.error}</span>
+                      {r.status === 404 && !r.agent_id && (
+                        <>
+                          {" "}
+                          <a href="/dashboard/models" class="small">
+                            No online agent has this model: pull it from the Models page
+                          </a>
+                        </>
+                      )}
+                    </td>
+                  </tr>
+                )}
+              </Fragment>
             ))}
             {rows.length === 0 && (
               <tr>
-                <td colSpan={10} class="empty">
+                <td colSpan={9} class="empty">
                   No request matches yet. They appear here as they finish.
                 </td>
               </tr>

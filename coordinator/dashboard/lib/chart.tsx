@@ -50,12 +50,11 @@ function path(values: (number | null)[], max: number, n: number): string {
   return d;
 }
 
-function last(values: (number | null)[]): number | null {
-  for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null) return values[i];
-  return null;
-}
-
-/** A line chart with a legend showing the latest values. */
+/**
+ * A line chart whose legend shows the newest point's values (or the hovered one's). The series
+ * hold finished points only (live_stats.ts), so the newest point is a whole one; a line with no
+ * value there (no request in that point) shows "–", not an older value.
+ */
 export function Chart({ title, t, lines, format, minMax = 0 }: ChartProps) {
   const [hover, setHover] = useState<number | null>(null);
   const n = t.length;
@@ -74,7 +73,7 @@ export function Chart({ title, t, lines, format, minMax = 0 }: ChartProps) {
         <span class="chart-title">{title}</span>
         <span class="legend">
           {lines.map((l, i) => {
-            const v = hover === null ? last(l.values) : l.values[at];
+            const v = l.values[at];
             return (
               <span class={`key k${i}`} key={l.label}>
                 {l.label} <b>{v === null || v === undefined ? "–" : format(v)}</b>
@@ -146,13 +145,21 @@ export function mergeTail<S extends { t: number[] }>(series: S, tail: S, size: n
   return out as unknown as S;
 }
 
+/** What one point of a range covers, as the charts' heading says. */
+export const POINT_LABEL: Record<Range, string> = {
+  "5m": "one point per 5 s",
+  "1h": "one point per minute",
+};
+
 /** The "Charts" heading with its 5-minute / 1-hour range switch. */
 export function ChartsHead(
   { range, onPick }: { range: Range; onPick: (r: Range) => void },
 ) {
   return (
     <div class="section-head">
-      <h2>Charts</h2>
+      <h2>
+        Charts <span class="muted small" data-points>{POINT_LABEL[range]}</span>
+      </h2>
       <div class="segmented" role="group" aria-label="Range">
         {(["5m", "1h"] as Range[]).map((r) => (
           <button

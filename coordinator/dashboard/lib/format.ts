@@ -42,6 +42,13 @@ export function fmtPercent(p: number | null | undefined): string {
   return `${Math.round(p)} %`;
 }
 
+/** A window of time as `10 s`, `1 min` or `2 h`: what a figure covers. */
+export function fmtWindow(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  return `${Math.round(seconds / 3600)} h`;
+}
+
 const pad = (n: number) => String(n).padStart(2, "0");
 
 /** A time as `14:03:07` (the browser's zone; UTC on the server until the page hydrates). */

@@ -3,6 +3,37 @@ import type { AgentView } from "../../../shared/schemas.ts";
 import { fmtAgo, fmtBytes, fmtPercent } from "./format.ts";
 import { now } from "./live.ts";
 
+/** Props of {@linkcode Card}. */
+export interface CardProps {
+  label: string;
+  value: string;
+  sub?: string;
+  /** "bad" or "warn" colours the value. */
+  tone?: string;
+  /** The time the figure covers ("10 s", "1 min", "now"), shown beside the value. */
+  window?: string;
+  /** Makes the whole card a link. */
+  href?: string;
+  /** The sub line is the link's call to action ("failed requests →"), in the link colour. */
+  cta?: boolean;
+}
+
+/** A figure with its label, the time it covers, and a line of detail. */
+export function Card({ label, value, sub, tone, window, href, cta }: CardProps) {
+  const body = (
+    <>
+      <div class="card-label">{label}</div>
+      <div class="card-value">
+        <span>{value}</span>
+        {window && <span class="card-window">{window}</span>}
+      </div>
+      {sub && <div class={`card-sub${cta ? " cta" : ""}`}>{sub}</div>}
+    </>
+  );
+  const cls = `card${tone ? ` ${tone}` : ""}`;
+  return href ? <a class={`${cls} link`} href={href}>{body}</a> : <div class={cls}>{body}</div>;
+}
+
 /** An agent's status as a coloured pill. */
 export function StatusPill({ status, reason }: { status: string; reason?: string | null }) {
   return <span class={`pill ${status}`} title={reason ?? undefined}>{status}</span>;
