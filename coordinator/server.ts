@@ -23,6 +23,7 @@ import { Stats } from "./telemetry/live_stats.ts";
 import { LiveHub } from "./telemetry/live_hub.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
+import { startCluster } from "./cluster/mod.ts";
 
 /** At most this many events are kept, however young (unauthenticated model use records some). */
 export const MAX_EVENTS = 100_000;
@@ -187,6 +188,8 @@ export interface Coordinator {
   port: number;
   /** Secrets generated at this (first) start, to be shown once. */
   firstStart: { agentToken?: string; adminPassword?: string };
+  /** Whether this coordinator runs the fleet-wide chores (always, unless others share the store). */
+  readonly leading: boolean;
   /** Stops accepting, lets in-flight requests finish, flushes the log, closes the database. */
   stop(): Promise<void>;
 }
@@ -203,13 +206,29 @@ export async function startCoordinator(
     port: config.port,
     onListen: () => {},
   }, app.fetch);
-  const stopMonitor = startMonitor(ctx.registry, {
-    intervalMs: config.healthCheckInterval * 1000,
-    probeTimeoutMs: config.probeTimeout * 1000,
-    probeIntervalMs: config.probeInterval * 1000,
-    afterTick: () => ctx.scheduler.pump(),
+  // The fleet-wide chores run on one coordinator at a time: this one, unless others share the
+  // store and another leads.
+  let chores: { monitor: () => Promise<void>; retention: () => void } | undefined;
+  const choresStopped: Promise<void>[] = [];
+  const leave = startCluster(ctx, {
+    leading(now) {
+      if (now && !chores) {
+        chores = {
+          monitor: startMonitor(ctx.registry, {
+            intervalMs: config.healthCheckInterval * 1000,
+            probeTimeoutMs: config.probeTimeout * 1000,
+            probeIntervalMs: config.probeInterval * 1000,
+            afterTick: () => ctx.scheduler.pump(),
+          }),
+          retention: startRetention(ctx),
+        };
+      } else if (!now && chores) {
+        choresStopped.push(chores.monitor());
+        chores.retention();
+        chores = undefined;
+      }
+    },
   });
-  const stopRetention = startRetention(ctx);
   const stopStats = ctx.stats.start();
   const stopMetrics = ctx.metrics.start();
   const stopLocal = config.autoRegisterLocal
@@ -226,11 +245,13 @@ export async function startCoordinator(
     firstStart: ctx.firstStart,
     port,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    get leading() {
+      return chores !== undefined;
+    },
     stop() {
       stopped ??= (async () => {
-        const monitorStopped = stopMonitor();
+        leave();
         stopLocal?.();
-        stopRetention();
         stopStats();
         stopMetrics();
         // Live streams never finish on their own: end them so the server can shut down.
@@ -249,7 +270,7 @@ export async function startCoordinator(
           await Promise.race([shutdown, grace]);
         }
         clearTimeout(timer);
-        await monitorStopped;
+        await Promise.all(choresStopped);
         await closeContext(ctx);
       })();
       return stopped;

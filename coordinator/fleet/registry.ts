@@ -58,6 +58,10 @@ export interface Agent {
    * loaded model.
    */
   inFlightByModel: Map<string, number>;
+  /** Requests the other coordinators sharing the fleet have in flight on the agent. */
+  remoteInFlight: number;
+  /** Of those, per model (normalised name). */
+  remoteInFlightByModel: Map<string, number>;
   /** Where its Ollama listens: `http://host:port`. */
   baseUrl: string;
 }
@@ -76,6 +80,9 @@ export interface RegistryOptions {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/** The status reason of an agent whose Ollama stopped answering (its agent still beats). */
+const OLLAMA_DOWN = "Ollama is not answering";
 
 function keysOf(models: { name: string }[]): Set<string> {
   return new Set(models.map((m) => normalizeModelName(m.name)));
@@ -125,6 +132,8 @@ function fromRecord(r: AgentRecord): Agent {
     ollamaUp: true,
     inFlight: 0,
     inFlightByModel: new Map(),
+    remoteInFlight: 0,
+    remoteInFlightByModel: new Map(),
     baseUrl: ollamaBaseUrl(r.ip_address, r.ollama_port),
   };
 }
@@ -372,6 +381,8 @@ export class Registry {
       ollamaUp: true,
       inFlight: 0,
       inFlightByModel: new Map(),
+      remoteInFlight: 0,
+      remoteInFlightByModel: new Map(),
       baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
     };
     await this.#store.putAgent(toRecord(agent, secretHash));
@@ -484,6 +495,70 @@ export class Registry {
     return true;
   }
 
+  /**
+   * Applies an agent as another coordinator stored it: nothing is written and no event recorded
+   * (the coordinator that made the change did both). What this coordinator saw more recently
+   * (a heartbeat that came here) is kept; admin settings always follow the stored record.
+   */
+  applyRemote(r: AgentRecord): Agent {
+    const existing = this.#agents.get(r.id);
+    if (!existing) {
+      const agent = fromRecord(r);
+      agent.ollamaUp = r.status_reason !== OLLAMA_DOWN;
+      this.#agents.set(agent.id, agent);
+      this.#list = undefined;
+      this.#byModel.clear();
+      this.#publish(agent);
+      return agent;
+    }
+    Object.assign(existing, {
+      machineName: r.machine_name,
+      displayName: r.display_name,
+      labels: r.labels,
+      weight: r.weight,
+      drain: r.drain,
+      registeredAt: r.registered_at,
+    });
+    if (existing.ipAddress !== r.ip_address || existing.ollamaPort !== r.ollama_port) {
+      existing.ipAddress = r.ip_address;
+      existing.ollamaPort = r.ollama_port;
+      existing.baseUrl = ollamaBaseUrl(r.ip_address, r.ollama_port);
+    }
+    if (r.last_seen >= existing.lastSeen) {
+      // The stored record is at least as fresh as what this coordinator saw itself.
+      Object.assign(existing, {
+        ollamaVersion: r.ollama_version,
+        agentVersion: r.agent_version,
+        os: r.os,
+        parallel: r.parallel,
+        lastSeen: r.last_seen,
+        metrics: r.metrics,
+        status: r.status,
+        statusReason: r.status_reason,
+        ollamaUp: r.status_reason !== OLLAMA_DOWN,
+      });
+      if (modelsJson(r.models, r.loaded_models) !== existing.modelsJson) {
+        Object.assign(existing, modelFields(r.models, r.loaded_models));
+        this.#byModel.clear();
+      }
+    } else if (existing.status !== "offline") {
+      // A fresher heartbeat came here: only an admin's drain can change the status.
+      existing.status = existing.drain ? "draining" : "online";
+    }
+    this.#publish(existing);
+    return existing;
+  }
+
+  /** Forgets an agent another coordinator removed; false when it was not known here. */
+  removeRemote(id: string): boolean {
+    if (!this.#agents.delete(id)) return false;
+    this.#dirty.delete(id);
+    this.#list = undefined;
+    this.#byModel.clear();
+    this.#bus?.publish({ type: "agent_removed", id });
+    return true;
+  }
+
   /** Records the result of probing an agent's Ollama. */
   setOllamaUp(agent: Agent, up: boolean): void {
     if (agent.ollamaUp === up) return;
@@ -514,7 +589,7 @@ export class Registry {
       reason = `No heartbeat for ${Math.round(silentMs / 1000)} s`;
     } else if (!agent.ollamaUp) {
       status = "offline";
-      reason = "Ollama is not answering";
+      reason = OLLAMA_DOWN;
     } else if (agent.drain) {
       status = "draining";
     } else {

@@ -173,8 +173,17 @@ export class Scheduler {
     return out;
   }
 
-  /** Requests this coordinator has in flight on an agent for one model (normalised name). */
+  /**
+   * Requests in flight on an agent for one model (normalised name): this coordinator's, and
+   * those the other coordinators sharing the fleet reported.
+   */
   #busy(a: Agent, key: string): number {
+    const local = this.#localBusy(a, key);
+    return a.remoteInFlight === 0 ? local : local + (a.remoteInFlightByModel.get(key) ?? 0);
+  }
+
+  /** Requests this coordinator has in flight on an agent for one model. */
+  #localBusy(a: Agent, key: string): number {
     return a.inFlightByModel.size === 0 ? 0 : a.inFlightByModel.get(key) ?? 0;
   }
 
@@ -203,7 +212,9 @@ export class Scheduler {
   ): Agent | undefined {
     if (candidates.length === 0) return undefined;
     if (this.policy === "round_robin") return candidates[this.#rr++ % candidates.length];
-    if (this.policy === "least_connections") return this.#pickMin(candidates, (a) => [a.inFlight]);
+    if (this.policy === "least_connections") {
+      return this.#pickMin(candidates, (a) => [a.inFlight + a.remoteInFlight]);
+    }
     const now = this.#now();
     const key = normalizeModelName(model);
     if (affinity) {
@@ -385,7 +396,7 @@ export class Scheduler {
   #lease(agent: Agent, model: string, queuedMs: number): Lease {
     agent.inFlight++;
     const key = normalizeModelName(model);
-    agent.inFlightByModel.set(key, this.#busy(agent, key) + 1);
+    agent.inFlightByModel.set(key, this.#localBusy(agent, key) + 1);
     this.breakers.onSend(agent.id);
     return { agent, model, queuedMs };
   }
@@ -480,7 +491,7 @@ export class Scheduler {
     const { agent } = lease;
     agent.inFlight = Math.max(0, agent.inFlight - 1);
     const key = normalizeModelName(lease.model);
-    const left = this.#busy(agent, key) - 1;
+    const left = this.#localBusy(agent, key) - 1;
     if (left > 0) agent.inFlightByModel.set(key, left);
     else agent.inFlightByModel.delete(key);
     if (outcome.result === "ok") {

@@ -19,13 +19,21 @@ export class ModelPins {
 
   constructor(store?: SettingsStore) {
     this.#store = store;
-    const raw = store?.setting(KEY);
-    if (raw) {
-      for (const p of JSON.parse(raw) as { model: string; label: string }[]) {
-        this.#pins.set(normalizeModelName(p.model), p);
-      }
+    this.reload();
+  }
+
+  /** Reads the pins again from the settings (another coordinator changed them). */
+  reload(): void {
+    this.#pins.clear();
+    const raw = this.#store?.setting(KEY);
+    if (!raw) return;
+    for (const p of JSON.parse(raw) as { model: string; label: string }[]) {
+      this.#pins.set(normalizeModelName(p.model), p);
     }
   }
+
+  /** The setting the pins are kept in. */
+  static readonly SETTING = KEY;
 
   /** The label agents need to serve `key` (a normalised name), if the model is pinned. */
   labelFor(key: string): string | undefined {

@@ -158,6 +158,11 @@ export class SecurityStore {
     this.#secretHashOf.set(agentId, hash);
   }
 
+  /** Whether `hash` is the agent's current secret. */
+  agentHasSecret(agentId: string, hash: string): boolean {
+    return this.#secretHashOf.get(agentId) === hash;
+  }
+
   /** The agent a heartbeat secret belongs to, if any. */
   agentForSecret(secret: string): string | undefined {
     const lookup = secret.slice(0, LOOKUP_CHARS);
@@ -313,6 +318,47 @@ export class SecurityStore {
   pruneSessions(): void {
     const now = this.#now();
     for (const [hash, s] of this.#sessions) if (s.expiresAt <= now) this.#sessions.delete(hash);
+  }
+
+  /** Replaces settings, keys and sessions with a stored snapshot (after missing changes). */
+  applySnapshot(snapshot: StoreSnapshot): void {
+    this.#settings.clear();
+    for (const [k, v] of Object.entries(snapshot.settings)) this.#settings.set(k, v);
+    this.#keys.clear();
+    for (const k of snapshot.keys) this.#keys.set(k.hash, view(k));
+    this.#clientAuth ||= snapshot.clientKeysEver;
+    this.#sessions.clear();
+    for (const s of snapshot.sessions) this.#rememberSession(s);
+    for (const a of snapshot.agents) {
+      if (a.secret_hash && !this.agentHasSecret(a.id, a.secret_hash)) {
+        this.rememberAgentSecret(a.id, a.secret_hash);
+      }
+    }
+  }
+
+  /** Applies a key as another coordinator stored it (created, or revoked: `revoked_at` set). */
+  applyRemoteKey(id: string, record: ApiKeyRecord | undefined): void {
+    for (const [hash, k] of this.#keys) if (k.id === id) this.#keys.delete(hash);
+    if (!record || record.revoked_at !== null) return;
+    this.#keys.set(record.hash, view(record));
+    if (record.scope === "client") this.#clientAuth = true;
+  }
+
+  /** Applies a session another coordinator started (a record) or ended (undefined). */
+  applyRemoteSession(idHash: string, record: SessionRecord | undefined): void {
+    if (record) this.#rememberSession(record);
+    else this.#sessions.delete(idHash);
+  }
+
+  /** Ends every session here (another coordinator's password change). */
+  clearSessions(): void {
+    this.#sessions.clear();
+  }
+
+  /** Applies a setting another coordinator stored. */
+  applyRemoteSetting(key: string, value: string | undefined): void {
+    if (value === undefined) this.#settings.delete(key);
+    else this.#settings.set(key, value);
   }
 
   /** Writes what is pending (on shutdown). */

@@ -157,10 +157,86 @@ export interface Retention {
   sessionsBefore: string;
 }
 
+/**
+ * What one coordinator tells the others through a shared store. Changes to stored state name
+ * what changed (the receiver reads it back); `load` carries a coordinator's requests in flight.
+ */
+export type ClusterMessage =
+  | { t: "agents" }
+  | { t: "agent_removed"; id: string }
+  | { t: "events" }
+  | { t: "key"; id: string }
+  | { t: "session"; h: string }
+  | { t: "sessions_cleared" }
+  | { t: "setting"; k: string }
+  | { t: "command"; agent: string; command: { id: string; type: "pull" | "delete"; model: string } }
+  | { t: "command_taken"; agent: string; ids: string[] }
+  | {
+    t: "progress";
+    agent: string;
+    model: string;
+    progress: {
+      command_id: string;
+      status: string;
+      total?: number;
+      completed?: number;
+      done?: boolean;
+      error?: string;
+    };
+  }
+  | {
+    t: "load";
+    /** Snapshot number; chunks of one snapshot share it. */
+    s: number;
+    /** Chunk index and count: a large snapshot travels in pieces. */
+    i: number;
+    n: number;
+    /** Agent id → normalised model name → requests in flight. */
+    a: Record<string, Record<string, number>>;
+  };
+
+/** Handlers for {@linkcode StoreCluster.subscribe}. */
+export interface ClusterHandlers {
+  /** A message from another coordinator (never from this one). */
+  message(m: ClusterMessage, from: string): void;
+  /** The feed (re)connected: messages sent meanwhile are lost, so reload what matters. */
+  connected(): void;
+}
+
+/** A store several coordinators share: how they hear of each other's changes and pick a leader. */
+export interface StoreCluster {
+  /** This coordinator's id among the others. */
+  readonly id: string;
+  /** Sends a message to the other coordinators (best effort). */
+  publish(m: ClusterMessage): Promise<void>;
+  /** Listens to the other coordinators until the returned function is called. */
+  subscribe(handlers: ClusterHandlers): () => void;
+  /**
+   * Runs for leadership of the fleet-wide chores (health monitor, retention) until the returned
+   * function is called; `changed(true)` when this coordinator became leader, `false` when it lost
+   * it. At most one coordinator leads at a time, but for a moment after a leader's connection
+   * died; chores must be safe to repeat.
+   */
+  lead(changed: (leading: boolean) => void): () => void;
+  /** Agents changed after `since` (a value returned earlier; 0 for all), and the new watermark. */
+  agentsChangedSince(since: number): Promise<{ agents: AgentRecord[]; watermark: number }>;
+  /** Ids of every stored agent (to notice removals missed while disconnected). */
+  agentIds(): Promise<string[]>;
+  /** Events with an id above `afterId`, oldest first. */
+  eventsAfter(afterId: number): Promise<FleetEvent[]>;
+  /** The newest event id (0 when there is none). */
+  lastEventId(): Promise<number>;
+  key(id: string): Promise<ApiKeyRecord | undefined>;
+  session(idHash: string): Promise<SessionRecord | undefined>;
+  setting(key: string): Promise<string | undefined>;
+}
+
 /** The coordinator's durable state. Every method may reject with a {@linkcode StoreError}. */
 export interface Store {
   /** `sqlite` or `postgres`. */
   readonly kind: "sqlite" | "postgres";
+  /** Present when several coordinators may share this store (PostgreSQL). */
+  readonly cluster?: StoreCluster;
   /** Everything the coordinator keeps in memory, read once at start-up. */
   load(): Promise<StoreSnapshot>;
 

@@ -14,6 +14,8 @@ export class EventLog {
   readonly #store: Store;
   readonly #now: () => number;
   readonly #writes: WriteBehind<NewEvent, FleetEvent>;
+  /** Ids of the events written here lately, so another coordinator's feed does not repeat them. */
+  readonly #own = new Set<number>();
 
   constructor(store: Store, options: { bus?: Bus; now?: () => number; flushMs?: number } = {}) {
     this.#store = store;
@@ -23,7 +25,11 @@ export class EventLog {
       what: "event log",
       write: (batch) => store.addEvents(batch),
       onWritten: (events) => {
-        for (const event of events) bus?.publish({ type: "event", event });
+        for (const event of events) {
+          this.#own.add(event.id);
+          bus?.publish({ type: "event", event });
+        }
+        while (this.#own.size > 10_000) this.#own.delete(this.#own.values().next().value!);
       },
       delayMs: options.flushMs ?? 20,
       batchSize: 200,
@@ -34,6 +40,11 @@ export class EventLog {
   /** Records an event; it is stored and published a moment later. */
   record(kind: string, agentId: string | null, message: string): void {
     this.#writes.add({ at: new Date(this.#now()).toISOString(), kind, agent_id: agentId, message });
+  }
+
+  /** Whether this coordinator wrote the event with `id` (recently). */
+  wrote(id: number): boolean {
+    return this.#own.has(id);
   }
 
   /** Writes what is buffered now. */

@@ -13,6 +13,8 @@ import type {
   AgentRecord,
   AgentUpdate,
   ApiKeyRecord,
+  ClusterHandlers,
+  ClusterMessage,
   EventQuery,
   FleetEvent,
   NewEvent,
@@ -22,6 +24,7 @@ import type {
   Retention,
   SessionRecord,
   Store,
+  StoreCluster,
   StoreCounts,
   StoreSnapshot,
 } from "../mod.ts";
@@ -29,6 +32,15 @@ import { StoreError } from "../mod.ts";
 
 /** Key of the advisory lock that serialises migrations between coordinators. */
 const MIGRATION_LOCK = 7_422_001;
+/** Key of the advisory lock its holder leads the fleet-wide chores with. */
+const LEADER_LOCK = 7_422_002;
+/** The channel coordinators tell each other about changes on. */
+const CHANNEL = "ollama_coordinator";
+/**
+ * Settings for the long-lived connections (listener, leader): the server notices a vanished
+ * coordinator in about 11 s instead of two hours, which frees its leadership lock in time.
+ */
+const KEEPALIVE = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3";
 
 const MIGRATIONS_DIR = new URL("./migrations/", import.meta.url);
 
@@ -55,6 +67,28 @@ export function isUnavailable(e: unknown): boolean {
   }
   return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|not queryable|Client has encountered a connection error/i
     .test(e.message);
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (and leaves no timer behind). */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Resolves when `signal` aborts. */
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener("abort", () => resolve(), { once: true });
+  });
 }
 
 function storeError(op: string, e: unknown): StoreError {
@@ -280,17 +314,180 @@ export async function openPostgresStore(
     await pool.end().catch(() => {});
     throw storeError("open the database", e);
   }
-  return new PostgresStore(pool);
+  return new PostgresStore(pool, url);
 }
 
 /** See the module documentation. */
 class PostgresStore implements Store {
   readonly kind = "postgres" as const;
   readonly pool: pg.Pool;
+  readonly cluster: StoreCluster;
+  readonly #url: string;
+  readonly #id = crypto.randomUUID().slice(0, 8);
+  /** Stops the listener and leadership loops on close. */
+  readonly #stop = new AbortController();
+  readonly #loops = new Set<Promise<void>>();
   #closed = false;
 
-  constructor(pool: pg.Pool) {
+  constructor(pool: pg.Pool, url: string) {
     this.pool = pool;
+    this.#url = url;
+    this.cluster = this.#makeCluster();
+  }
+
+  /** Tells the other coordinators, in the transaction of the change (sent on commit). */
+  async #notify(c: pg.PoolClient, m: ClusterMessage): Promise<void> {
+    await c.query("SELECT pg_notify($1, $2)", [CHANNEL, JSON.stringify({ o: this.#id, ...m })]);
+  }
+
+  /** A client of its own for a long-lived loop (listener, leadership). */
+  #dedicated(): pg.Client {
+    const c = new pg.Client({
+      connectionString: this.#url,
+      connectionTimeoutMillis: 2000,
+      query_timeout: 2000,
+      keepAlive: true,
+      options: KEEPALIVE,
+      application_name: "ollama-coordinator",
+    });
+    c.on("error", () => {}); // "end" follows; the loop reconnects
+    return c;
+  }
+
+  /** Runs `loop` until the store closes. */
+  #run(loop: (signal: AbortSignal) => Promise<void>): () => void {
+    const stop = new AbortController();
+    const signal = AbortSignal.any([stop.signal, this.#stop.signal]);
+    const running = loop(signal).catch((e) => console.error("Cluster loop failed:", e));
+    this.#loops.add(running);
+    running.finally(() => this.#loops.delete(running));
+    return () => stop.abort();
+  }
+
+  #makeCluster(): StoreCluster {
+    const q = (op: string, text: string, values: unknown[] = []) => this.#query(op, text, values);
+    return {
+      id: this.#id,
+      publish: async (m) => {
+        await q("tell the other coordinators", "SELECT pg_notify($1, $2)", [
+          CHANNEL,
+          JSON.stringify({ o: this.#id, ...m }),
+        ]);
+      },
+      subscribe: (handlers) => this.#run((signal) => this.#listen(handlers, signal)),
+      lead: (changed) => this.#run((signal) => this.#lead(changed, signal)),
+      agentsChangedSince: async (since) => {
+        const r = await q(
+          "read changed agents",
+          "SELECT * FROM agents WHERE changed_seq > $1 ORDER BY changed_seq",
+          [since],
+        );
+        const watermark = r.rows.reduce((m, row) => Math.max(m, Number(row.changed_seq)), since);
+        return { agents: r.rows.map(agentFromRow), watermark };
+      },
+      agentIds: async () =>
+        (await q("list agents", "SELECT id FROM agents")).rows.map((r) => String(r.id)),
+      eventsAfter: async (afterId) =>
+        (await q(
+          "read events",
+          "SELECT id, at, kind, agent_id, message FROM events WHERE id > $1 ORDER BY id LIMIT 1000",
+          [afterId],
+        )).rows.map(eventFromRow),
+      lastEventId: async () =>
+        Number(
+          (await q("read events", "SELECT coalesce(max(id), 0) AS id FROM events")).rows[0].id,
+        ),
+      key: async (id) => {
+        const r = await q("read an API key", "SELECT * FROM api_keys WHERE id = $1", [id]);
+        return r.rows[0] ? keyFromRow(r.rows[0]) : undefined;
+      },
+      session: async (idHash) => {
+        const r = await q(
+          "read a session",
+          "SELECT id_hash, csrf, created_at, expires_at FROM sessions WHERE id_hash = $1",
+          [idHash],
+        );
+        const row = r.rows[0];
+        return row
+          ? {
+            id_hash: String(row.id_hash),
+            csrf: String(row.csrf),
+            created_at: iso(row.created_at)!,
+            expires_at: iso(row.expires_at)!,
+          }
+          : undefined;
+      },
+      setting: async (key) => {
+        const r = await q("read a setting", "SELECT value FROM settings WHERE key = $1", [key]);
+        return r.rows[0] ? String(r.rows[0].value) : undefined;
+      },
+    };
+  }
+
+  /** LISTEN, reconnecting for as long as it runs; `connected` after every (re)connection. */
+  async #listen(handlers: ClusterHandlers, signal: AbortSignal): Promise<void> {
+    let delay = 100;
+    while (!signal.aborted) {
+      const c = this.#dedicated();
+      const ended = new Promise<void>((r) => c.once("end", () => r()));
+      c.on("notification", (n) => {
+        if (n.channel !== CHANNEL || !n.payload) return;
+        let m: ClusterMessage & { o?: string };
+        try {
+          m = JSON.parse(n.payload);
+        } catch {
+          return;
+        }
+        if (m.o === this.#id || typeof m.o !== "string") return;
+        try {
+          handlers.message(m, m.o);
+        } catch (e) {
+          console.error("Cannot apply another coordinator's change:", e);
+        }
+      });
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${pg.escapeIdentifier(CHANNEL)}`);
+        delay = 100;
+        handlers.connected();
+        await Promise.race([ended, aborted(signal)]);
+      } catch { /* down: try again */ }
+      await c.end().catch(() => {});
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, 2000);
+    }
+  }
+
+  /** Holds the leadership lock on a connection of its own while it can. */
+  async #lead(changed: (leading: boolean) => void, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const c = this.#dedicated();
+      let lost = false;
+      c.once("end", () => lost = true);
+      let leading = false;
+      try {
+        await c.connect();
+        while (!signal.aborted && !lost) {
+          // Asked only while not holding it: a second success would stack the lock.
+          const r = await c.query("SELECT pg_try_advisory_lock($1) AS ok", [LEADER_LOCK]);
+          if (r.rows[0].ok) break;
+          await sleep(1000, signal);
+        }
+        if (!signal.aborted && !lost) {
+          leading = true;
+          changed(true);
+          // A query a second notices a connection that died without a word.
+          while (!signal.aborted && !lost) {
+            await c.query("SELECT 1");
+            await sleep(1000, signal);
+          }
+        }
+      } catch { /* lost or down */ }
+      if (leading) changed(false);
+      // Closing the connection releases the lock.
+      await c.end().catch(() => {});
+      await sleep(1000, signal);
+    }
   }
 
   async #query(op: string, text: string, values: unknown[] = []): Promise<pg.QueryResult> {
@@ -349,23 +546,27 @@ class PostgresStore implements Store {
   }
 
   async setSetting(key: string, value: string): Promise<void> {
-    await this.#query(
-      "save a setting",
-      "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-      [key, value],
-    );
+    await this.#transaction("save a setting", async (c) => {
+      await c.query(
+        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+      );
+      await this.#notify(c, { t: "setting", k: key });
+    });
   }
 
   async putAgent(a: AgentRecord): Promise<void> {
     const cols = ["id", ...FIELD_NAMES];
-    await this.#query(
-      "save an agent",
-      `INSERT INTO agents (${cols.join(", ")}) VALUES (${
-        cols.map((_, i) => `$${i + 1}`).join(", ")
-      })
-       ON CONFLICT (id) DO UPDATE SET ${FIELD_NAMES.map((f) => `${f} = excluded.${f}`).join(", ")}`,
-      [a.id, ...FIELD_NAMES.map((f) => param(f, a[f]))],
-    );
+    const values = cols.map((_, i) => `$${i + 1}`).join(", ");
+    const set = FIELD_NAMES.map((f) => `${f} = excluded.${f}`).join(", ");
+    await this.#transaction("save an agent", async (c) => {
+      await c.query(
+        `INSERT INTO agents (${cols.join(", ")}) VALUES (${values})
+         ON CONFLICT (id) DO UPDATE SET ${set}, changed_seq = nextval('agents_changed_seq')`,
+        [a.id, ...FIELD_NAMES.map((f) => param(f, a[f]))],
+      );
+      await this.#notify(c, { t: "agents" });
+    });
   }
 
   async updateAgents(updates: AgentUpdate[]): Promise<void> {
@@ -394,35 +595,42 @@ class PostgresStore implements Store {
           `$${i + 2}::${AGENT_FIELDS[f].json ? "text" : AGENT_FIELDS[f].type}[]`
         );
         await c.query(
-          `UPDATE agents SET ${set.join(", ")}
+          `UPDATE agents SET ${set.join(", ")}, changed_seq = nextval('agents_changed_seq')
            FROM unnest($1::text[], ${casts.join(", ")}) AS v(id, ${fields.join(", ")})
            WHERE agents.id = v.id`,
           [ids, ...arrays],
         );
       }
+      await this.#notify(c, { t: "agents" });
     });
   }
 
-  async deleteAgent(id: string): Promise<boolean> {
-    const r = await this.#query("delete an agent", "DELETE FROM agents WHERE id = $1", [id]);
-    return (r.rowCount ?? 0) > 0;
+  deleteAgent(id: string): Promise<boolean> {
+    return this.#transaction("delete an agent", async (c) => {
+      const r = await c.query("DELETE FROM agents WHERE id = $1", [id]);
+      if (!r.rowCount) return false;
+      await this.#notify(c, { t: "agent_removed", id });
+      return true;
+    });
   }
 
   async addEvents(events: NewEvent[]): Promise<FleetEvent[]> {
     if (events.length === 0) return [];
-    const r = await this.#query(
-      "add events",
-      `INSERT INTO events (at, kind, agent_id, message)
-       SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[])
-       RETURNING id, at, kind, agent_id, message`,
-      [
-        events.map((e) => e.at),
-        events.map((e) => e.kind),
-        events.map((e) => e.agent_id),
-        events.map((e) => e.message),
-      ],
-    );
-    return r.rows.map(eventFromRow).sort((a, b) => a.id - b.id);
+    return await this.#transaction("add events", async (c) => {
+      const r = await c.query(
+        `INSERT INTO events (at, kind, agent_id, message)
+         SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[])
+         RETURNING id, at, kind, agent_id, message`,
+        [
+          events.map((e) => e.at),
+          events.map((e) => e.kind),
+          events.map((e) => e.agent_id),
+          events.map((e) => e.message),
+        ],
+      );
+      await this.#notify(c, { t: "events" });
+      return r.rows.map(eventFromRow).sort((a, b) => a.id - b.id);
+    });
   }
 
   async events(q: EventQuery = {}): Promise<FleetEvent[]> {
@@ -473,21 +681,36 @@ class PostgresStore implements Store {
   }
 
   async insertKey(k: ApiKeyRecord): Promise<void> {
-    await this.#query(
-      "save an API key",
-      `INSERT INTO api_keys (id, name, prefix, hash, scope, created_at, last_used_at, uses,
-       revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-      [k.id, k.name, k.prefix, k.hash, k.scope, k.created_at, k.last_used_at, k.uses, k.revoked_at],
-    );
+    await this.#transaction("save an API key", async (c) => {
+      await c.query(
+        `INSERT INTO api_keys (id, name, prefix, hash, scope, created_at, last_used_at, uses,
+         revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+        [
+          k.id,
+          k.name,
+          k.prefix,
+          k.hash,
+          k.scope,
+          k.created_at,
+          k.last_used_at,
+          k.uses,
+          k.revoked_at,
+        ],
+      );
+      await this.#notify(c, { t: "key", id: k.id });
+    });
   }
 
-  async revokeKey(id: string, at: string): Promise<boolean> {
-    const r = await this.#query(
-      "revoke an API key",
-      "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-      [at, id],
-    );
-    return (r.rowCount ?? 0) > 0;
+  revokeKey(id: string, at: string): Promise<boolean> {
+    return this.#transaction("revoke an API key", async (c) => {
+      const r = await c.query(
+        "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        [at, id],
+      );
+      if (!r.rowCount) return false;
+      await this.#notify(c, { t: "key", id });
+      return true;
+    });
   }
 
   async addKeyUses(uses: { id: string; uses: number; at: string }[]): Promise<void> {
@@ -510,19 +733,27 @@ class PostgresStore implements Store {
   }
 
   async insertSession(s: SessionRecord): Promise<void> {
-    await this.#query(
-      "save a session",
-      "INSERT INTO sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-      [s.id_hash, s.csrf, s.created_at, s.expires_at],
-    );
+    await this.#transaction("save a session", async (c) => {
+      await c.query(
+        "INSERT INTO sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        [s.id_hash, s.csrf, s.created_at, s.expires_at],
+      );
+      await this.#notify(c, { t: "session", h: s.id_hash });
+    });
   }
 
   async deleteSession(idHash: string): Promise<void> {
-    await this.#query("end a session", "DELETE FROM sessions WHERE id_hash = $1", [idHash]);
+    await this.#transaction("end a session", async (c) => {
+      await c.query("DELETE FROM sessions WHERE id_hash = $1", [idHash]);
+      await this.#notify(c, { t: "session", h: idHash });
+    });
   }
 
   async deleteAllSessions(): Promise<void> {
-    await this.#query("end every session", "DELETE FROM sessions");
+    await this.#transaction("end every session", async (c) => {
+      await c.query("DELETE FROM sessions");
+      await this.#notify(c, { t: "sessions_cleared" });
+    });
   }
 
   prune(r: Retention): Promise<Pruned> {
@@ -567,6 +798,8 @@ class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#stop.abort();
+    await Promise.all(this.#loops);
     await this.pool.end().catch(() => {});
   }
 }

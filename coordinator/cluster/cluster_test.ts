@@ -1,0 +1,235 @@
+/**
+ * Several coordinators on one PostgreSQL act as one: what one stores, the others apply within a
+ * second; one of them leads the chores and another takes over when it goes.
+ */
+import assert from "node:assert/strict";
+import { TEST_AGENT_TOKEN, testConfig } from "../config.ts";
+import { type Coordinator, startCoordinator } from "../server.ts";
+import { postgresTestsEnabled, startPostgres } from "../testing/postgres.ts";
+import { registration } from "../testing/app.ts";
+import type { BusMessage } from "../telemetry/bus.ts";
+
+const postgres = postgresTestsEnabled() ? await startPostgres() : undefined;
+let databases = 0;
+
+/** Polls `check` until it holds; returns how long that took, or throws after `ms`. */
+async function within(ms: number, what: string, check: () => boolean | Promise<boolean>) {
+  const t0 = performance.now();
+  while (!(await check())) {
+    if (performance.now() - t0 > ms) throw new Error(`${what}: not seen within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return performance.now() - t0;
+}
+
+async function cluster(n: number, overrides = {}) {
+  const url = await postgres!.createDatabase(`cluster_${++databases}`);
+  const nodes: Coordinator[] = [];
+  for (let i = 0; i < n; i++) {
+    nodes.push(
+      await startCoordinator(
+        testConfig({ databaseUrl: url, healthCheckInterval: 1, ...overrides }),
+      ),
+    );
+  }
+  const keys = await Promise.all(
+    nodes.map(async (c) => (await c.ctx.security.createKey(`admin-${c.port}`, "admin")).key),
+  );
+  const admin = (i: number) => ({ authorization: `Bearer ${keys[i]}` });
+  const close = async () => {
+    await Promise.all(nodes.map((c) => c.stop()));
+  };
+  return { url, nodes, admin, close, [Symbol.asyncDispose]: close };
+}
+
+async function register(c: Coordinator, name: string) {
+  const res = await fetch(`${c.url}/api/agents`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
+    body: JSON.stringify(registration({ machine_name: name, ollama_port: 9 })),
+  });
+  assert.equal(res.status, 201);
+  return await res.json() as { agent_id: string; agent_secret: string };
+}
+
+Deno.test({
+  name:
+    "cluster - a registration, drain, pin and key revocation on one is seen on the others within 1 s",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(3);
+    const [a, b, third] = c.nodes;
+    const seen: Record<string, number> = {};
+    const reg = await register(a, "gpu-01");
+    seen.registration = await within(
+      1000,
+      "registration on B",
+      () => !!b.ctx.registry.get(reg.agent_id),
+    );
+    await within(1000, "registration on C", () => !!third.ctx.registry.get(reg.agent_id));
+    // The agent's secret works on every coordinator (it fails over to another).
+    const beat = await fetch(`${b.url}/api/health`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${reg.agent_secret}` },
+      body: JSON.stringify({
+        agent_id: reg.agent_id,
+        cpu_usage: 1,
+        memory_usage: 2,
+        active_requests: 0,
+      }),
+    });
+    assert.equal(beat.status, 200, await beat.text());
+
+    const drain = await fetch(`${a.url}/api/agents/${reg.agent_id}`, {
+      method: "PATCH",
+      headers: c.admin(0),
+      body: JSON.stringify({ drain: true }),
+    });
+    assert.equal(drain.status, 200);
+    seen.drain = await within(
+      1000,
+      "drain on B",
+      () => b.ctx.registry.get(reg.agent_id)?.status === "draining",
+    );
+
+    const pin = await fetch(`${b.url}/api/admin/pins`, {
+      method: "PUT",
+      headers: c.admin(1),
+      body: JSON.stringify({ model: "llama3.2", label: "gpu" }),
+    });
+    assert.equal(pin.status, 200);
+    seen.pin = await within(1000, "pin on A", () => a.ctx.scheduler.pins.list().length === 1);
+
+    const created = await (await fetch(`${a.url}/api/keys`, {
+      method: "POST",
+      headers: c.admin(0),
+      body: JSON.stringify({ name: "laptop" }),
+    })).json();
+    const asClient = { authorization: `Bearer ${created.key}` };
+    await within(1000, "new key on C", async () => {
+      const r = await fetch(`${third.url}/api/tags`, { headers: asClient });
+      await r.body?.cancel();
+      return r.status === 200;
+    });
+    const revoke = await fetch(`${a.url}/api/keys/${created.id}`, {
+      method: "DELETE",
+      headers: c.admin(0),
+    });
+    assert.equal(revoke.status, 204);
+    seen.revocation = await within(1000, "revocation on C", async () => {
+      const r = await fetch(`${third.url}/api/tags`, { headers: asClient });
+      await r.body?.cancel();
+      return r.status === 401;
+    });
+
+    const removed = await fetch(`${third.url}/api/agents/${reg.agent_id}`, {
+      method: "DELETE",
+      headers: c.admin(2),
+    });
+    assert.equal(removed.status, 204);
+    seen.removal = await within(1000, "removal on A", async () => {
+      const r = await fetch(`${a.url}/api/health`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${reg.agent_secret}` },
+        body: JSON.stringify({
+          agent_id: reg.agent_id,
+          cpu_usage: 1,
+          memory_usage: 2,
+          active_requests: 0,
+        }),
+      });
+      await r.body?.cancel();
+      return r.status === 401;
+    });
+    console.log(
+      `cluster: seen on the others after ${
+        Object.entries(seen).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(", ")
+      }`,
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "cluster - a session made on one works on the other; events of one reach the other's live bus",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(2);
+    const [a, b] = c.nodes;
+    const events: BusMessage[] = [];
+    b.ctx.bus.subscribe((m) => events.push(m), ["event"]);
+    const login = await fetch(`${a.url}/login`, {
+      method: "POST",
+      body: new URLSearchParams({ password: "test-admin-password" }),
+      redirect: "manual",
+    });
+    await login.body?.cancel();
+    const cookie = login.headers.get("set-cookie")!.split(";")[0];
+    await within(1000, "session on B", async () => {
+      const r = await fetch(`${b.url}/api/agents`, { headers: { cookie } });
+      await r.body?.cancel();
+      return r.status === 200;
+    });
+    await register(a, "gpu-02");
+    await within(
+      1000,
+      "event on B",
+      () => events.some((m) => m.type === "event" && /gpu-02/.test(m.event.message)),
+    );
+    // Each event once, though B also hears of its own.
+    await register(b, "gpu-03");
+    await within(
+      1000,
+      "B's own event",
+      () => events.some((m) => m.type === "event" && /gpu-03/.test(m.event.message)),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const gpu3 = events.filter((m) =>
+      m.type === "event" && /"gpu-03" registered/.test(m.event.message)
+    );
+    assert.equal(gpu3.length, 1);
+  },
+});
+
+Deno.test({
+  name: "cluster - one coordinator leads; when it stops, another marks a silent agent offline",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(2, { agentTimeout: 3 });
+    const leaders = () => c.nodes.filter((n) => n.leading);
+    await within(3000, "a leader", () => leaders().length === 1);
+    const [leader] = leaders();
+    const other = c.nodes.find((n) => n !== leader)!;
+    const reg = await register(other, "gpu-04");
+    await leader.stop();
+    await within(5000, "a new leader", () => other.leading === true);
+    // Silent for longer than AGENT_TIMEOUT: the new leader's monitor takes it offline.
+    const t = await within(
+      8000,
+      "offline",
+      () => other.ctx.registry.get(reg.agent_id)?.status === "offline",
+    );
+    console.log(`cluster: silent agent offline ${t.toFixed(0)} ms after the leader stopped`);
+  },
+});
+
+Deno.test({
+  name: "cluster - requests in flight through one coordinator weigh on the other's choices",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(2);
+    const [a, b] = c.nodes;
+    const reg = await register(a, "gpu-05");
+    await within(1000, "agent on B", () => !!b.ctx.registry.get(reg.agent_id));
+    const agentOnA = a.ctx.registry.get(reg.agent_id)!;
+    const lease = await a.ctx.scheduler.acquire("llama3.2");
+    assert.equal(lease.agent.id, agentOnA.id);
+    await within(1000, "load on B", () => b.ctx.registry.get(reg.agent_id)?.remoteInFlight === 1);
+    a.ctx.scheduler.release(lease, { result: "ok" });
+    await within(
+      1500,
+      "release on B",
+      () => b.ctx.registry.get(reg.agent_id)?.remoteInFlight === 0,
+    );
+  },
+});
