@@ -25,8 +25,8 @@ Deno.test("config - a bad value names the setting and the value", () => {
     return true;
   });
   assert.throws(
-    () => loadConfig(["--database-url", "postgres://x"], {}),
-    /--database-url="postgres:\/\/x"/,
+    () => loadConfig(["--database-url", "mysql://x"], {}),
+    /--database-url="mysql:\/\/x"/,
   );
   assert.throws(() => loadConfig(["--nope"], {}), ConfigError);
   assert.throws(() => loadConfig([], { HEALTH_CHECK_INTERVAL: "-1" }), /HEALTH_CHECK_INTERVAL/);

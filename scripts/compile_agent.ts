@@ -43,7 +43,18 @@ export const ENTRY = "agent/main.ts";
 
 /** The `deno bundle` arguments that write the agent's bundle into `outDir`. */
 export function bundleArgs(outDir: string, entry = ENTRY): string[] {
-  return ["bundle", "--quiet", "--platform", "deno", "--output", `${outDir}/${BUNDLE}`, entry];
+  // The agent's own lock: only what the agent imports is fetched (see scripts/run_locks.ts).
+  return [
+    "bundle",
+    "--lock=agent/run.lock",
+    "--frozen",
+    "--quiet",
+    "--platform",
+    "deno",
+    "--output",
+    `${outDir}/${BUNDLE}`,
+    entry,
+  ];
 }
 
 /**
