@@ -37,6 +37,8 @@ Deno.test("compile agent - deno task agent runs the bundle the executables embed
   assert.equal(config.tasks.agent, agentTaskCommand());
   assert.deepEqual(bundleArgs("dist"), [
     "bundle",
+    "--lock=agent/run.lock",
+    "--frozen",
     "--quiet",
     "--platform",
     "deno",
