@@ -9,26 +9,13 @@ import type { AppContext } from "../../context.ts";
 import type { Agent } from "../../fleet/registry.ts";
 import type { BusMessage, FleetEvent } from "../../telemetry/bus.ts";
 import { json } from "../../http/json.ts";
-import {
-  type AgentFigures,
-  type AgentSeries,
-  type Range,
-  RANGES,
-  type Series,
-  type StatsSummary,
-} from "../../telemetry/live_stats.ts";
-import type { AgentView } from "@oc/shared";
+import { type AgentFigures, type Range, RANGES } from "../../telemetry/live_stats.ts";
+import type { AgentRow, FleetSummary, StatsMessage } from "../../dashboard/wire.ts";
 
-/** What the live routes need: the shared context with the statistics and the stream hub. */
+export type { AgentRow, FleetSummary, StatsMessage };
+
 /** What the live routes read (every service is in the one context). */
 export type LiveContext = AppContext;
-
-/** An agent as the dashboard shows it: the API view plus its capacity in the scheduler. */
-export interface AgentRow extends AgentView {
-  capacity: number;
-  /** Whether an admin drained it (it may be offline as well). */
-  drain: boolean;
-}
 
 /** The dashboard's view of one agent. */
 export function agentRow(ctx: Pick<AppContext, "registry" | "scheduler">, agent: Agent): AgentRow {
@@ -37,14 +24,6 @@ export function agentRow(ctx: Pick<AppContext, "registry" | "scheduler">, agent:
     capacity: ctx.scheduler.capacity(agent),
     drain: agent.drain,
   };
-}
-
-/** The fleet's figures now: the statistics plus agents by status and the queue per model. */
-export interface FleetSummary extends StatsSummary {
-  agents_online: number;
-  agents_offline: number;
-  agents_draining: number;
-  queue_by_model: Record<string, number>;
 }
 
 /** Builds the fleet summary shown on the overview. */
@@ -58,15 +37,6 @@ export function fleetSummary(ctx: LiveContext): FleetSummary {
     agents_draining: counts.draining,
     queue_by_model: ctx.scheduler.queueDepths(),
   };
-}
-
-/** A `stats` message of the live stream: the summary and the newest chart buckets. */
-export interface StatsMessage {
-  summary: FleetSummary;
-  tail: Record<Range, Series>;
-  agents: Record<string, AgentFigures>;
-  /** On an agent's page (`?agent=`): that agent's newest chart buckets. */
-  agent?: { id: string; tail: Record<Range, AgentSeries> };
 }
 
 function statsMessage(ctx: LiveContext, agentId?: string): StatsMessage {

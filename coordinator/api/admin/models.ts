@@ -11,6 +11,7 @@ import type { Agent } from "../../fleet/registry.ts";
 import { json, readJson } from "../../http/json.ts";
 import { refreshModels } from "../../proxy/local.ts";
 import { fleetModelView } from "../../dashboard/lib/models.ts";
+import type { PullProgress } from "../../dashboard/wire.ts";
 
 const modelName = z.string().trim().min(1).max(253).regex(
   /^[\w][\w.\-:/@+]*$/,
@@ -28,17 +29,7 @@ export type PullRequest = z.infer<typeof PullRequest>;
 /** `DELETE /api/models` with a body: one agent's copy of a model. */
 export const DeleteModelRequest = z.object({ agent_id: agentId, model: modelName }).strict();
 
-/** The progress of one pull on one agent, as published on the bus (`progress` messages). */
-export interface PullProgress {
-  id: string;
-  agent_id: string;
-  model: string;
-  status: string;
-  completed?: number;
-  total?: number;
-  done: boolean;
-  error?: string;
-}
+export type { PullProgress };
 
 /** Progress messages per pull are published at most this often (the last one always is). */
 const PUBLISH_EVERY_MS = 250;

@@ -1,7 +1,7 @@
 /** One agent's page: its state, resources, models and charts, live; rename, label, drain, remove. */
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import type { AgentRow, StatsMessage } from "../../api/admin/live.ts";
+import type { AgentRow, StatsMessage } from "../wire.ts";
 import type { AgentFigures, AgentSeries, Range } from "../../telemetry/live_stats.ts";
 import { api } from "../lib/api.ts";
 import { Chart, ChartsHead, mergeTail } from "../lib/chart.tsx";

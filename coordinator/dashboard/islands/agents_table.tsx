@@ -1,6 +1,6 @@
 /** The agents page: every agent with its health and load, sortable and filterable, live. */
 import { useEffect, useState } from "preact/hooks";
-import type { AgentRow, StatsMessage } from "../../api/admin/live.ts";
+import type { AgentRow, StatsMessage } from "../wire.ts";
 import type { AgentFigures } from "../../telemetry/live_stats.ts";
 import { api } from "../lib/api.ts";
 import { fmtBytes, fmtNum, fmtPercent } from "../lib/format.ts";

@@ -1,6 +1,6 @@
 /** The models page: every model across the fleet, where it is installed and loaded, live. */
 import { useEffect, useState } from "preact/hooks";
-import type { AgentRow } from "../../api/admin/live.ts";
+import type { AgentRow } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { fmtBytes } from "../lib/format.ts";
 import { applyAgentMessage, listen } from "../lib/live.ts";

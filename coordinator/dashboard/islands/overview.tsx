@@ -1,6 +1,6 @@
 /** The overview: the fleet's figures now and their charts over 5 minutes or an hour. */
 import { useEffect, useState } from "preact/hooks";
-import type { FleetSummary, StatsMessage } from "../../api/admin/live.ts";
+import type { FleetSummary, StatsMessage } from "../wire.ts";
 import {
   PERCENTILE_WINDOW_S,
   type Range,

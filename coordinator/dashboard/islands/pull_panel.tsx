@@ -3,12 +3,12 @@
  * of them); an agent's page pulls onto that agent.
  */
 import { useEffect, useState } from "preact/hooks";
-import type { PullProgress } from "../../api/admin/models.ts";
+import type { PullProgress } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { fmtBytes } from "../lib/format.ts";
 import { listen } from "../lib/live.ts";
 import { agentName } from "../lib/models.ts";
-import type { AgentRow } from "../../api/admin/live.ts";
+import type { AgentRow } from "../wire.ts";
 
 /** An agent that can be chosen as a target. */
 export interface PullTarget {

@@ -1,0 +1,48 @@
+/**
+ * What the server sends the dashboard's islands: the shapes of the live stream's messages and of
+ * the props pages render islands with. Islands import these, never route modules.
+ */
+import type { AgentView } from "@oc/shared";
+import type {
+  AgentFigures,
+  AgentSeries,
+  Range,
+  Series,
+  StatsSummary,
+} from "../telemetry/live_stats.ts";
+
+/** An agent as the dashboard shows it: the API view plus its capacity in the scheduler. */
+export interface AgentRow extends AgentView {
+  capacity: number;
+  /** Whether an admin drained it (it may be offline as well). */
+  drain: boolean;
+}
+
+/** The fleet's figures now: the statistics plus agents by status and the queue per model. */
+export interface FleetSummary extends StatsSummary {
+  agents_online: number;
+  agents_offline: number;
+  agents_draining: number;
+  queue_by_model: Record<string, number>;
+}
+
+/** A `stats` message of the live stream: the summary and the newest chart buckets. */
+export interface StatsMessage {
+  summary: FleetSummary;
+  tail: Record<Range, Series>;
+  agents: Record<string, AgentFigures>;
+  /** On an agent's page (`?agent=`): that agent's newest chart buckets. */
+  agent?: { id: string; tail: Record<Range, AgentSeries> };
+}
+
+/** The progress of one pull on one agent, as published on the bus (`progress` messages). */
+export interface PullProgress {
+  id: string;
+  agent_id: string;
+  model: string;
+  status: string;
+  completed?: number;
+  total?: number;
+  done: boolean;
+  error?: string;
+}
