@@ -83,12 +83,15 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Resolves when `signal` aborts. */
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener("abort", () => resolve(), { once: true });
+/** Resolves when `ended` does or `signal` aborts, leaving no listener on the signal. */
+function untilEndedOr(ended: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  let done: () => void = () => {};
+  const stop = new Promise<void>((resolve) => {
+    done = resolve;
+    signal.addEventListener("abort", done, { once: true });
   });
+  return Promise.race([ended, stop]).finally(() => signal.removeEventListener("abort", done));
 }
 
 function storeError(op: string, e: unknown): StoreError {
@@ -450,7 +453,7 @@ class PostgresStore implements Store {
         await c.query(`LISTEN ${pg.escapeIdentifier(CHANNEL)}`);
         delay = 100;
         handlers.connected();
-        await Promise.race([ended, aborted(signal)]);
+        await untilEndedOr(ended, signal);
       } catch { /* down: try again */ }
       await c.end().catch(() => {});
       await sleep(delay, signal);
