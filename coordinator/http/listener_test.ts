@@ -153,6 +153,25 @@ Deno.test("listener - shutdown closes idle connections and lets a request in fli
   }
 });
 
+Deno.test("listener - a client gone in the middle of an answer does not take the server down", async () => {
+  // The per-connection server's `finished` rejects (broken pipe) when the client leaves while
+  // the answer is being written; left unhandled, that rejection ends the process.
+  const big = "x".repeat(4 * 1024 * 1024);
+  const { server, port } = start({}, () => new Response(big));
+  try {
+    for (let i = 0; i < 3; i++) {
+      const conn = await connect(port);
+      await send(conn, GET() + GET());
+      await conn.read(new Uint8Array(1000));
+      conn.close();
+    }
+    const res = await fetch(`http://127.0.0.1:${port}/`);
+    assert.equal((await res.text()).length, big.length);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("listener - without serveHttpOnConnection falls back to Deno.serve with a warning", async () => {
   const warnings: string[] = [];
   const { server, port } = start({
