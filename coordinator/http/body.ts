@@ -11,7 +11,7 @@
  * @module
  */
 import { Watchdog } from "../proxy/watchdog.ts";
-import { closeAfterResponse } from "./listener.ts";
+import { bodyTimeoutOf, closeAfterResponse } from "./listener.ts";
 
 /** Why a body could not be read; `status` is the HTTP status to answer with. */
 export class BodyError extends Error {
@@ -29,9 +29,15 @@ export class BodyError extends Error {
 export interface ReadBodyOptions {
   /** Most bytes accepted. */
   limit: number;
-  /** Time the whole body may take to arrive, from the call (default 60 s). */
+  /**
+   * Time the whole body may take to arrive, from the call. Default: the accepting listener's
+   * `bodyTimeoutMs`, else {@linkcode DEFAULT_BODY_TIMEOUT_MS}.
+   */
   timeoutMs?: number;
 }
+
+/** The body time limit where neither the caller nor the listener sets one. */
+export const DEFAULT_BODY_TIMEOUT_MS = 60_000;
 
 /** Body time limits are checked by one sweep, not a timer per request. */
 const watchdog = new Watchdog(100);
@@ -55,7 +61,7 @@ export async function readBody(
   const body = req.body;
   if (!body) return EMPTY;
   const reader = body.getReader();
-  const timeoutMs = options.timeoutMs ?? 60_000;
+  const timeoutMs = options.timeoutMs ?? bodyTimeoutOf(req) ?? DEFAULT_BODY_TIMEOUT_MS;
   let timedOut = false;
   const watch = watchdog.watch(timeoutMs, () => {
     timedOut = true;

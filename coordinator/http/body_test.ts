@@ -7,21 +7,26 @@ import {
   exchange,
   residentBytes,
   send,
-  spawnTestServer,
-} from "./testing.ts";
+  spawnListenerServer,
+} from "../testing/raw_http.ts";
 
 /** A server answering the body's length, or the BodyError's status and message. */
-function start(options: { limit?: number; timeoutMs?: number; idleTimeoutMs?: number } = {}) {
+function start(
+  options: { limit?: number; timeoutMs?: number; idleTimeoutMs?: number; bodyTimeoutMs?: number } =
+    {},
+) {
   const errors: unknown[] = [];
   const entered = Promise.withResolvers<void>();
   const server = serve({
     hostname: "127.0.0.1",
     port: 0,
     idleTimeoutMs: options.idleTimeoutMs,
+    bodyTimeoutMs: options.bodyTimeoutMs,
   }, async (req) => {
     entered.resolve();
     try {
-      const bytes = await readBody(req, { limit: options.limit ?? 1000, ...options });
+      const { limit = 1000, timeoutMs } = options;
+      const bytes = await readBody(req, { limit, timeoutMs });
       return new Response(String(bytes.byteLength));
     } catch (error) {
       errors.push(error);
@@ -105,6 +110,18 @@ Deno.test("readBody - answers 408 when the body is slower than its time limit, t
   }
 });
 
+Deno.test("readBody - takes its time limit from the listener that accepted the request", async () => {
+  const { server, port } = start({ bodyTimeoutMs: 50, idleTimeoutMs: 50 });
+  const conn = await connect(port);
+  try {
+    const res = await exchange(conn, head("Content-Length: 100\r\n") + "only ten b");
+    assert.equal(res.status, 408);
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
+});
+
 for (
   const [name, bad] of [
     ["malformed chunked encoding", "zz\r\nabc\r\n"],
@@ -131,7 +148,7 @@ for (
 }
 
 Deno.test("readBody - memory follows the bytes that arrived, not the 64 MiB each client declared", async () => {
-  const server = await spawnTestServer();
+  const server = await spawnListenerServer();
   const conns: Deno.Conn[] = [];
   try {
     const before = residentBytes(server.pid);

@@ -66,6 +66,8 @@ export interface ListenerOptions {
   headerTimeoutMs?: number;
   /** Time a kept-alive connection may stay without a request in flight (default 60 s). */
   idleTimeoutMs?: number;
+  /** Time a request body may take to arrive, for readers that ask {@linkcode bodyTimeoutOf}. */
+  bodyTimeoutMs?: number;
   /** Called once listening, with the bound address. */
   onListen?: (addr: Deno.NetAddr) => void;
   /** Answers a request whose handler threw (default: logged, 500). */
@@ -188,6 +190,14 @@ interface Connection {
 const doomed = new WeakSet<Request>();
 let doomedPending = 0;
 
+const BODY_TIMEOUT = Symbol("bodyTimeoutMs");
+type Stamped = Request & { [BODY_TIMEOUT]?: number };
+
+/** The body time limit of the listener that accepted `request`, if it set one. */
+export function bodyTimeoutOf(request: Request): number | undefined {
+  return (request as Stamped)[BODY_TIMEOUT];
+}
+
 /**
  * Closes the request's connection once its response has been sent, rather than keeping it
  * alive: for a body given up half-read (too large, too slow, malformed), whose rest would
@@ -213,6 +223,7 @@ export function serve(options: ListenerOptions, handler: Handler): HttpListener 
   const maxConnections = options.maxConnections ?? defaultMaxConnections(openFileLimit());
   const headerTimeoutMs = options.headerTimeoutMs ?? 10_000;
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+  const bodyTimeoutMs = options.bodyTimeoutMs;
   const now = options.now ?? (() => performance.now());
   if (!(maxConnections >= 1) || !(headerTimeoutMs > 0) || !(idleTimeoutMs > 0)) {
     throw new RangeError(
@@ -330,6 +341,7 @@ export function serve(options: ListenerOptions, handler: Handler): HttpListener 
       // the connection is busy, a streamed answer included.
       const settle = () => release(request);
       info.completed.then(settle, settle);
+      if (bodyTimeoutMs !== undefined) (request as Stamped)[BODY_TIMEOUT] = bodyTimeoutMs;
       return handler(request, info);
     };
     // The per-connection server cuts its connection when this signal aborts. Aborting for real

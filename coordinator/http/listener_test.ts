@@ -6,9 +6,9 @@ import {
   exchange,
   readUntil,
   send,
-  spawnTestServer,
-  type TestServer,
-} from "./testing.ts";
+  type ServerProcess,
+  spawnListenerServer,
+} from "../testing/raw_http.ts";
 
 const GET = (path = "/") => `GET ${path} HTTP/1.1\r\nHost: test\r\n\r\n`;
 
@@ -227,12 +227,12 @@ async function probe(url: string): Promise<{ status: number; ms: number }> {
   return { status: res.status, ms: performance.now() - t0 };
 }
 
-async function stats(server: TestServer) {
+async function stats(server: ServerProcess) {
   return await (await fetch(`${server.url}/stats`)).json();
 }
 
 Deno.test("listener - 400 idle connections under 256 descriptors: probes answered during and after", async () => {
-  const server = await spawnTestServer([], { openFiles: 256 });
+  const server = await spawnListenerServer([], { openFiles: 256 });
   let conns: Deno.Conn[] = [];
   try {
     // The first request of each process pays for compiling the server's and fetch's paths.
@@ -272,7 +272,7 @@ Deno.test("listener - 400 idle connections under 256 descriptors: probes answere
 
 Deno.test("listener - runs out of descriptors, logs it once and accepts again", async () => {
   // A cap above the descriptor limit: accept itself fails with "Too many open files".
-  const server = await spawnTestServer(["--max-connections", "1000"], { openFiles: 256 });
+  const server = await spawnListenerServer(["--max-connections", "1000"], { openFiles: 256 });
   let conns: Deno.Conn[] = [];
   try {
     conns = await flood(server.port, 400);

@@ -1,4 +1,4 @@
-/** Helpers for the listener's and the body reader's tests: raw connections and a child server. */
+/** Helpers for the HTTP listener's and body reader's tests: raw connections and a child server. */
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -80,8 +80,8 @@ export async function exchange(conn: Deno.Conn, request: string): Promise<RawRes
   }
 }
 
-/** A child `test_server.ts` process. */
-export interface TestServer {
+/** A child server process, on a loopback port. */
+export interface ServerProcess {
   port: number;
   pid: number;
   url: string;
@@ -93,23 +93,22 @@ export interface TestServer {
 }
 
 /**
- * Starts `test_server.ts` as a child process, under a descriptor limit when `openFiles` is given
- * (`ulimit -n` in bash, then exec: the process keeps the pid). `TEST_SERVER_ARGS` in the
- * environment adds arguments: `--plain` (plain `Deno.serve`) or `--array-buffer` show what the
- * tests catch without the listener or the body reader.
+ * Runs `deno run -A <args>` as a child process, under a descriptor limit when `openFiles` is
+ * given (`ulimit -n` in bash, then exec: the process keeps the pid), and waits until it prints
+ * the port it listens on (`listening 1234` or `listening on http://host:1234`).
  */
-export async function spawnTestServer(
-  args: string[] = [],
-  options: { openFiles?: number } = {},
-): Promise<TestServer> {
-  const script = new URL("./test_server.ts", import.meta.url).pathname;
-  const extra = Deno.env.get("TEST_SERVER_ARGS")?.split(" ").filter(Boolean) ?? [];
-  const deno = [Deno.execPath(), "run", "-A", script, ...extra, ...args];
+export async function spawnServer(
+  args: string[],
+  options: { openFiles?: number; env?: Record<string, string> } = {},
+): Promise<ServerProcess> {
+  const deno = [Deno.execPath(), "run", "-A", ...args];
   const [cmd, cmdArgs] = options.openFiles
     ? ["bash", ["-c", `ulimit -n ${options.openFiles} && exec "$@"`, "bash", ...deno]]
     : [deno[0], deno.slice(1)];
   const process = new Deno.Command(cmd, {
     args: cmdArgs,
+    cwd: new URL("../../", import.meta.url),
+    env: options.env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -125,10 +124,10 @@ export async function spawnTestServer(
     const { value, done } = await lines.read();
     if (done) {
       await stderrDone;
-      throw new Error(`Cannot start the test server: it exited\n${stderr}`);
+      throw new Error(`Cannot start ${args.join(" ")}: it exited\n${stderr}`);
     }
     out += value;
-    const m = out.match(/listening (\d+)/);
+    const m = out.match(/listening (?:on \S+:)?(\d+)/);
     if (m) port = Number(m[1]);
   }
   // Keep draining standard output so that the child never blocks on it.
@@ -151,6 +150,20 @@ export async function spawnTestServer(
       await stderrDone;
     },
   };
+}
+
+/**
+ * Starts `listener_server.ts` (see {@linkcode spawnServer}). `LISTENER_SERVER_ARGS` in the
+ * environment adds arguments: `--plain` (plain `Deno.serve`) or `--array-buffer` show what the
+ * tests catch without the listener or the body reader.
+ */
+export function spawnListenerServer(
+  args: string[] = [],
+  options: { openFiles?: number } = {},
+): Promise<ServerProcess> {
+  const extra = Deno.env.get("LISTENER_SERVER_ARGS")?.split(" ").filter(Boolean) ?? [];
+  const script = new URL("./listener_server.ts", import.meta.url).pathname;
+  return spawnServer([script, ...extra, ...args], options);
 }
 
 /** The resident memory of a process, in bytes (Linux). */

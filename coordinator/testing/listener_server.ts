@@ -12,8 +12,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { BodyError, readBody } from "./body.ts";
-import { type HttpListener, serve } from "./listener.ts";
+import { BodyError, readBody } from "../http/body.ts";
+import { type HttpListener, serve } from "../http/listener.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
