@@ -21,7 +21,10 @@
  * `Deno.serve` takes over, with a warning, and without these limits.
  *
  * Time limits are checked by one sweep timer, not a timer per connection; they fire at most a
- * quarter of the shorter limit (and at most a second) late.
+ * quarter of the shorter limit (and at most a second) late. A connection is busy from a request
+ * head until its response has been handed over (`info.completed`), a streamed answer included;
+ * an upgraded connection (WebSocket) counts as idle, so the idle limit would close it: the
+ * coordinator upgrades none.
  *
  * @module
  */
