@@ -175,6 +175,35 @@ const SETTINGS = {
     default: "120",
     help: "Seconds a started stream may stay silent before it is ended with an error",
   },
+  clientMaxConnections: {
+    env: "CLIENT_MAX_CONNECTIONS",
+    flag: "client-max-connections",
+    schema: z.union([z.literal("auto").transform(() => undefined), int(1, 1_000_000)]),
+    default: "auto",
+    help:
+      "Most open client connections; at the cap the longest-idle one is closed for a new one (auto: from the descriptor limit)",
+  },
+  clientHeaderTimeout: {
+    env: "CLIENT_HEADER_TIMEOUT",
+    flag: "client-header-timeout",
+    schema: seconds,
+    default: "10",
+    help: "Seconds a new client connection has to send its first request head",
+  },
+  clientIdleTimeout: {
+    env: "CLIENT_IDLE_TIMEOUT",
+    flag: "client-idle-timeout",
+    schema: seconds,
+    default: "60",
+    help: "Seconds a kept-alive client connection may stay idle before it is closed",
+  },
+  clientBodyTimeout: {
+    env: "CLIENT_BODY_TIMEOUT",
+    flag: "client-body-timeout",
+    schema: seconds,
+    default: "60",
+    help: "Seconds a request body may take to arrive (slower senders get 408)",
+  },
   requestLogRetentionDays: {
     env: "REQUEST_LOG_RETENTION_DAYS",
     flag: "request-log-retention-days",

@@ -50,3 +50,11 @@ Deno.test("config - --help lists every setting", () => {
   assert.doesNotMatch(help, /\(default: \)/);
   assert.match(help, /DATABASE_URL .*\(default: sqlite:\/\/coordinator\.db\)/);
 });
+
+Deno.test("config - the client connection cap is auto (from the descriptor limit) or a number", () => {
+  assert.equal((loadConfig([], {}) as Config).clientMaxConnections, undefined);
+  const c = loadConfig(["--client-max-connections", "500"], { CLIENT_IDLE_TIMEOUT: "5" }) as Config;
+  assert.equal(c.clientMaxConnections, 500);
+  assert.equal(c.clientIdleTimeout, 5);
+  assert.throws(() => loadConfig([], { CLIENT_MAX_CONNECTIONS: "0" }), /CLIENT_MAX_CONNECTIONS/);
+});

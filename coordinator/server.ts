@@ -14,6 +14,7 @@ import { Scheduler } from "./scheduler/mod.ts";
 import { RequestLog } from "./telemetry/request_log.ts";
 import { EventLog } from "./telemetry/event_log.ts";
 import { createApp } from "./http/app.ts";
+import { type HttpListener, serve } from "./http/listener.ts";
 import { startLocalOllama } from "./fleet/local_ollama.ts";
 import { Metrics } from "./telemetry/metrics.ts";
 import { SecurityStore } from "./security/store.ts";
@@ -186,6 +187,8 @@ export interface Coordinator {
   ctx: AppContext;
   url: string;
   port: number;
+  /** The HTTP front door: its connection counters. */
+  listener: HttpListener;
   /** Secrets generated at this (first) start, to be shown once. */
   firstStart: { agentToken?: string; adminPassword?: string };
   /** Whether this coordinator runs the fleet-wide chores (always, unless others share the store). */
@@ -201,10 +204,14 @@ export async function startCoordinator(
 ): Promise<Coordinator> {
   const ctx = await createContext(config, options);
   const app = createApp(ctx);
-  const server = Deno.serve({
+  const server = serve({
     hostname: config.host,
     port: config.port,
-    onListen: () => {},
+    maxConnections: config.clientMaxConnections,
+    headerTimeoutMs: config.clientHeaderTimeout * 1000,
+    idleTimeoutMs: config.clientIdleTimeout * 1000,
+    bodyTimeoutMs: config.clientBodyTimeout * 1000,
+    log: (level, msg, fields) => ctx.logger.log(level, msg, fields),
   }, app.fetch);
   // The fleet-wide chores run on one coordinator at a time: this one, unless others share the
   // store and another leads.
@@ -242,6 +249,7 @@ export async function startCoordinator(
   let stopped: Promise<void> | undefined;
   return {
     ctx,
+    listener: server,
     firstStart: ctx.firstStart,
     port,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,

@@ -6,7 +6,7 @@ import { type Context, Hono } from "hono";
 import { normalizeModelName, ollamaError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import type { Agent } from "../fleet/registry.ts";
-import { readLimited } from "../http/json.ts";
+import { BodyError, readBody } from "../http/body.ts";
 import { type ProxyDeps, proxyInference } from "../proxy/mod.ts";
 import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
@@ -30,9 +30,12 @@ export function inferenceHandler(
   return async (c: Context): Promise<Response> => {
     const req = c.req.raw;
     const requestId = requestIdOf(req);
-    const bytes = await readLimited(req, INFERENCE_BODY_LIMIT);
-    if (bytes === null) {
-      return errorResponse(options.flavor, 413, "request body is too large", requestId);
+    let bytes;
+    try {
+      bytes = await readBody(req, { limit: INFERENCE_BODY_LIMIT });
+    } catch (error) {
+      if (!(error instanceof BodyError)) throw error;
+      return errorResponse(options.flavor, error.status, error.message, requestId);
     }
     const info = routingInfo(bytes, { flavor: options.flavor, streams: options.streams });
     if (typeof info === "string") return errorResponse(options.flavor, 400, info, requestId);
@@ -169,8 +172,13 @@ async function jsonBody(
   c: Context,
   requestId: string,
 ): Promise<Record<string, unknown> | Response> {
-  const bytes = await readLimited(c.req.raw, 1024 * 1024);
-  if (bytes === null) return errorResponse("ollama", 413, "request body is too large", requestId);
+  let bytes;
+  try {
+    bytes = await readBody(c.req.raw, { limit: 1024 * 1024 });
+  } catch (error) {
+    if (!(error instanceof BodyError)) throw error;
+    return errorResponse("ollama", error.status, error.message, requestId);
+  }
   try {
     const v = JSON.parse(new TextDecoder().decode(bytes));
     if (typeof v === "object" && v !== null && !Array.isArray(v)) return v;

@@ -8,7 +8,8 @@ import { z } from "zod";
 import { ollamaError } from "@oc/shared";
 import type { AppContext } from "../../context.ts";
 import { adminOf, SESSION_COOKIE } from "../../http/access.ts";
-import { json, readJson, readLimited } from "../../http/json.ts";
+import { json, readJson } from "../../http/json.ts";
+import { BodyError, readBody } from "../../http/body.ts";
 import { getCookie } from "hono/cookie";
 import { clientAddress, type Network } from "../../security/networks.ts";
 
@@ -99,8 +100,16 @@ export function authRoutes(ctx: AppContext): Hono {
     if (origin && origin !== new URL(c.req.url).origin) {
       return c.text("Cross-site sign-in refused", 403);
     }
-    const bytes = await readLimited(c.req.raw, 16 * 1024);
-    if (bytes === null) return c.text("Sign-in form is too large", 413);
+    let bytes;
+    try {
+      bytes = await readBody(c.req.raw, { limit: 16 * 1024 });
+    } catch (error) {
+      if (!(error instanceof BodyError)) throw error;
+      return c.text(
+        error.status === 413 ? "Sign-in form is too large" : error.message,
+        error.status,
+      );
+    }
     const form = new URLSearchParams(new TextDecoder().decode(bytes));
     const password = form.get("password") ?? "";
     const next = safeNext(form.get("next") ?? "");
