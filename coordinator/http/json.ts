@@ -1,6 +1,7 @@
 /** Small HTTP helpers shared by the coordinator's routes. */
 import { z } from "zod";
 import { describeIssues, ollamaError } from "@oc/shared";
+import { MESSAGES } from "./messages.ts";
 
 /** Largest management API body accepted (the agent's model lists make up most of it). */
 export const MANAGEMENT_BODY_LIMIT = 1024 * 1024;
@@ -49,13 +50,13 @@ export async function readJson<S extends z.core.$ZodType>(
 ): Promise<Parsed<z.output<S>>> {
   const bytes = await readLimited(req, limit);
   if (bytes === null) {
-    return { ok: false, response: ollamaError(413, `Request body is larger than ${limit} bytes`) };
+    return { ok: false, response: ollamaError(413, MESSAGES.bodyTooLarge(limit)) };
   }
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
-    return { ok: false, response: ollamaError(400, "Request body is not valid JSON") };
+    return { ok: false, response: ollamaError(400, MESSAGES.invalidManagementJson) };
   }
   const result = z.safeParse(schema, value);
   if (!result.success) {
