@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
-import { openDatabase } from "../store/sqlite/mod.ts";
-import { Registry } from "../fleet/registry.ts";
-import { registration } from "../testing/app.ts";
+import { memoryRegistry, registration } from "../testing/app.ts";
 import { agentHeaderValue, agentRefs, pinOf } from "./agent_header.ts";
 
 Deno.test("agent header - any name becomes a valid header value, plain names unchanged", () => {
@@ -16,11 +14,12 @@ Deno.test("agent header - any name becomes a valid header value, plain names unc
   assert.deepEqual(agentRefs("50%zz"), ["50%zz"]); // not our encoding: taken as it is
 });
 
-Deno.test("agent header - a request names agents by id, display name or machine name", () => {
-  const db = openDatabase("sqlite::memory:");
-  const registry = new Registry(db, { agentTimeoutMs: 20_000 });
-  const box = registry.register(registration({ machine_name: "gpu-箱" })).agent;
-  const other = registry.register(registration({ machine_name: "other", ollama_port: 2 })).agent;
+Deno.test("agent header - a request names agents by id, display name or machine name", async () => {
+  await using t = await memoryRegistry();
+  const { registry } = t;
+  const box = (await registry.register(registration({ machine_name: "gpu-箱" }))).agent;
+  const other = (await registry.register(registration({ machine_name: "other", ollama_port: 2 })))
+    .agent;
   const headers = (v?: string) => new Headers(v === undefined ? {} : { "x-coordinator-agent": v });
   assert.equal(pinOf(registry, headers()), undefined);
   assert.equal(pinOf(registry, headers("all")), "all");
@@ -29,5 +28,4 @@ Deno.test("agent header - a request names agents by id, display name or machine 
   const utf8 = String.fromCharCode(...new TextEncoder().encode("gpu-箱"));
   assert.deepEqual(pinOf(registry, headers(utf8)), [box]);
   assert.deepEqual(pinOf(registry, headers("nobody")), []);
-  db.close();
 });

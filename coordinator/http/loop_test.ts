@@ -20,7 +20,7 @@ const chat = (content: string) =>
   JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content }], stream: false });
 
 Deno.test("loop - a request that already passed through this coordinator is refused with 508", async () => {
-  const t = testApp({ apiKeys: ["client-key"] });
+  await using t = await testApp({ apiKeys: ["client-key"] });
   const id = t.ctx.instanceId;
   const back = await t.request("/api/tags", { headers: { "x-coordinator-hop": `other, ${id}` } });
   assert.equal(back.status, 508);
@@ -38,7 +38,6 @@ Deno.test("loop - a request that already passed through this coordinator is refu
   const chained = await t.request("/api/version", { headers: { "x-coordinator-hop": "c1, c2" } });
   assert.equal(chained.status, 401);
   await chained.body?.cancel();
-  t.close();
 });
 
 Deno.test("loop - local auto-registration does not register the coordinator itself", async () => {
@@ -51,7 +50,8 @@ Deno.test("loop - local auto-registration does not register the coordinator itse
   }));
   try {
     assert.equal(coordinator.ctx.registry.all().length, 0);
-    assert.ok(!coordinator.ctx.registry.events().some((e) => e.kind === "registered"));
+    const events = await coordinator.ctx.events.query();
+    assert.ok(!events.some((e) => e.kind === "registered"));
   } finally {
     await coordinator.stop();
   }
@@ -76,7 +76,7 @@ Deno.test("loop - a coordinator that is its own agent all the same: fan-outs and
   await using fleet = await startFleet([{ name: "fine", models: ["llama3.2"] }]);
   const { ctx } = fleet.coordinator;
   // As a port mapping (Docker, NAT) would hide it from the registration check.
-  const { agent: self } = ctx.registry.register({
+  const { agent: self } = await ctx.registry.register({
     ...registration({ machine_name: "myself", ollama_port: fleet.coordinator.port }),
     models: [{ name: "llama3.2:latest" }],
   });

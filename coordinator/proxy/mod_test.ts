@@ -203,7 +203,7 @@ Deno.test("proxy - a client's X-Request-Id cannot merge requests: each gets its 
   }
   assert.equal(ids.size, 10);
   assert.ok(!ids.has("same-id"));
-  const rows = fleet.coordinator.ctx.log.query({ limit: 100 });
+  const rows = await fleet.coordinator.ctx.log.query({ limit: 100 });
   assert.equal(rows.length, 10);
   assert.deepEqual(new Set(rows.map((r) => r.id)), ids);
   assert.ok(rows.every((r) => r.client_request_id === "same-id"));
@@ -365,7 +365,7 @@ Deno.test("proxy - a non-streaming answer larger than 64 MiB fails with 502 and 
     assert.match((await res.json()).error, /agent "odd" answered with more than 67108864 bytes/);
   }
   await agent.embedCancelled; // the coordinator closed the connection mid-answer
-  const logged = fleet.coordinator.ctx.log.query({ limit: 10 });
+  const logged = await fleet.coordinator.ctx.log.query({ limit: 10 });
   assert.deepEqual(logged.map((r) => r.status), [502, 502]);
   // Not the agent's failure: it is still in service.
   assert.equal(fleet.coordinator.ctx.registry.find("odd")!.status, "online");

@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import type { RegisterRequest } from "@oc/shared";
-import { openDatabase } from "../store/sqlite/mod.ts";
-import { Registry } from "../fleet/registry.ts";
-import { registration } from "../testing/app.ts";
+import { memoryRegistry, registration } from "../testing/app.ts";
 import { Scheduler } from "./mod.ts";
 import { NoAgentError } from "./no_agent.ts";
 import { leastBusy, Placement, pullTarget, withModel } from "./placement.ts";
@@ -10,13 +8,12 @@ import { leastBusy, Placement, pullTarget, withModel } from "./placement.ts";
 const GB = 1_000_000_000;
 const DIGEST = `sha256:${"b".repeat(64)}`;
 
-function setup() {
-  const db = openDatabase("sqlite::memory:");
-  const registry = new Registry(db, { agentTimeoutMs: 20_000 });
+async function setup() {
+  const { registry, close } = await memoryRegistry();
   const placement = new Placement(registry);
-  const add = (name: string, extra: Partial<RegisterRequest> = {}) =>
-    registry.register(registration({ machine_name: name, models: [], ...extra })).agent;
-  return { db, registry, placement, add, [Symbol.dispose]: () => db.close() };
+  const add = async (name: string, extra: Partial<RegisterRequest> = {}) =>
+    (await registry.register(registration({ machine_name: name, models: [], ...extra }))).agent;
+  return { registry, placement, add, [Symbol.asyncDispose]: close };
 }
 
 function rejects(fn: () => unknown, status: number, pattern: RegExp) {
@@ -28,12 +25,12 @@ function rejects(fn: () => unknown, status: number, pattern: RegExp) {
   });
 }
 
-Deno.test("placement - a pull goes where the model is missing, then the least busy, then free memory", () => {
-  using t = setup();
-  const has = t.add("has", { models: [{ name: "llama3.2:latest" }] });
-  const busy = t.add("busy");
-  const roomy = t.add("roomy");
-  const cramped = t.add("cramped");
+Deno.test("placement - a pull goes where the model is missing, then the least busy, then free memory", async () => {
+  await using t = await setup();
+  const has = await t.add("has", { models: [{ name: "llama3.2:latest" }] });
+  const busy = await t.add("busy");
+  const roomy = await t.add("roomy");
+  const cramped = await t.add("cramped");
   busy.inFlight = 2;
   roomy.metrics = {
     cpu_usage: 0,
@@ -58,11 +55,11 @@ Deno.test("placement - a pull goes where the model is missing, then the least bu
   assert.equal(leastBusy([busy, has]), has);
 });
 
-Deno.test("placement - pull and push honour X-Coordinator-Agent and say why nothing fits", () => {
-  using t = setup();
+Deno.test("placement - pull and push honour X-Coordinator-Agent and say why nothing fits", async () => {
+  await using t = await setup();
   rejects(() => t.placement.transferTargets("m", { verb: "pull" }), 503, /No agent is online/);
-  const a = t.add("a", { models: [{ name: "m:latest" }] });
-  const b = t.add("b");
+  const a = await t.add("a", { models: [{ name: "m:latest" }] });
+  const b = await t.add("b");
   assert.deepEqual(t.placement.transferTargets("m", { verb: "pull", pin: "all" }), [a, b]);
   assert.deepEqual(t.placement.transferTargets("m", { verb: "pull", pin: [b] }), [b]);
   rejects(() => t.placement.transferTargets("m", { verb: "pull", pin: [] }), 404, /not known/);
@@ -76,10 +73,10 @@ Deno.test("placement - pull and push honour X-Coordinator-Agent and say why noth
   rejects(() => t.placement.transferTargets("other", { verb: "push" }), 404, /"other" not found/);
 });
 
-Deno.test("placement - a create follows its uploaded blobs, else its base model, else the least busy", () => {
-  using t = setup();
-  const base = t.add("base", { models: [{ name: "llama3.2:latest" }] });
-  const idle = t.add("idle");
+Deno.test("placement - a create follows its uploaded blobs, else its base model, else the least busy", async () => {
+  await using t = await setup();
+  const base = await t.add("base", { models: [{ name: "llama3.2:latest" }] });
+  const idle = await t.add("idle");
   base.inFlight = 3;
   const home = t.placement.blobTarget(DIGEST, { upload: true });
   assert.equal(home, idle); // the least busy took the upload
@@ -98,12 +95,12 @@ Deno.test("placement - a create follows its uploaded blobs, else its base model,
   rejects(() => t.placement.createTarget({ files: [] }), 503, /No agent is online/);
 });
 
-Deno.test("placement - copy and delete reach every holder, or the pinned ones among them", () => {
-  using t = setup();
+Deno.test("placement - copy and delete reach every holder, or the pinned ones among them", async () => {
+  await using t = await setup();
   const models = [{ name: "m:latest" }];
-  const a = t.add("a", { models });
-  const b = t.add("b", { models });
-  t.add("c");
+  const a = await t.add("a", { models });
+  const b = await t.add("b", { models });
+  await t.add("c");
   assert.deepEqual(t.placement.holders("m"), [a, b]);
   assert.deepEqual(t.placement.holders("m", { pin: "all" }), [a, b]);
   assert.deepEqual(t.placement.holders("m", { pin: [b] }), [b]);
@@ -111,10 +108,10 @@ Deno.test("placement - copy and delete reach every holder, or the pinned ones am
   rejects(() => t.placement.holders("x"), 404, /model "x" not found/);
 });
 
-Deno.test("scheduler - a hold counts a server-local request in the agent's load until released", () => {
-  using t = setup();
+Deno.test("scheduler - a hold counts a server-local request in the agent's load until released", async () => {
+  await using t = await setup();
   const scheduler = new Scheduler(t.registry);
-  const a = t.add("a");
+  const a = await t.add("a");
   const release = scheduler.hold(a);
   assert.equal(a.inFlight, 1);
   release();
