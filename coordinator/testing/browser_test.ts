@@ -247,15 +247,16 @@ Deno.test({
         await using fleet = await startFleet([{ name: "gpu-a", tokensPerSecond: 20 }]);
         const context = await signIn(browser, fleet.url);
         const { page } = await open(context, `${fleet.url}/dashboard/requests`);
-        const requestId = `browser-${crypto.randomUUID()}`;
         const res = await post(`${fleet.url}/api/chat`, {
           model: "llama3.2",
           messages: [{ role: "user", content: "hello" }],
           stream: false,
           options: { num_predict: 3 },
-        }, { "x-request-id": requestId });
+        });
         assert.equal(res.status, 200);
         await res.body?.cancel();
+        // The coordinator's own id for the request (a client's id is kept beside it, never used).
+        const requestId = res.headers.get("x-request-id")!;
         const row = page.locator(`tr[data-request-id="${requestId}"]`);
         await row.waitFor({ timeout: 5000 });
         const text = await row.innerText();
