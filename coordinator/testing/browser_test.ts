@@ -266,19 +266,19 @@ Deno.test({
         assert.match(text, /200/);
         // Rows are in start-time order, as the page says, although they arrive as they finish:
         // a long request started first lands below a short one started after it.
-        const generate = (id: string, tokens: number) =>
+        const generate = (tokens: number) =>
           post(`${fleet.url}/api/generate`, {
             model: "llama3.2",
             prompt: "hi",
             options: { num_predict: tokens },
-          }, { "x-request-id": id });
-        const slowId = `slow-${crypto.randomUUID()}`;
-        const fastId = `fast-${crypto.randomUUID()}`;
-        const slow = await generate(slowId, 30); // streams: its headers come with the first token
+          });
+        const slow = await generate(30); // streams: its headers come with the first token
         assert.equal(slow.status, 200);
-        const fast = await generate(fastId, 1);
+        const fast = await generate(1);
         await fast.text();
         await slow.text();
+        const slowId = slow.headers.get("x-request-id")!;
+        const fastId = fast.headers.get("x-request-id")!;
         await page.locator(`tr[data-request-id="${slowId}"]`).waitFor({ timeout: 5000 });
         const order = await page.locator("tr[data-request-id]").evaluateAll((rows) =>
           rows.map((r) => (r as HTMLElement).dataset.requestId)
