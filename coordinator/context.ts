@@ -47,4 +47,9 @@ export interface AppContext {
   firstStart: { agentToken?: string; adminPassword?: string };
   /** Clock, injectable for tests. */
   now: () => number;
+  /**
+   * This coordinator process's random id. Requests it sends to agents carry it in
+   * `X-Coordinator-Hop`, so a request that comes back to it is recognised as a loop.
+   */
+  instanceId: string;
 }

@@ -72,6 +72,26 @@ function jsonRequested(args: string[], env: Record<string, string | undefined>):
   return (flag ?? env.LOG_FORMAT) === "json";
 }
 
+/**
+ * Tells stop signals apart: the first; the same one delivered again within `windowMs` (`deno
+ * task`, npx, a terminal and systemd's `KillMode=control-group` each pass SIGTERM or SIGINT on,
+ * so one stop often arrives twice within milliseconds); and a second one sent on purpose, later.
+ */
+export function signalCounter(
+  options: { windowMs?: number; now?: () => number } = {},
+): () => "first" | "repeat" | "second" {
+  const windowMs = options.windowMs ?? 1000;
+  const now = options.now ?? (() => performance.now());
+  let first: number | undefined;
+  return () => {
+    if (first === undefined) {
+      first = now();
+      return "first";
+    }
+    return now() - first < windowMs ? "repeat" : "second";
+  };
+}
+
 function describe(error: unknown): string {
   return error instanceof Error ? error.stack ?? error.message : String(error);
 }
@@ -148,10 +168,17 @@ if (import.meta.main) {
     );
     printFirstStart(coordinator.firstStart, port);
   }
-  let stopping = false;
+  const signals = signalCounter();
   let forced = false;
   const stop = async (signal: string) => {
-    if (stopping) {
+    const which = signals();
+    if (which === "repeat") {
+      // The stop already under way, delivered again: not a request to cut the drain short.
+      if (json) json.info("Signal repeated within a second: taken as the same stop", { signal });
+      else console.log(`${signal} again within a second: taken as the same stop`);
+      return;
+    }
+    if (which === "second") {
       forced = true;
       // A second signal: stop now. What is flushed is kept; streams still running are cut.
       if (json) json.warn("Second signal: stopping now", { signal });
@@ -165,7 +192,6 @@ if (import.meta.main) {
       ]);
       Deno.exit(signal === "SIGINT" ? 130 : 143);
     }
-    stopping = true;
     if (json) {
       json.info("Stopping: finishing in-flight requests", {
         signal,

@@ -111,6 +111,7 @@ async function assemble(
     security,
     firstStart,
     now,
+    instanceId: crypto.randomUUID(),
     stats,
     live: new LiveHub(),
     upstream: new UpstreamClient(),
@@ -242,6 +243,7 @@ export async function startCoordinator(
     ? await startLocalOllama(ctx.registry, {
       url: config.localOllamaUrl,
       intervalMs: config.heartbeatInterval * 1000,
+      instanceId: ctx.instanceId,
     })
     : null;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;

@@ -12,7 +12,8 @@ import {
 } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { json, readJson } from "../http/json.ts";
-import { addressProblem } from "../fleet/address.ts";
+import { addressProblem, mayBeThisMachine, ollamaBaseUrl } from "../fleet/address.ts";
+import { isSelf } from "../http/loop.ts";
 import { authenticatedAgent } from "../http/access.ts";
 import { inNetworks } from "../security/networks.ts";
 import { z } from "zod";
@@ -53,6 +54,17 @@ export function agentRoutes(ctx: AppContext): Hono {
       return ollamaError(
         403,
         `Cannot register agent "${body.data.machine_name}": ip_address is outside AGENT_ALLOWED_NETWORKS`,
+      );
+    }
+    // An agent whose address leads back here would make every request it is given loop.
+    const { ip_address: ip, ollama_port: port } = body.data;
+    const timeoutMs = ctx.config.probeTimeout * 1000;
+    if (
+      mayBeThisMachine(ip) && await isSelf(ollamaBaseUrl(ip, port), ctx.instanceId, { timeoutMs })
+    ) {
+      return ollamaError(
+        400,
+        `Cannot register agent "${body.data.machine_name}": ${ip}:${port} is this coordinator itself, not an Ollama server`,
       );
     }
     // Each registration gets a fresh secret: one agent can never heartbeat for another. It is

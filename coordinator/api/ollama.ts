@@ -1,25 +1,45 @@
 /**
  * Ollama's native API, as one server: inference routed by model, fleet-wide lists, and the
- * server-local routes (pull, push, create, blobs, copy, delete) sent to the right agents.
+ * server-local routes (pull, push, create, blobs, copy, delete) sent to the agents the scheduler's
+ * placement picks. Handlers parse, call and shape; the decisions are made elsewhere.
  */
 import { type Context, Hono } from "hono";
-import { normalizeModelName, ollamaError } from "@oc/shared";
+import { normalizeModelName } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import type { Agent } from "../fleet/registry.ts";
 import { BodyError, readBody } from "../http/body.ts";
 import { type ProxyDeps, proxyInference } from "../proxy/mod.ts";
 import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
+import { readLines } from "../proxy/lines.ts";
 import { errorResponse, type Flavor } from "../http/errors.ts";
 import { clientTenant } from "../http/access.ts";
+import { AGENT_HEADER, agentHeaderValue, pinOf } from "../http/agent_header.ts";
+import { HOP_HEADER, nextHops } from "../http/loop.ts";
+import { MESSAGES } from "../http/messages.ts";
+import { clientRequestId, newRequestId } from "../http/request_id.ts";
+import { NoAgentError } from "../scheduler/mod.ts";
 
 /** The version the coordinator reports when no agent is online. */
 export const FALLBACK_OLLAMA_VERSION = "0.12.6";
 
-/** A request id: the client's `x-request-id` when it is sane, else a new one. */
-export function requestIdOf(req: Request): string {
-  const given = req.headers.get("x-request-id");
-  return given && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
+/** Largest body of a server-local request (pull, push, create, copy, delete). */
+const LOCAL_BODY_LIMIT = 1024 * 1024;
+
+/**
+ * A request body read whole up to `limit`, or the error response in the route's shape: 413 when
+ * it is larger, 408 when it is too slow, 400 when it cannot be read (a malformed chunked upload).
+ */
+async function bodyOf(
+  req: Request,
+  options: { limit: number; flavor: Flavor; requestId: string },
+): Promise<Uint8Array<ArrayBuffer> | Response> {
+  try {
+    return await readBody(req, { limit: options.limit });
+  } catch (error) {
+    if (!(error instanceof BodyError)) throw error;
+    return errorResponse(options.flavor, error.status, error.message, options.requestId);
+  }
 }
 
 /** Builds the handler of an inference route (shared by the native and the /v1 API). */
@@ -27,26 +47,18 @@ export function inferenceHandler(
   deps: ProxyDeps,
   options: { flavor: Flavor; route: string; streams: boolean; upstreamPath?: string },
 ) {
+  const { flavor } = options;
   return async (c: Context): Promise<Response> => {
     const req = c.req.raw;
-    const requestId = requestIdOf(req);
-    let bytes;
-    try {
-      bytes = await readBody(req, { limit: INFERENCE_BODY_LIMIT });
-    } catch (error) {
-      if (!(error instanceof BodyError)) throw error;
-      return errorResponse(options.flavor, error.status, error.message, requestId);
-    }
-    const info = routingInfo(bytes, { flavor: options.flavor, streams: options.streams });
-    if (typeof info === "string") return errorResponse(options.flavor, 400, info, requestId);
-    const pinned = agentHeader(deps, req);
-    if (pinned === null) {
-      return errorResponse(
-        options.flavor,
-        404,
-        "The agent named in X-Coordinator-Agent is not known",
-        requestId,
-      );
+    const requestId = newRequestId();
+    const bytes = await bodyOf(req, { limit: INFERENCE_BODY_LIMIT, flavor, requestId });
+    if (bytes instanceof Response) return bytes;
+    const info = routingInfo(bytes, { flavor, streams: options.streams });
+    if (typeof info === "string") return errorResponse(flavor, 400, info, requestId);
+    const pin = pinOf(deps.registry, req.headers);
+    const pinned = pin === "all" ? undefined : pin?.[0];
+    if (pin !== undefined && pin !== "all" && !pinned) {
+      return errorResponse(flavor, 404, MESSAGES.unknownAgent, requestId);
     }
     const url = new URL(req.url);
     return proxyInference(deps, {
@@ -57,21 +69,15 @@ export function inferenceHandler(
       body: bytes,
       model: info.model,
       stream: info.stream,
-      flavor: options.flavor,
+      flavor,
       requestId,
+      clientRequestId: clientRequestId(req),
       signal: req.signal,
       affinity: info.affinity,
       agentId: pinned?.id,
       tenant: clientTenant(c),
     });
   };
-}
-
-/** The agent named by `X-Coordinator-Agent`: undefined when absent, null when unknown. */
-function agentHeader(deps: Pick<AppContext, "registry">, req: Request): Agent | undefined | null {
-  const ref = req.headers.get("x-coordinator-agent");
-  if (!ref || ref === "all") return undefined;
-  return deps.registry.find(ref) ?? null;
 }
 
 function online(ctx: AppContext): Agent[] {
@@ -122,9 +128,13 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   app.on(["GET", "HEAD"], "/", (c) => c.text("Ollama is running"));
   app.on(["GET", "HEAD"], "/api/version", (c) => c.json({ version: fleetVersion(ctx) }));
   app.on(["GET", "HEAD"], "/api/tags", (c) => c.json({ models: fleetModels(ctx) }));
-  app.get("/api/ps", async () => {
-    const agents = online(ctx);
-    const results = await fanOut(agents, { path: "/api/ps", method: "GET", timeoutMs: 5000 });
+  app.get("/api/ps", async (c) => {
+    const results = await fanOut(ctx, online(ctx), {
+      path: "/api/ps",
+      method: "GET",
+      timeoutMs: 5000,
+      incoming: c.req.raw.headers,
+    });
     const models = [];
     for (const r of results) {
       if (r.status !== 200) continue;
@@ -141,12 +151,12 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
     app.post(route, infer(route, streams));
   }
 
-  app.post("/api/pull", (c) => modelTransfer(ctx, c, "/api/pull"));
-  app.post("/api/push", (c) => modelTransfer(ctx, c, "/api/push"));
+  app.post("/api/pull", (c) => modelTransfer(ctx, c, "pull"));
+  app.post("/api/push", (c) => modelTransfer(ctx, c, "push"));
   app.post("/api/create", (c) => create(ctx, c));
   app.on(["HEAD", "POST"], "/api/blobs/:digest", (c) => blob(ctx, c));
-  app.delete("/api/delete", (c) => deleteModel(ctx, c));
-  app.post("/api/copy", (c) => copyModel(ctx, c));
+  app.delete("/api/delete", (c) => onEveryHolder(ctx, c, "delete"));
+  app.post("/api/copy", (c) => onEveryHolder(ctx, c, "copy"));
   return app;
 }
 
@@ -168,22 +178,22 @@ export const OLLAMA_PATHS: Record<string, string[]> = {
   "/api/copy": ["POST"],
 };
 
+/** A server-local request's JSON object body, or the error response. */
 async function jsonBody(
   c: Context,
   requestId: string,
 ): Promise<Record<string, unknown> | Response> {
-  let bytes;
-  try {
-    bytes = await readBody(c.req.raw, { limit: 1024 * 1024 });
-  } catch (error) {
-    if (!(error instanceof BodyError)) throw error;
-    return errorResponse("ollama", error.status, error.message, requestId);
-  }
+  const bytes = await bodyOf(c.req.raw, {
+    limit: LOCAL_BODY_LIMIT,
+    flavor: "ollama",
+    requestId,
+  });
+  if (bytes instanceof Response) return bytes;
   try {
     const v = JSON.parse(new TextDecoder().decode(bytes));
     if (typeof v === "object" && v !== null && !Array.isArray(v)) return v;
   } catch { /* fall through */ }
-  return errorResponse("ollama", 400, "invalid JSON in request body", requestId);
+  return errorResponse("ollama", 400, MESSAGES.invalidJson, requestId);
 }
 
 function modelOf(body: Record<string, unknown>, ...fields: string[]): string | null {
@@ -194,36 +204,32 @@ function modelOf(body: Record<string, unknown>, ...fields: string[]): string | n
   return null;
 }
 
-function withModel(agents: Agent[], model: string): Agent[] {
-  const key = normalizeModelName(model);
-  return agents.filter((a) => a.modelKeys.has(key));
+/** The answer for a placement that found nowhere to go. */
+function noAgent(e: unknown, requestId: string): Response {
+  if (!(e instanceof NoAgentError)) throw e;
+  const headers: Record<string, string> = e.retryAfter
+    ? { "retry-after": String(e.retryAfter) }
+    : {};
+  return errorResponse("ollama", e.status, e.message, requestId, headers);
 }
 
-/** Pull or push: to the agent named in X-Coordinator-Agent, to all (`all`), or to one we pick. */
-async function modelTransfer(ctx: AppContext, c: Context, path: string): Promise<Response> {
-  const requestId = requestIdOf(c.req.raw);
+/** Pull or push: to the agent named in X-Coordinator-Agent, to all (`all`), or to one picked. */
+async function modelTransfer(
+  ctx: AppContext,
+  c: Context,
+  verb: "pull" | "push",
+): Promise<Response> {
+  const requestId = newRequestId();
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   const model = modelOf(body, "model", "name");
-  if (!model) return ollamaError(400, "model is required");
-  const verb = path === "/api/pull" ? "pull" : "push";
-  const ref = c.req.header("x-coordinator-agent");
-  const candidates = online(ctx);
-  if (candidates.length === 0) {
-    return ollamaError(503, "No agent is online to serve requests", { "retry-after": "5" });
-  }
+  if (!model) return errorResponse("ollama", 400, MESSAGES.modelRequired, requestId);
   let targets: Agent[];
-  if (ref === "all") targets = candidates;
-  else if (ref) {
-    const agent = ctx.registry.find(ref);
-    if (!agent) return ollamaError(404, "The agent named in X-Coordinator-Agent is not known");
-    if (agent.status === "offline") return ollamaError(503, `Agent "${ref}" is offline`);
-    targets = [agent];
-  } else if (path === "/api/push") {
-    targets = withModel(candidates, model).slice(0, 1);
-    if (!targets.length) return ollamaError(404, `model "${model}" not found`);
-  } else {
-    targets = [pickPullTarget(candidates, model)];
+  try {
+    const pin = pinOf(ctx.registry, c.req.raw.headers);
+    targets = ctx.scheduler.placement.transferTargets(model, { verb, pin });
+  } catch (e) {
+    return noAgent(e, requestId);
   }
   for (const a of targets) {
     ctx.registry.recordEvent(
@@ -232,29 +238,28 @@ async function modelTransfer(ctx: AppContext, c: Context, path: string): Promise
       `API ${verb} of "${model}" on "${ctx.registry.label(a)}"`,
     );
   }
+  const path = `/api/${verb}`;
   const raw = JSON.stringify(body);
-  const refresh = (a: Agent) => () => refreshModels(ctx.registry, a);
-  if (targets.length === 1) {
-    return forwardTo(ctx.registry, targets[0], {
+  if (targets.length > 1) {
+    return fanOutStream(ctx, targets, {
       path,
-      method: "POST",
-      headers: JSON_HEADERS,
       body: raw,
-      signal: c.req.raw.signal,
+      stream: body.stream !== false,
+      request: c.req.raw,
       requestId,
-    }, refresh(targets[0]));
+    });
   }
-  return fanOutStream(ctx, targets, path, raw, body.stream !== false, c.req.raw.signal, requestId);
-}
-
-/** For a pull: an agent that lacks the model, least busy, with the most free memory. */
-function pickPullTarget(agents: Agent[], model: string): Agent {
-  const key = normalizeModelName(model);
-  const free = (a: Agent) => (a.metrics?.memory_total ?? 0) - (a.metrics?.memory_used ?? 0);
-  return [...agents].sort((a, b) =>
-    Number(a.modelKeys.has(key)) - Number(b.modelKeys.has(key)) ||
-    a.inFlight - b.inFlight || free(b) - free(a)
-  )[0];
+  const [agent] = targets;
+  return forwardTo(ctx, agent, {
+    path,
+    method: "POST",
+    headers: JSON_HEADERS,
+    body: raw,
+    signal: c.req.raw.signal,
+    incoming: c.req.raw.headers,
+    requestId,
+    onEnd: () => refreshModels(ctx, agent),
+  });
 }
 
 /**
@@ -264,12 +269,13 @@ function pickPullTarget(agents: Agent[], model: string): Agent {
 function fanOutStream(
   ctx: AppContext,
   agents: Agent[],
-  path: string,
-  body: string,
-  stream: boolean,
-  signal: AbortSignal,
-  requestId: string,
+  options: { path: string; body: string; stream: boolean; request: Request; requestId: string },
 ): Response {
+  const { signal } = options.request;
+  const headers = {
+    ...JSON_HEADERS,
+    [HOP_HEADER]: nextHops(ctx.instanceId, options.request.headers),
+  };
   const encoder = new TextEncoder();
   const failures: string[] = [];
   const readable = new ReadableStream<Uint8Array>({
@@ -277,34 +283,27 @@ function fanOutStream(
       await Promise.all(agents.map(async (agent) => {
         const name = ctx.registry.label(agent);
         try {
-          const res = await fetch(agent.baseUrl + path, {
+          const res = await fetch(agent.baseUrl + options.path, {
             method: "POST",
-            headers: JSON_HEADERS,
-            body,
+            headers,
+            body: options.body,
             signal,
           });
           let ok = res.ok;
-          let buffered = "";
-          const decoder = new TextDecoder();
-          for await (const chunk of res.body ?? []) {
-            buffered += decoder.decode(chunk, { stream: true });
-            let nl;
-            while ((nl = buffered.indexOf("\n")) !== -1) {
-              const line = buffered.slice(0, nl).trim();
-              buffered = buffered.slice(nl + 1);
-              if (!line) continue;
-              let msg: Record<string, unknown>;
-              try {
-                msg = JSON.parse(line);
-              } catch {
-                continue;
-              }
-              if (typeof msg.error === "string") {
-                ok = false;
-                failures.push(`${name}: ${msg.error}`);
-              } else if (msg.status !== "success" && stream) {
-                controller.enqueue(encoder.encode(JSON.stringify({ ...msg, agent: name }) + "\n"));
-              }
+          for await (const raw of readLines(res.body ?? [])) {
+            const line = raw.trim();
+            if (!line) continue;
+            let msg: Record<string, unknown>;
+            try {
+              msg = JSON.parse(line);
+            } catch {
+              continue;
+            }
+            if (typeof msg.error === "string") {
+              ok = false;
+              failures.push(`${name}: ${msg.error}`);
+            } else if (msg.status !== "success" && options.stream) {
+              controller.enqueue(encoder.encode(JSON.stringify({ ...msg, agent: name }) + "\n"));
             }
           }
           if (!ok && !failures.some((f) => f.startsWith(`${name}:`))) {
@@ -313,7 +312,7 @@ function fanOutStream(
         } catch {
           if (!signal.aborted) failures.push(`${name}: unreachable or stopped answering`);
         } finally {
-          await refreshModels(ctx.registry, agent);
+          await refreshModels(ctx, agent);
         }
       }));
       if (signal.aborted) return controller.close();
@@ -325,115 +324,93 @@ function fanOutStream(
   return new Response(readable, {
     headers: {
       "content-type": "application/x-ndjson",
-      "x-request-id": requestId,
-      "x-coordinator-agent": "all",
+      "x-request-id": options.requestId,
+      [AGENT_HEADER]: "all",
     },
   });
 }
 
-const blobHomes = new Map<string, string>();
-
-/** Blob uploads: the create that uses them must reach the same agent, so remember where they went. */
+/** Blob uploads: the create that uses them must reach the same agent (see `Placement`). */
 function blob(ctx: AppContext, c: Context): Response | Promise<Response> {
   const digest = c.req.param("digest") ?? "";
-  const requestId = requestIdOf(c.req.raw);
+  const requestId = newRequestId();
   if (!/^sha256[:-][0-9a-f]{64}$/.test(digest)) {
-    return ollamaError(400, `invalid digest "${digest.slice(0, 80)}"`);
+    return errorResponse("ollama", 400, MESSAGES.invalidDigest(digest), requestId);
   }
-  const ref = c.req.header("x-coordinator-agent");
-  let agent = ref ? ctx.registry.find(ref) : ctx.registry.get(blobHomes.get(digest) ?? "");
-  if (agent?.status !== "online") agent = undefined;
-  if (!agent) {
-    const agents = online(ctx);
-    if (!agents.length) {
-      return ollamaError(503, "No agent is online to serve requests", { "retry-after": "5" });
-    }
-    agent = [...agents].sort((a, b) => a.inFlight - b.inFlight)[0];
+  const upload = c.req.method === "POST";
+  let agent: Agent;
+  try {
+    const pin = pinOf(ctx.registry, c.req.raw.headers);
+    agent = ctx.scheduler.placement.blobTarget(digest, { pin, upload });
+  } catch (e) {
+    return noAgent(e, requestId);
   }
-  if (c.req.method === "POST") {
-    blobHomes.set(digest, agent.id);
-    if (blobHomes.size > 10_000) blobHomes.delete(blobHomes.keys().next().value!);
-  }
-  return forwardTo(ctx.registry, agent, {
+  return forwardTo(ctx, agent, {
     path: `/api/blobs/${digest}`,
     method: c.req.method,
     headers: { "content-type": c.req.header("content-type") ?? "application/octet-stream" },
-    body: c.req.method === "POST" ? c.req.raw.body : null,
+    body: upload ? c.req.raw.body : null,
     signal: c.req.raw.signal,
+    incoming: c.req.raw.headers,
     requestId,
   });
 }
 
 /** Create: to the agent holding the uploaded blobs, else one with the base model, else any. */
 async function create(ctx: AppContext, c: Context): Promise<Response> {
-  const requestId = requestIdOf(c.req.raw);
+  const requestId = newRequestId();
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
-  const model = modelOf(body, "model", "name");
-  if (!model) return ollamaError(400, "model is required");
-  const agents = online(ctx);
-  if (!agents.length) {
-    return ollamaError(503, "No agent is online to serve requests", { "retry-after": "5" });
+  if (!modelOf(body, "model", "name")) {
+    return errorResponse("ollama", 400, MESSAGES.modelRequired, requestId);
   }
-  const files = body.files && typeof body.files === "object" ? Object.values(body.files) : [];
-  const ref = c.req.header("x-coordinator-agent");
-  let agent = ref ? ctx.registry.find(ref) : undefined;
-  for (const d of files) {
-    if (agent) break;
-    const id = typeof d === "string" ? blobHomes.get(d) : undefined;
-    agent = agents.find((a) => a.id === id);
+  let agent: Agent;
+  try {
+    agent = ctx.scheduler.placement.createTarget({
+      files: body.files && typeof body.files === "object" ? Object.values(body.files) : [],
+      from: modelOf(body, "from"),
+      pin: pinOf(ctx.registry, c.req.raw.headers),
+    });
+  } catch (e) {
+    return noAgent(e, requestId);
   }
-  const from = modelOf(body, "from");
-  if (!agent && from) agent = withModel(agents, from)[0];
-  agent ??= [...agents].sort((a, b) => a.inFlight - b.inFlight)[0];
-  return forwardTo(ctx.registry, agent, {
+  return forwardTo(ctx, agent, {
     path: "/api/create",
     method: "POST",
     headers: JSON_HEADERS,
     body: JSON.stringify(body),
     signal: c.req.raw.signal,
+    incoming: c.req.raw.headers,
     requestId,
-  }, () => refreshModels(ctx.registry, agent));
+    onEnd: () => refreshModels(ctx, agent),
+  });
 }
 
-/** Delete on every agent that has the model; 404 only when none had it. */
-async function deleteModel(ctx: AppContext, c: Context): Promise<Response> {
-  const requestId = requestIdOf(c.req.raw);
-  const body = await jsonBody(c, requestId);
-  if (body instanceof Response) return body;
-  const model = modelOf(body, "model", "name");
-  if (!model) return ollamaError(400, "model is required");
-  return onEveryHolder(ctx, c, model, "/api/delete", "DELETE", JSON.stringify(body));
-}
-
-/** Copy on every agent that has the source model. */
-async function copyModel(ctx: AppContext, c: Context): Promise<Response> {
-  const requestId = requestIdOf(c.req.raw);
-  const body = await jsonBody(c, requestId);
-  if (body instanceof Response) return body;
-  const source = modelOf(body, "source");
-  if (!source) return ollamaError(400, "source is required");
-  if (!modelOf(body, "destination")) return ollamaError(400, "destination is required");
-  return onEveryHolder(ctx, c, source, "/api/copy", "POST", JSON.stringify(body));
-}
-
+/** Copy or delete on every agent that has the model; 404 only when none had it. */
 async function onEveryHolder(
   ctx: AppContext,
   c: Context,
-  model: string,
-  path: string,
-  method: string,
-  body: string,
+  verb: "copy" | "delete",
 ): Promise<Response> {
-  const ref = c.req.header("x-coordinator-agent");
-  let agents = withModel(online(ctx), model);
-  if (ref && ref !== "all") {
-    agents = agents.filter((a) =>
-      a.id === ref || ctx.registry.label(a) === ref || a.machineName === ref
-    );
+  const requestId = newRequestId();
+  const body = await jsonBody(c, requestId);
+  if (body instanceof Response) return body;
+  const model = verb === "copy" ? modelOf(body, "source") : modelOf(body, "model", "name");
+  if (!model) {
+    const message = verb === "copy" ? MESSAGES.fieldRequired("source") : MESSAGES.modelRequired;
+    return errorResponse("ollama", 400, message, requestId);
   }
-  if (!agents.length) return ollamaError(404, `model "${model}" not found`);
-  const verb = path === "/api/delete" ? "delete" : "copy";
+  if (verb === "copy" && !modelOf(body, "destination")) {
+    return errorResponse("ollama", 400, MESSAGES.fieldRequired("destination"), requestId);
+  }
+  let agents: Agent[];
+  try {
+    agents = ctx.scheduler.placement.holders(model, {
+      pin: pinOf(ctx.registry, c.req.raw.headers),
+    });
+  } catch (e) {
+    return noAgent(e, requestId);
+  }
   for (const a of agents) {
     ctx.registry.recordEvent(
       "model",
@@ -441,17 +418,27 @@ async function onEveryHolder(
       `API ${verb} of "${model}" on "${ctx.registry.label(a)}"`,
     );
   }
-  const results = await fanOut(agents, { path, method, body, timeoutMs: 30_000 });
-  await Promise.all(agents.map((a) => refreshModels(ctx.registry, a)));
+  const results = await fanOut(ctx, agents, {
+    path: verb === "copy" ? "/api/copy" : "/api/delete",
+    method: verb === "copy" ? "POST" : "DELETE",
+    body: JSON.stringify(body),
+    timeoutMs: 30_000,
+    incoming: c.req.raw.headers,
+  });
+  await Promise.all(agents.map((a) => refreshModels(ctx, a)));
   const ok = results.filter((r) => r.status === 200);
-  const names = ok.map((r) => ctx.registry.label(r.agent)).join(",");
   if (ok.length) {
-    return new Response(null, { status: 200, headers: { "x-coordinator-agent": names } });
+    const names = ok.map((r) => agentHeaderValue(ctx.registry.label(r.agent))).join(",");
+    return new Response(null, { status: 200, headers: { [AGENT_HEADER]: names } });
   }
-  if (results.every((r) => r.status === 404)) return ollamaError(404, `model "${model}" not found`);
+  if (results.every((r) => r.status === 404)) {
+    return errorResponse("ollama", 404, MESSAGES.modelNotInstalled(model), requestId);
+  }
   const failed = results.find((r) => r.status !== 404)!;
-  return ollamaError(
+  return errorResponse(
+    "ollama",
     502,
-    `agent "${ctx.registry.label(failed.agent)}" failed: ${failed.text.slice(0, 200)}`,
+    MESSAGES.agentFailed(ctx.registry.label(failed.agent), failed.text.slice(0, 200)),
+    requestId,
   );
 }

@@ -166,8 +166,10 @@ Deno.test("ollama API - errors in Ollama's shapes, headers name the agent, never
   const root = await fetch(fleet.url);
   assert.ok(root.headers.get("x-request-id"));
   assert.equal(await root.text(), "Ollama is running");
+  // The client's own id is echoed beside ours, never in its place.
   const tags = await fetch(`${fleet.url}/api/tags`, { headers: { "x-request-id": "trace-42" } });
-  assert.equal(tags.headers.get("x-request-id"), "trace-42");
+  assert.equal(tags.headers.get("x-client-request-id"), "trace-42");
+  assert.notEqual(tags.headers.get("x-request-id"), "trace-42");
   await tags.body?.cancel();
   const head = await fetch(fleet.url, { method: "HEAD" });
   assert.equal(head.status, 200);
@@ -188,4 +190,125 @@ Deno.test("ollama API - no agent online is 503 with Retry-After; empty fleet lis
     object: "list",
     data: [],
   });
+});
+
+Deno.test("ollama API - agents named outside Latin-1 serve requests and can be pinned by name", async () => {
+  const names = ["gpu-箱", "rack 3 – a", "🦙 llama", "100% busy"];
+  await using fleet = await startFleet(
+    names.map((name) => ({ name, models: ["llama3.2", "mistral:7b"] })),
+  );
+  const chat = (headers: Record<string, string> = {}, stream = false) =>
+    fetch(`${fleet.url}/api/chat`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        model: "llama3.2",
+        messages: [{ role: "user", content: "Hi" }],
+        stream,
+      }),
+    });
+  const served = new Set<string>();
+  for (const name of names) {
+    // What the coordinator sends back names the agent; sent back as is, it pins that agent.
+    const first = await chat();
+    assert.equal(first.status, 200, await first.clone().text());
+    const sent = first.headers.get("x-coordinator-agent")!;
+    assert.match(sent, /^[\x20-\x7e]+$/);
+    served.add(decodeURIComponent(sent));
+    await first.body?.cancel();
+    const pinned = await chat({ "x-coordinator-agent": sent }, true);
+    assert.equal(pinned.status, 200);
+    assert.equal(pinned.headers.get("x-coordinator-agent"), sent);
+    assert.ok((await pinned.text()).includes('"done":true'));
+    // The name itself, as raw UTF-8 bytes (what curl -H sends), pins it too.
+    const raw = String.fromCharCode(...new TextEncoder().encode(name));
+    const byName = await chat({ "x-coordinator-agent": raw });
+    assert.equal(decodeURIComponent(byName.headers.get("x-coordinator-agent")!), name);
+    await byName.body?.cancel();
+    // Pulls, copies and deletes name it the same way.
+    const pull = await fetch(`${fleet.url}/api/pull`, {
+      method: "POST",
+      headers: { "x-coordinator-agent": agentHeader(name) },
+      body: JSON.stringify({ model: "tinyllama", stream: false }),
+    });
+    assert.equal(pull.status, 200);
+    assert.equal(pull.headers.get("x-coordinator-agent"), agentHeader(name));
+    await pull.body?.cancel();
+  }
+  assert.ok(served.size >= 1);
+  assert.equal(agentHeader("gpu-箱"), "gpu-%E7%AE%B1");
+  assert.equal(agentHeader("100% busy"), "100%25 busy");
+  const copy = await fetch(`${fleet.url}/api/copy`, {
+    method: "POST",
+    body: JSON.stringify({ source: "mistral:7b", destination: "my-mistral" }),
+  });
+  assert.equal(copy.status, 200);
+  assert.deepEqual(
+    copy.headers.get("x-coordinator-agent")!.split(",").map(decodeURIComponent).sort(),
+    [...names].sort(),
+  );
+});
+
+/** RFC 8187 percent-encoding of a name, as the README describes it. */
+function agentHeader(name: string): string {
+  return [...new TextEncoder().encode(name)].map((b) =>
+    b >= 0x20 && b <= 0x7e && b !== 0x25
+      ? String.fromCharCode(b)
+      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`
+  ).join("");
+}
+
+/** Sends a raw HTTP/1.1 request whose chunked body has a 20 kB chunk extension; the answer. */
+async function malformedUpload(
+  port: number,
+  path: string,
+): Promise<{ status: number; body: string }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const head = `POST ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
+    "transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+  await conn.write(
+    new TextEncoder().encode(`${head}5;${"x".repeat(20_000)}\r\n{"a":\r\n0\r\n\r\n`),
+  );
+  let text = "";
+  const buf = new Uint8Array(16 * 1024);
+  for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+    text += new TextDecoder().decode(buf.subarray(0, n));
+  }
+  conn.close();
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+  const body = text.slice(text.indexOf("\r\n\r\n") + 4);
+  return { status, body: body.includes("\r\n") ? dechunk(body) : body };
+}
+
+function dechunk(body: string): string {
+  let out = "";
+  let rest = body;
+  for (;;) {
+    const nl = rest.indexOf("\r\n");
+    const size = parseInt(rest.slice(0, nl), 16);
+    if (!size) return out;
+    out += rest.slice(nl + 2, nl + 2 + size);
+    rest = rest.slice(nl + 4 + size);
+  }
+}
+
+Deno.test("ollama API - a body that cannot be read is a 400 in the route's shape, not a 500", async () => {
+  await using fleet = await startFleet(FLEET);
+  const port = fleet.coordinator.port;
+  const digest = `sha256:${"a".repeat(64)}`;
+  for (const path of ["/api/chat", "/api/generate", "/api/pull", "/api/create", "/api/copy"]) {
+    const res = await malformedUpload(port, path);
+    assert.equal(res.status, 400, path);
+    assert.match(JSON.parse(res.body).error, /Cannot read the request body/, path);
+  }
+  const blob = await malformedUpload(port, `/api/blobs/${digest}`);
+  assert.equal(blob.status, 400);
+  assert.match(JSON.parse(blob.body).error, /Cannot read the request body/);
+  const v1 = await malformedUpload(port, "/v1/chat/completions");
+  assert.equal(v1.status, 400);
+  assert.equal(JSON.parse(v1.body).error.type, "invalid_request_error");
+  // The coordinator still serves.
+  const ok = await fetch(`${fleet.url}/api/version`);
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
 });

@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import { openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import type { ProxyDeps } from "../proxy/mod.ts";
+import { MESSAGES } from "../http/messages.ts";
 import { fleetModels, inferenceHandler } from "./ollama.ts";
 
 /** `{id, object, created, owned_by}` as Ollama's /v1/models shows a model. */
@@ -51,7 +52,7 @@ export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
     const name = c.req.param("model");
     const m = fleetModels(ctx).find((x) => x.name === name) ??
       fleetModels(ctx).find((x) => x.name === `${name}:latest`);
-    if (!m) return openaiError(404, `model "${name}" not found`);
+    if (!m) return openaiError(404, MESSAGES.modelNotInstalled(name));
     return c.json({ ...modelEntry(m), id: name });
   });
   return app;

@@ -4,6 +4,7 @@
  */
 import { hostname } from "node:os";
 import type { InstalledModel, LoadedModel } from "@oc/shared";
+import { HOP_HEADER, isSelf } from "../http/loop.ts";
 import type { Registry } from "./registry.ts";
 
 interface Snapshot {
@@ -12,9 +13,12 @@ interface Snapshot {
   loaded: LoadedModel[];
 }
 
-async function snapshot(base: URL): Promise<Snapshot | null> {
+async function snapshot(base: URL, instanceId: string): Promise<Snapshot | null> {
   const get = async (path: string) => {
-    const res = await fetch(new URL(path, base), { signal: AbortSignal.timeout(3000) });
+    const res = await fetch(new URL(path, base), {
+      headers: { [HOP_HEADER]: instanceId },
+      signal: AbortSignal.timeout(3000),
+    });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     return await res.json();
   };
@@ -34,13 +38,23 @@ async function snapshot(base: URL): Promise<Snapshot | null> {
   }
 }
 
-/** Checks for a local Ollama once; returns a stop function when one was found. */
+/**
+ * Checks for a local Ollama once; returns a stop function when one was found. The URL is not
+ * registered when it leads to this coordinator itself (`COORDINATOR_PORT=11434`, Ollama's port).
+ */
 export async function startLocalOllama(
   registry: Registry,
-  options: { url: string; intervalMs: number },
+  options: { url: string; intervalMs: number; instanceId: string },
 ): Promise<(() => void) | null> {
   const base = new URL(options.url);
-  const first = await snapshot(base);
+  if (await isSelf(base.origin, options.instanceId, { timeoutMs: 3000 })) {
+    console.warn(
+      `Not registering the local Ollama: ${options.url} is this coordinator itself ` +
+        "(set LOCAL_OLLAMA_URL to where Ollama listens, or run the coordinator on another port)",
+    );
+    return null;
+  }
+  const first = await snapshot(base, options.instanceId);
   if (!first) return null;
   let registered;
   try {
@@ -62,7 +76,7 @@ export async function startLocalOllama(
   const { agent } = registered;
   console.log(`Registered the local Ollama at ${options.url}`);
   const timer = setInterval(async () => {
-    const s = await snapshot(base);
+    const s = await snapshot(base, options.instanceId);
     if (!s || !registry.get(agent.id)) return; // silence: the monitor marks it offline
     const mem = Deno.systemMemoryInfo();
     const used = mem.total - mem.available;

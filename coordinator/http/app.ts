@@ -6,7 +6,7 @@ import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { STORE_UNAVAILABLE, StoreError } from "../store/mod.ts";
 import { agentRoutes } from "../api/agents.ts";
-import { OLLAMA_PATHS, ollamaRoutes, requestIdOf } from "../api/ollama.ts";
+import { OLLAMA_PATHS, ollamaRoutes } from "../api/ollama.ts";
 import { OPENAI_PATHS, openaiRoutes } from "../api/openai.ts";
 import { liveRoutes } from "../api/admin/live.ts";
 import { requestRoutes } from "../api/admin/requests.ts";
@@ -15,6 +15,9 @@ import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
 import { accessControl } from "./access.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
+import { loopGuard } from "./loop.ts";
+import { MESSAGES } from "./messages.ts";
+import { CLIENT_REQUEST_ID_HEADER, clientRequestId, newRequestId } from "./request_id.ts";
 
 /** Builds the coordinator's HTTP application. */
 export function createApp(ctx: AppContext): Hono {
@@ -32,18 +35,21 @@ export function createApp(ctx: AppContext): Hono {
     }
     console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
     return c.req.path.startsWith("/v1/")
-      ? openaiError(500, "Internal server error")
-      : ollamaError(500, "Internal server error");
+      ? openaiError(500, MESSAGES.internal)
+      : ollamaError(500, MESSAGES.internal);
   });
 
-  // Cross-cutting, in order: browser protections, then who may call what (auth.ts).
-  // Every answer carries a request id (the proxy sets it on proxied ones, and logs under it).
+  // Cross-cutting, in order: request ids, loops, browser protections, then who may call what.
+  // Every answer carries a request id of ours (the proxy sets it on proxied ones, and logs under
+  // it) and echoes the client's own, if it sent one.
   app.use(async (c, next) => {
+    const clientId = clientRequestId(c.req.raw);
     await next();
-    if (!c.res.headers.has("x-request-id")) {
-      c.res.headers.set("x-request-id", requestIdOf(c.req.raw));
-    }
+    if (!c.res.headers.has("x-request-id")) c.res.headers.set("x-request-id", newRequestId());
+    if (clientId) c.res.headers.set(CLIENT_REQUEST_ID_HEADER, clientId);
   });
+  // Before access control: a request that came back to this coordinator carries no credentials.
+  app.use(loopGuard(ctx.instanceId));
   app.use(pageHeaders());
   app.use(apiCors(ctx.config.corsOrigins));
   app.use(accessControl(ctx));
@@ -71,7 +77,7 @@ export function createApp(ctx: AppContext): Hono {
   for (const [path, methods] of Object.entries({ ...OLLAMA_PATHS, ...OPENAI_PATHS })) {
     app.all(path, (c) => {
       const allow = methods.join(", ");
-      const message = `Method ${c.req.method} is not allowed on ${path}`;
+      const message = MESSAGES.methodNotAllowed(c.req.method, path);
       return path.startsWith("/v1/")
         ? openaiError(405, message, { allow })
         : ollamaError(405, message, { allow });
@@ -80,8 +86,8 @@ export function createApp(ctx: AppContext): Hono {
 
   app.notFound((c) =>
     c.req.path.startsWith("/v1/")
-      ? openaiError(404, `Unknown path ${c.req.path}`)
-      : ollamaError(404, "404 page not found")
+      ? openaiError(404, MESSAGES.unknownV1Path(c.req.path))
+      : ollamaError(404, MESSAGES.pathNotFound)
   );
   return app;
 }

@@ -12,6 +12,7 @@
  */
 import { Watchdog } from "../proxy/watchdog.ts";
 import { bodyTimeoutOf, closeAfterResponse } from "./listener.ts";
+import { MESSAGES } from "./messages.ts";
 
 /** Why a body could not be read; `status` is the HTTP status to answer with. */
 export class BodyError extends Error {
@@ -56,7 +57,7 @@ export async function readBody(
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) {
     await req.body?.cancel().catch(() => {});
-    throw giveUp(req, `Request body is larger than ${limit} bytes`, 413);
+    throw giveUp(req, MESSAGES.bodyTooLarge(limit), 413);
   }
   const body = req.body;
   if (!body) return EMPTY;
@@ -75,18 +76,15 @@ export async function readBody(
       try {
         result = await reader.read();
       } catch (error) {
-        throw timedOut ? tooSlow(req, timeoutMs) : giveUp(
-          req,
-          `Cannot read request body: ${error instanceof Error ? error.message : error}`,
-          400,
-        );
+        // The reason (a malformed chunk, a cut connection) stays here: it says nothing useful.
+        throw timedOut ? tooSlow(req, timeoutMs) : giveUp(req, MESSAGES.bodyUnreadable, 400);
       }
       if (result.done) break;
       if (timedOut) throw tooSlow(req, timeoutMs);
       size += result.value.byteLength;
       if (size > limit) {
         reader.cancel().catch(() => {});
-        throw giveUp(req, `Request body is larger than ${limit} bytes`, 413);
+        throw giveUp(req, MESSAGES.bodyTooLarge(limit), 413);
       }
       chunks.push(result.value);
     }
@@ -105,7 +103,7 @@ function giveUp(req: Request, message: string, status: 400 | 408 | 413): BodyErr
 }
 
 function tooSlow(req: Request, timeoutMs: number): BodyError {
-  return giveUp(req, `Request body did not arrive within ${timeoutMs / 1000} s`, 408);
+  return giveUp(req, MESSAGES.bodyTooSlow(timeoutMs / 1000), 408);
 }
 
 function concat(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {

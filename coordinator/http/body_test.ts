@@ -137,7 +137,7 @@ for (
       await send(conn, head("Transfer-Encoding: chunked\r\n"));
       await entered;
       await send(conn, bad);
-      assert.match(await closedByPeer(conn), /^HTTP\/1.1 400 [^]*Cannot read request body: /);
+      assert.match(await closedByPeer(conn), /^HTTP\/1.1 400 [^]*Cannot read the request body: /);
       assert.ok(errors[0] instanceof BodyError);
       assert.equal(errors[0].status, 400);
     } finally {

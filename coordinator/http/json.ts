@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { describeIssues, ollamaError } from "@oc/shared";
 import { BodyError, readBody } from "./body.ts";
+import { MESSAGES } from "./messages.ts";
 
 /** Largest management API body accepted (the agent's model lists make up most of it). */
 export const MANAGEMENT_BODY_LIMIT = 1024 * 1024;
@@ -26,7 +27,7 @@ export async function readJson<S extends z.core.$ZodType>(
   try {
     value = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
-    return { ok: false, response: ollamaError(400, "Request body is not valid JSON") };
+    return { ok: false, response: ollamaError(400, MESSAGES.invalidManagementJson) };
   }
   const result = z.safeParse(schema, value);
   if (!result.success) {

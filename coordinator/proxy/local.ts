@@ -1,66 +1,100 @@
 /**
  * Server-local routes: models live on one agent's disk, so pull, push, create, blobs, copy and
- * delete go to chosen agents rather than through the scheduler's inference path.
+ * delete go to the agents the scheduler's placement chose rather than through the inference path.
  */
 import { ollamaErrorBody } from "@oc/shared";
-import type { Agent, Registry } from "../fleet/registry.ts";
+import type { AppContext } from "../context.ts";
+import type { Agent } from "../fleet/registry.ts";
+import { HOP_HEADER, nextHops } from "../http/loop.ts";
+import { MESSAGES } from "../http/messages.ts";
+import { clientResponseHeaders } from "./headers.ts";
+
+/** What {@linkcode forwardTo} and the fan-outs need from the context. */
+export type LocalDeps = Pick<AppContext, "registry" | "scheduler" | "instanceId">;
+
+/** One request for {@linkcode forwardTo}. */
+export interface ForwardRequest {
+  path: string;
+  method: string;
+  headers?: Record<string, string>;
+  body: BodyInit | null;
+  /** The client's request: its abort ends the upstream request, its hops are passed on. */
+  signal: AbortSignal;
+  incoming?: Headers;
+  requestId: string;
+  /** Runs once the agent's answer has ended, before its last chunk reaches the client. */
+  onEnd?: () => void | Promise<void>;
+}
 
 /** Sends one request to one agent and pipes its answer back (no retry: it changes state). */
 export async function forwardTo(
-  registry: Registry,
+  deps: LocalDeps,
   agent: Agent,
-  req: {
-    path: string;
-    method: string;
-    headers?: HeadersInit;
-    body: BodyInit | null;
-    signal: AbortSignal;
-    requestId: string;
-  },
-  onEnd?: () => void | Promise<void>,
+  req: ForwardRequest,
 ): Promise<Response> {
-  const name = registry.label(agent);
-  let res: Response;
-  agent.inFlight++;
+  const name = deps.registry.label(agent);
+  const body = req.body instanceof ReadableStream ? watchBody(req.body) : undefined;
+  const release = deps.scheduler.hold(agent);
   let ended = false;
   const end = async () => {
     if (ended) return;
     ended = true;
-    agent.inFlight = Math.max(0, agent.inFlight - 1);
-    await onEnd?.();
+    release();
+    await req.onEnd?.();
   };
+  let res: Response;
   try {
     res = await fetch(agent.baseUrl + req.path, {
       method: req.method,
-      headers: req.headers,
-      body: req.body,
+      headers: { ...req.headers, [HOP_HEADER]: nextHops(deps.instanceId, req.incoming) },
+      body: body?.stream ?? req.body,
       signal: req.signal,
     });
   } catch (e) {
     void end();
     if (req.signal.aborted) throw e;
-    return new Response(ollamaErrorBody(`agent "${name}" is unreachable`), {
-      status: 502,
+    // The client's upload broke off or was malformed: its fault, not the agent's.
+    const [status, message] = body?.failed()
+      ? [400, MESSAGES.bodyUnreadable]
+      : [502, MESSAGES.agentUnreachable(name)];
+    return new Response(ollamaErrorBody(message), {
+      status,
       headers: { "content-type": "application/json; charset=utf-8", "x-request-id": req.requestId },
     });
   }
-  const headers = new Headers(res.headers);
-  for (const h of ["connection", "keep-alive", "transfer-encoding", "date", "server"]) {
-    headers.delete(h);
-  }
-  headers.set("x-coordinator-agent", name);
-  headers.set("x-request-id", req.requestId);
+  const headers = clientResponseHeaders(res.headers, { agentName: name, requestId: req.requestId });
   if (!res.body) {
     await end();
     return new Response(null, { status: res.status, headers });
   }
-  const body = res.body.pipeThrough(
-    holdLastChunk(end),
-    { signal: req.signal },
-  );
+  const piped = res.body.pipeThrough(holdLastChunk(end), { signal: req.signal });
   // A client that leaves: the pipe's signal ends the upstream read; count it released.
   req.signal.addEventListener("abort", () => void end(), { once: true });
-  return new Response(body, { status: res.status, headers });
+  return new Response(piped, { status: res.status, headers });
+}
+
+/** A request body passed through, remembering whether reading it failed. */
+function watchBody(source: ReadableStream<Uint8Array>) {
+  let failed = false;
+  const reader = source.getReader();
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        failed = true;
+        controller.error(e);
+        return;
+      }
+      if (chunk.done) controller.close();
+      else controller.enqueue(chunk.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return { stream, failed: () => failed };
 }
 
 /** One agent's answer to a fanned-out request. */
@@ -70,20 +104,44 @@ export interface FanResult {
   text: string;
 }
 
+/** Largest answer read from one agent in a fan-out (model lists, a copy's or delete's reply). */
+const FAN_OUT_ANSWER_LIMIT = 16 * 1024 * 1024;
+
+/** A response's body as text, or null (and the body dropped) when it is larger than `limit`. */
+async function readText(res: Response, limit: number): Promise<string | null> {
+  if (!res.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body) {
+    size += chunk.byteLength;
+    if (size > limit) return null; // leaving the loop cancels the body
+    chunks.push(chunk);
+  }
+  const decoder = new TextDecoder();
+  return chunks.map((c, i) => decoder.decode(c, { stream: i < chunks.length - 1 })).join("");
+}
+
 /** Sends the same request to several agents at once and collects their answers. */
 export function fanOut(
-  agents: Agent[],
-  req: { path: string; method: string; body?: string; timeoutMs: number },
+  deps: Pick<AppContext, "instanceId">,
+  agents: readonly Agent[],
+  req: { path: string; method: string; body?: string; timeoutMs: number; incoming?: Headers },
 ): Promise<FanResult[]> {
+  const hops = nextHops(deps.instanceId, req.incoming);
   return Promise.all(agents.map(async (agent) => {
     try {
+      const headers: Record<string, string> = { [HOP_HEADER]: hops };
+      if (req.body) headers["content-type"] = "application/json";
       const res = await fetch(agent.baseUrl + req.path, {
         method: req.method,
-        headers: req.body ? { "content-type": "application/json" } : undefined,
+        headers,
         body: req.body,
         signal: AbortSignal.timeout(req.timeoutMs),
       });
-      return { agent, status: res.status, text: await res.text() };
+      const text = await readText(res, FAN_OUT_ANSWER_LIMIT);
+      return text === null
+        ? { agent, status: 0, text: "answered too much" }
+        : { agent, status: res.status, text };
     } catch (e) {
       // Never pass the fetch error on: it names the agent's address.
       const timedOut = e instanceof DOMException && e.name === "TimeoutError";
@@ -94,19 +152,19 @@ export function fanOut(
 
 /** Asks an agent's Ollama what it has installed and loaded now, and records it. */
 export async function refreshModels(
-  registry: Registry,
+  deps: Pick<AppContext, "registry" | "instanceId">,
   agent: Agent,
   timeoutMs = 5000,
 ): Promise<void> {
   const [[tags], [ps]] = await Promise.all([
-    fanOut([agent], { path: "/api/tags", method: "GET", timeoutMs }),
-    fanOut([agent], { path: "/api/ps", method: "GET", timeoutMs }),
+    fanOut(deps, [agent], { path: "/api/tags", method: "GET", timeoutMs }),
+    fanOut(deps, [agent], { path: "/api/ps", method: "GET", timeoutMs }),
   ]);
   try {
     const models = tags.status === 200 ? JSON.parse(tags.text).models ?? [] : agent.models;
     const loaded = ps.status === 200 ? JSON.parse(ps.text).models ?? [] : agent.loadedModels;
-    registry.setModels(agent, models, loaded);
-    registry.touch(agent);
+    deps.registry.setModels(agent, models, loaded);
+    deps.registry.touch(agent);
   } catch {
     // A malformed answer leaves the last known lists in place.
   }

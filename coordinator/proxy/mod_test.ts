@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { startFleet } from "../testing/app.ts";
+import { TEST_AGENT_TOKEN } from "../config.ts";
+import { registration, startFleet } from "../testing/app.ts";
 
 const chatBody = (stream: boolean, content = "Tell me a story") =>
   JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content }], stream });
@@ -186,6 +187,37 @@ Deno.test("proxy - the request log records route, agent, tokens and speed", asyn
   assert.ok(speed?.tokensPerSecond);
 });
 
+Deno.test("proxy - a client's X-Request-Id cannot merge requests: each gets its own row", async () => {
+  await using fleet = await startFleet([{ name: "only", models: ["llama3.2"] }]);
+  const ids = new Set<string>();
+  for (let i = 0; i < 10; i++) {
+    const res = await fetch(`${fleet.url}/api/chat`, {
+      method: "POST",
+      body: chatBody(i % 2 === 0, `q${i}`),
+      headers: { "x-request-id": "same-id" },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-client-request-id"), "same-id");
+    ids.add(res.headers.get("x-request-id")!);
+    await res.text();
+  }
+  assert.equal(ids.size, 10);
+  assert.ok(!ids.has("same-id"));
+  const rows = await fleet.coordinator.ctx.log.query({ limit: 100 });
+  assert.equal(rows.length, 10);
+  assert.deepEqual(new Set(rows.map((r) => r.id)), ids);
+  assert.ok(rows.every((r) => r.client_request_id === "same-id"));
+  assert.equal(rows.reduce((n, r) => n + (r.tokens_out ?? 0), 0) > 10, true);
+  // An id a client could use to inject anything is not kept at all.
+  const odd = await fetch(`${fleet.url}/api/chat`, {
+    method: "POST",
+    body: chatBody(false),
+    headers: { "x-request-id": "a b" },
+  });
+  assert.equal(odd.headers.get("x-client-request-id"), null);
+  await odd.body?.cancel();
+});
+
 Deno.test("proxy - the first chunk reaches the client before the agent sends its second", async () => {
   // One token a second: the second chunk leaves the simulator a second after the first.
   await using fleet = await startFleet([{
@@ -227,4 +259,117 @@ Deno.test("proxy - the agent sees a client's abort within 100 ms", async () => {
   console.log(`the simulator saw the abort after ${ms.toFixed(1)} ms`);
   assert.equal(sim.stats.aborted, 1);
   assert.ok(ms < 100, `abort took ${ms} ms to reach the agent`);
+});
+
+/**
+ * A hand-written Ollama for answers the simulator never gives: cookies and other headers of its
+ * own, and answers too large to hold.
+ */
+function oddAgent() {
+  const cancelled = Promise.withResolvers<void>();
+  const own = {
+    "set-cookie": "agent_session=secret; Path=/",
+    "www-authenticate": 'Basic realm="agent"',
+    "strict-transport-security": "max-age=31536000",
+    "alt-svc": 'h3=":443"',
+    "access-control-allow-origin": "*",
+    "x-ollama-extra": "kept",
+  };
+  const MiB = 1024 * 1024;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+    const path = new URL(req.url).pathname;
+    const json = (v: unknown, ndjson = false) =>
+      new Response(JSON.stringify(v) + (ndjson ? "\n" : ""), {
+        headers: { "content-type": ndjson ? "application/x-ndjson" : "application/json", ...own },
+      });
+    if (path === "/api/version") return json({ version: "0.12.6" });
+    if (path === "/api/tags" || path === "/api/ps") return json({ models: [] });
+    if (path === "/api/chat") {
+      return json({ model: "llama3.2", message: { role: "assistant", content: "hi" }, done: true });
+    }
+    if (path === "/api/pull") return json({ status: "success" }, true);
+    if (path === "/api/show") return new Response(new Uint8Array(64 * MiB + 1)); // declared length
+    if (path === "/api/embed") {
+      let sent = 0;
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            // Twice the limit: the coordinator must give up halfway and close the connection.
+            if (sent++ >= 128) controller.close();
+            else controller.enqueue(new Uint8Array(MiB).fill(32));
+          },
+          cancel() {
+            cancelled.resolve();
+          },
+        }),
+        { headers: { "content-type": "application/json" } },
+      );
+    }
+    return new Response("not found", { status: 404 });
+  });
+  return {
+    port: server.addr.port,
+    embedCancelled: cancelled.promise,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+async function registerOdd(url: string, port: number) {
+  const res = await fetch(`${url}/api/agents`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify(registration({
+      machine_name: "odd",
+      ollama_port: port,
+      models: [{ name: "llama3.2:latest" }],
+    })),
+  });
+  assert.equal(res.status, 201);
+  await res.body?.cancel();
+}
+
+Deno.test("proxy - an agent's Set-Cookie and other headers for its own origin never reach clients", async () => {
+  await using agent = oddAgent();
+  await using fleet = await startFleet([]);
+  await registerOdd(fleet.url, agent.port);
+  const answers = [
+    await post(fleet.url, chatBody(false)),
+    await post(fleet.url, chatBody(true)),
+    await fetch(`${fleet.url}/api/pull`, {
+      method: "POST",
+      body: JSON.stringify({ model: "tinyllama" }),
+    }),
+  ];
+  for (const res of answers) {
+    assert.equal(res.status, 200);
+    for (const name of ["set-cookie", "www-authenticate", "strict-transport-security", "alt-svc"]) {
+      assert.equal(res.headers.get(name), null, name);
+    }
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+    assert.equal(res.headers.get("x-ollama-extra"), "kept");
+    assert.equal(res.headers.get("x-coordinator-agent"), "odd");
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("proxy - a non-streaming answer larger than 64 MiB fails with 502 and drops the agent", async () => {
+  await using agent = oddAgent();
+  await using fleet = await startFleet([]);
+  await registerOdd(fleet.url, agent.port);
+  for (const route of ["/api/show", "/api/embed"]) {
+    const res = await fetch(`${fleet.url}${route}`, {
+      method: "POST",
+      body: JSON.stringify({ model: "llama3.2", input: "x" }),
+    });
+    assert.equal(res.status, 502, route);
+    assert.match((await res.json()).error, /agent "odd" answered with more than 67108864 bytes/);
+  }
+  await agent.embedCancelled; // the coordinator closed the connection mid-answer
+  const logged = await fleet.coordinator.ctx.log.query({ limit: 10 });
+  assert.deepEqual(logged.map((r) => r.status), [502, 502]);
+  // Not the agent's failure: it is still in service.
+  assert.equal(fleet.coordinator.ctx.registry.find("odd")!.status, "online");
+  const after = await post(fleet.url, chatBody(false));
+  assert.equal(after.status, 200);
+  await after.body?.cancel();
 });

@@ -3,6 +3,7 @@
  * a conversation key for affinity. The original bytes are what goes upstream.
  */
 import type { Flavor } from "../http/errors.ts";
+import { MESSAGES } from "../http/messages.ts";
 
 /** Largest inference body accepted (images travel inline as base64). */
 export const INFERENCE_BODY_LIMIT = 64 * 1024 * 1024;
@@ -23,18 +24,18 @@ export function routingInfo(
   try {
     body = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
-    return bytes.byteLength === 0 ? "missing request body" : "invalid JSON in request body";
+    return bytes.byteLength === 0 ? "missing request body" : MESSAGES.invalidJson;
   }
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     return "request body must be a JSON object";
   }
   const b = body as Record<string, unknown>;
   const raw = b.model ?? (options.flavor === "ollama" ? b.name : undefined);
-  if (raw === undefined || raw === null || raw === "") return "model is required";
+  if (raw === undefined || raw === null || raw === "") return MESSAGES.modelRequired;
   if (typeof raw !== "string") return "model must be a string";
   if (raw.length > 512) return "model name is too long";
   const model = raw.trim();
-  if (!model) return "model is required";
+  if (!model) return MESSAGES.modelRequired;
   if ("stream" in b && b.stream !== null && typeof b.stream !== "boolean") {
     return "stream must be a boolean";
   }

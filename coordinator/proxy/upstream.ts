@@ -56,9 +56,10 @@ export class UpstreamError extends Error {
     message: string,
     /**
      * Refused: nothing listens. Lost: the connection failed. Protocol: not HTTP/1.1 we read.
+     * Limit: the answer is larger than the reader's limit (the connection is dropped).
      * Cut: the client itself cut it ({@linkcode UpstreamClient.cutAll}), the agent is not to blame.
      */
-    readonly kind: "refused" | "lost" | "protocol" | "cut",
+    readonly kind: "refused" | "lost" | "protocol" | "limit" | "cut",
     /** Whether any byte of the answer had arrived. */
     readonly answered = true,
   ) {
@@ -138,6 +139,28 @@ class Conn {
       this.tcp.close();
     } catch { /* already closed */ }
   }
+}
+
+/** Whether the coordinator itself cut the upstream request (see `UpstreamClient.cutAll`). */
+export function isCut(e: unknown): e is UpstreamError {
+  return e instanceof UpstreamError && e.kind === "cut";
+}
+
+/** Why a request to an agent failed, in words for the client (never the agent's address). */
+export function describeUpstreamError(e: unknown): string {
+  if (e instanceof DOMException && e.name === "TimeoutError") return "timed out";
+  if (e instanceof UpstreamError) {
+    if (e.kind === "cut") return e.message;
+    return e.kind === "refused"
+      ? "connection refused"
+      : e.kind === "lost"
+      ? "connection lost"
+      : `answered with broken HTTP (${e.message})`;
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/refused/i.test(msg)) return "connection refused";
+  if (/reset|closed|broken pipe|EOF/i.test(msg)) return "connection lost";
+  return "unreachable";
 }
 
 function lost(e: unknown): UpstreamError {
@@ -526,7 +549,7 @@ class BodyReader {
   async readAll(signal: AbortSignal, limit = Infinity): Promise<Uint8Array<ArrayBuffer>> {
     if (this.framing.kind === "length" && this.#remaining > limit) {
       this.cancel();
-      throw new UpstreamError("answer is too large", "protocol");
+      throw new UpstreamError("answer is too large", "limit");
     }
     const pieces: Uint8Array[] = [];
     let total = 0;
@@ -535,7 +558,7 @@ class BodyReader {
       total += p.byteLength;
       if (total > limit) {
         this.cancel();
-        throw new UpstreamError("answer is too large", "protocol");
+        throw new UpstreamError("answer is too large", "limit");
       }
     }
     if (pieces.length === 1) return pieces[0] as Uint8Array<ArrayBuffer>;

@@ -1,6 +1,9 @@
 /**
  * The scheduler: which agent serves a request, and the central queue when every candidate is
- * busy. Every routing decision of the coordinator is made here.
+ * busy. Every routing decision of the coordinator is made here: inference in this file,
+ * server-local requests (pull, push, blobs, create, copy, delete) in `placement.ts`. Only the
+ * scheduler changes an agent's in-flight counters: `acquire`/`release` for inference, `hold` for
+ * server-local requests.
  *
  * Smart policy, in order: agents with the model loaded and a free slot; then those that must
  * load it, cheapest load first (the model fits in free VRAM, then in free memory); within a
@@ -12,6 +15,9 @@ import type { Agent, Registry } from "../fleet/registry.ts";
 import { Breakers } from "./breaker.ts";
 import { SpeedTable } from "./speeds.ts";
 import { ModelPins } from "./pins.ts";
+import { NoAgentError } from "./no_agent.ts";
+import { Placement } from "./placement.ts";
+import { MESSAGES } from "../http/messages.ts";
 
 /** How agents are chosen. */
 export type Policy = "smart" | "least_connections" | "round_robin";
@@ -31,17 +37,7 @@ export interface SchedulerOptions {
   pins?: ModelPins;
 }
 
-/** Why no agent could be given: maps to an HTTP status for the client. */
-export class NoAgentError extends Error {
-  override name = "NoAgentError";
-  constructor(
-    message: string,
-    readonly status: 404 | 503,
-    readonly retryAfter?: number,
-  ) {
-    super(message);
-  }
-}
+export { NoAgentError };
 
 /** An agent handed out for one attempt; release it exactly once. */
 export interface Lease {
@@ -114,6 +110,8 @@ export class Scheduler {
   readonly breakers: Breakers;
   readonly policy: Policy;
   readonly pins: ModelPins;
+  /** Where server-local requests (pull, push, blobs, create, copy, delete) go. */
+  readonly placement: Placement;
   readonly #queueMax: number;
   readonly #queueTimeoutMs: number;
   readonly #now: () => number;
@@ -137,6 +135,7 @@ export class Scheduler {
     this.registry = registry;
     this.policy = options.policy ?? "smart";
     this.pins = options.pins ?? new ModelPins();
+    this.placement = new Placement(registry);
     this.#queueMax = options.queueMaxLength ?? 256;
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 60_000;
     this.#now = options.now ?? Date.now;
@@ -369,28 +368,20 @@ export class Scheduler {
     const all = this.registry.all();
     const online = all.filter((a) => a.status === "online");
     if (online.length === 0) {
-      return new NoAgentError("No agent is online to serve requests", 503, 5);
+      return new NoAgentError(MESSAGES.noAgentOnline, 503, 5);
     }
     const key = normalizeModelName(model);
     if (!online.some((a) => a.modelKeys.has(key))) {
-      return new NoAgentError(`model "${model}" not found, try pulling it first`, 404);
+      return new NoAgentError(MESSAGES.modelNotFound(model), 404);
     }
     const pin = this.pins.labelFor(key);
     if (pin !== undefined && !online.some((a) => a.labels.includes(pin) && a.modelKeys.has(key))) {
-      return new NoAgentError(
-        `model "${model}" is pinned to agents labelled "${pin}", and none of them is online`,
-        503,
-        5,
-      );
+      return new NoAgentError(MESSAGES.modelPinnedOffline(model, pin), 503, 5);
     }
     if (opts.agentId && !online.some((a) => a.id === opts.agentId)) {
-      return new NoAgentError("The requested agent is not online", 503, 5);
+      return new NoAgentError(MESSAGES.requestedAgentOffline, 503, 5);
     }
-    return new NoAgentError(
-      `All agents with model "${model}" failed or are unavailable; please try again`,
-      503,
-      5,
-    );
+    return new NoAgentError(MESSAGES.allUnavailable(model), 503, 5);
   }
 
   #lease(agent: Agent, model: string, queuedMs: number): Lease {
@@ -405,21 +396,13 @@ export class Scheduler {
     const key = normalizeModelName(model);
     const queue = this.#queues.get(key) ?? [];
     if (queue.length >= this.#queueMax) {
-      return Promise.reject(
-        new NoAgentError(`Server busy, please try again: the queue for "${model}" is full`, 503, 2),
-      );
+      return Promise.reject(new NoAgentError(MESSAGES.queueFull(model), 503, 2));
     }
     this.#queues.set(key, queue);
     return new Promise<Lease>((resolve, reject) => {
       const timer = setTimeout(() => {
         remove();
-        reject(
-          new NoAgentError(
-            `Server busy, please try again: no slot for "${model}" freed in time`,
-            503,
-            5,
-          ),
-        );
+        reject(new NoAgentError(MESSAGES.queueTimeout(model), 503, 5));
       }, this.#queueTimeoutMs);
       const onAbort = () => {
         remove();
@@ -512,6 +495,21 @@ export class Scheduler {
       this.onTrip?.(agent);
     }
     this.pump();
+  }
+
+  /**
+   * Counts a server-local request (a pull, an upload, a create) in an agent's load while it runs,
+   * as the pull-target choice and `least_connections` read it. Returns the function that ends it;
+   * calling that again does nothing.
+   */
+  hold(agent: Agent): () => void {
+    agent.inFlight++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      agent.inFlight = Math.max(0, agent.inFlight - 1);
+    };
   }
 
   #remember(affinity: string, agentId: string): void {

@@ -1,64 +1,65 @@
-/** Network allow-lists (CIDR) for the addresses agents may advertise. */
+/**
+ * Network allow-lists (CIDR) for the addresses agents may advertise and for trusted proxies.
+ * Addresses are parsed and compared by value with `ipaddr.js`, so every spelling of an address
+ * (`::ffff:10.0.0.1`, `0:0:0:0:0:ffff:a00:1`) matches the same networks.
+ */
 import { isIP } from "node:net";
+import ipaddr from "ipaddr.js";
 
-function ipv4ToBigInt(ip: string): bigint {
-  return ip.split(".").reduce((n, part) => (n << 8n) | BigInt(Number(part)), 0n);
-}
-
-function ipv6ToBigInt(ip: string): bigint {
-  let [head, tail] = ip.split("::") as [string, string | undefined];
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
-  if (v4) {
-    const n = ipv4ToBigInt(v4[1]);
-    const hex = `${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`;
-    if (tail !== undefined) tail = tail.replace(v4[1], hex);
-    else head = head.replace(v4[1], hex);
-  }
-  const h = head ? head.split(":") : [];
-  const t = tail ? tail.split(":") : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
-  return groups.reduce((n, g) => (n << 16n) | BigInt(parseInt(g || "0", 16)), 0n);
-}
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** A parsed network: family, base address and prefix length. */
 export interface Network {
   family: 4 | 6;
-  base: bigint;
+  base: Address;
   bits: number;
+}
+
+/** An IP address in strict form (dotted-quad IPv4 or IPv6 without a zone), or null. */
+function parseIP(ip: string): Address | null {
+  const family = isIP(ip);
+  if (family === 4) return ipaddr.IPv4.parse(ip);
+  if (family === 6 && !ip.includes("%")) return ipaddr.IPv6.parse(ip);
+  return null;
 }
 
 /** Parses `10.0.0.0/8`, `fd00::/8` or a single address; throws a TypeError when malformed. */
 export function parseNetwork(cidr: string): Network {
   const [addr, bitsText] = cidr.trim().split("/");
-  const family = isIP(addr);
-  if (family !== 4 && family !== 6) throw new TypeError(`Cannot parse network "${cidr}"`);
-  const max = family === 4 ? 32 : 128;
+  const base = parseIP(addr);
+  if (!base) throw new TypeError(`Cannot parse network "${cidr}"`);
+  const max = base.kind() === "ipv4" ? 32 : 128;
   const bits = bitsText === undefined ? max : Number(bitsText);
   if (!Number.isInteger(bits) || bits < 0 || bits > max) {
     throw new TypeError(`Cannot parse network "${cidr}": prefix must be 0 to ${max}`);
   }
-  const value = family === 4 ? ipv4ToBigInt(addr) : ipv6ToBigInt(addr);
-  const shift = BigInt(max - bits);
-  return { family, base: (value >> shift) << shift, bits };
+  return { family: max === 32 ? 4 : 6, base, bits };
 }
 
-/** Whether `ip` lies in one of `networks`. */
+/**
+ * Whether `ip` lies in one of `networks`. An IPv4 address and its IPv4-mapped IPv6 form are the
+ * same address: each matches IPv4 networks and `::ffff:0:0/96`-style ones alike.
+ */
 export function inNetworks(ip: string, networks: Network[]): boolean {
-  const family = isIP(ip);
-  if (family !== 4 && family !== 6) return false;
-  const value = family === 4 ? ipv4ToBigInt(ip) : ipv6ToBigInt(ip);
-  const max = family === 4 ? 32 : 128;
-  return networks.some((n) => {
-    if (n.family !== family) return false;
-    const shift = BigInt(max - n.bits);
-    return (value >> shift) << shift === n.base;
-  });
+  const addr = parseIP(ip);
+  if (!addr) return false;
+  const forms: Address[] = [addr];
+  if (addr.kind() === "ipv4") forms.push((addr as ipaddr.IPv4).toIPv4MappedAddress());
+  else if ((addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    forms.push((addr as ipaddr.IPv6).toIPv4Address());
+  }
+  return networks.some((n) =>
+    forms.some((f) => f.kind() === n.base.kind() && f.match(n.base, n.bits))
+  );
 }
 
 /** An IPv4 address written as IPv4-mapped IPv6 (`::ffff:10.0.0.1`) becomes plain IPv4. */
 function plain(ip: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  return m ? m[1] : ip;
+  const addr = parseIP(ip);
+  if (addr?.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
+    return (addr as ipaddr.IPv6).toIPv4Address().toString();
+  }
+  return ip;
 }
 
 /**

@@ -21,7 +21,10 @@ export interface FleetEvent {
 
 /** One client request in the request log. */
 export interface RequestRecord {
+  /** Our id for the request (never the client's: see `http/request_id.ts`). */
   id: string;
+  /** The id the client gave it (`X-Request-Id`), if any. */
+  client_request_id?: string | null;
   /** When the request arrived (ISO). */
   at: string;
   route: string;

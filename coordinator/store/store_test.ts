@@ -97,6 +97,7 @@ function request(id: string, at: string, overrides: Partial<RequestRecord> = {})
     tokens_per_second: 100,
     attempts: 1,
     error: null,
+    client_request_id: null,
     ...overrides,
   };
 }
@@ -169,18 +170,21 @@ for (const subject of SUBJECTS) {
     await store.addRequests([
       request("r1", "2026-01-01T00:00:00.000Z"),
       request("r2", "2026-01-01T00:00:01.000Z", { status: 503, error: "busy", model: "qwen3" }),
+      request("r3", "2026-01-01T00:00:02.000Z", { client_request_id: "client-7" }),
     ]);
     await store.addRequests([request("r1", "2026-01-01T00:00:09.000Z", { status: 500 })]);
-    assert.deepEqual((await store.requests()).map((r) => r.id), ["r2", "r1"]);
+    assert.deepEqual((await store.requests()).map((r) => r.id), ["r3", "r2", "r1"]);
     assert.deepEqual(
       (await store.requests()).find((r) => r.id === "r1"),
       request("r1", "2026-01-01T00:00:00.000Z"),
     );
+    // The client's own id is kept beside ours.
+    assert.equal((await store.requests())[0].client_request_id, "client-7");
     assert.deepEqual((await store.requests({ status: "error" })).map((r) => r.id), ["r2"]);
-    assert.deepEqual((await store.requests({ model: "llama3.2" })).map((r) => r.id), ["r1"]);
+    assert.deepEqual((await store.requests({ model: "llama3.2" })).map((r) => r.id), ["r3", "r1"]);
     assert.deepEqual(
       (await store.requests({ since: "2026-01-01T00:00:00.500Z" })).map((r) => r.id),
-      ["r2"],
+      ["r3", "r2"],
     );
     assert.deepEqual(
       (await store.requests({ until: "2026-01-01T00:00:00.500Z" })).map((r) => r.id),

@@ -22,6 +22,37 @@ export function writeStderr(line: string): void {
   consoleError(line);
 }
 
+/**
+ * Characters that could end a log line or drive a terminal: C0 controls (newline, carriage
+ * return, ESC…), DEL, C1 controls (0x9b is an 8-bit CSI) and Unicode's line and paragraph
+ * separators. Model names, agent names and error messages come from clients and agents: written
+ * raw, a newline forges a log line and an escape sequence rewrites the operator's screen.
+ */
+// deno-lint-ignore no-control-regex
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+/** Those of them that JSON.stringify leaves as they are. */
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029]/g;
+// deno-lint-ignore no-control-regex
+const NEEDS_QUOTES = /[\s"\u0000-\u001f\u007f-\u009f]/;
+
+const SHORT_ESCAPES: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+function escapeChar(ch: string): string {
+  return SHORT_ESCAPES[ch] ?? `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`;
+}
+
+/** `s` with every unsafe character written as an escape (`\n`, `\u001b`). */
+function escapeControl(s: string): string {
+  return s.replace(UNSAFE, escapeChar);
+}
+
+/** A field's value in a text line: bare when it is one plain word, else quoted and escaped. */
+function textValue(v: unknown): string {
+  const s = String(v);
+  if (!NEEDS_QUOTES.test(s)) return s;
+  return JSON.stringify(s).replace(UNSAFE_IN_JSON, escapeChar);
+}
+
 /** Log levels, least to most severe. */
 export const LEVELS = ["debug", "info", "warn", "error"] as const;
 /** A log level. */
@@ -51,14 +82,19 @@ export class Logger {
     if (!this.enabled(level)) return;
     const time = new Date().toISOString();
     if (this.#json) {
-      this.#write(JSON.stringify({ time, level, msg, ...fields }));
+      // JSON already escapes C0 controls; DEL, C1 and the separators are escaped too.
+      this.#write(
+        JSON.stringify({ time, level, msg, ...fields }).replace(UNSAFE_IN_JSON, escapeChar),
+      );
       return;
     }
     const parts = Object.entries(fields)
       .filter(([, v]) => v !== null && v !== undefined && v !== "")
-      .map(([k, v]) => `${k}=${typeof v === "string" && /\s|"/.test(v) ? JSON.stringify(v) : v}`);
+      .map(([k, v]) => `${escapeControl(k)}=${textValue(v)}`);
     this.#write(
-      `${time} ${level.toUpperCase().padEnd(5)} ${msg}${parts.length ? " " + parts.join(" ") : ""}`,
+      `${time} ${level.toUpperCase().padEnd(5)} ${escapeControl(msg)}${
+        parts.length ? " " + parts.join(" ") : ""
+      }`,
     );
   }
 
@@ -111,6 +147,7 @@ export function logBus(bus: Bus, logger: Logger): () => void {
       if (!logger.enabled(level)) return;
       logger.log(level, "request", {
         id: r.id,
+        client_id: r.client_request_id,
         route: r.route,
         model: r.model,
         agent: r.agent_name,

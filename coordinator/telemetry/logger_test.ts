@@ -83,3 +83,48 @@ Deno.test("log - routeConsole turns other modules' console output into log lines
   assert.equal(failure.level, "error");
   assert.match(failure.msg, /^Health check failed: Error: line one\nline two\n {4}at /);
 });
+
+Deno.test("log - control characters from clients cannot forge lines or drive a terminal", () => {
+  const lines: string[] = [];
+  const text = new Logger({ write: (l) => lines.push(l) });
+  const forged = "llama3.2\n2026-01-01T00:00:00.000Z INFO  request id=fake status=200";
+  const hostile = ["\x1b[2J\x1b[31mred", "a\rb", "tab\there", "del\x7f", "csi\x9b31m", "ls\u2028x"];
+  text.info(`Agent "${forged}" registered`, { model: forged, agent: "gpu\x1b]0;title\x07" });
+  text.warn("plain", Object.fromEntries(hostile.map((h, i) => [`f${i}`, h])));
+  text.info("bare\x1bvalue", { id: "no-space\x1b[0m", n: 3 });
+  assert.equal(lines.length, 3);
+  // deno-lint-ignore no-control-regex
+  const unsafe = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+  for (const line of lines) assert.ok(!unsafe.test(line), JSON.stringify(line));
+  assert.match(lines[0], /registered model="llama3\.2\\n2026/);
+  assert.match(lines[0], /agent="gpu\\u001b\]0;title\\u0007"$/);
+  assert.match(lines[2], /bare\\u001bvalue id="no-space\\u001b\[0m" n=3$/);
+
+  const json = new Logger({ format: "json", write: (l) => lines.push(l) });
+  json.info(forged, { model: hostile.join("") });
+  const last = lines.at(-1)!;
+  assert.ok(!unsafe.test(last), last);
+  assert.equal(JSON.parse(last).msg, forged);
+  assert.equal(JSON.parse(last).model, hostile.join(""));
+});
+
+Deno.test("log - a request line carries the client's own request id beside ours", () => {
+  const lines: string[] = [];
+  const bus = new Bus();
+  const stop = logBus(bus, new Logger({ write: (l) => lines.push(l) }));
+  bus.publish({
+    type: "request",
+    request: {
+      id: "ours",
+      client_request_id: "theirs",
+      route: "/api/chat",
+      model: "evil\nmodel",
+      status: 200,
+      latency_ms: 1,
+      attempts: 1,
+    },
+  });
+  stop();
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /request id=ours client_id=theirs route=\/api\/chat model="evil\\nmodel"/);
+});

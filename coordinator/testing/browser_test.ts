@@ -247,15 +247,16 @@ Deno.test({
         await using fleet = await startFleet([{ name: "gpu-a", tokensPerSecond: 20 }]);
         const context = await signIn(browser, fleet.url);
         const { page } = await open(context, `${fleet.url}/dashboard/requests`);
-        const requestId = `browser-${crypto.randomUUID()}`;
         const res = await post(`${fleet.url}/api/chat`, {
           model: "llama3.2",
           messages: [{ role: "user", content: "hello" }],
           stream: false,
           options: { num_predict: 3 },
-        }, { "x-request-id": requestId });
+        });
         assert.equal(res.status, 200);
         await res.body?.cancel();
+        // The coordinator's own id for the request (a client's id is kept beside it, never used).
+        const requestId = res.headers.get("x-request-id")!;
         const row = page.locator(`tr[data-request-id="${requestId}"]`);
         await row.waitFor({ timeout: 5000 });
         const text = await row.innerText();
@@ -265,19 +266,19 @@ Deno.test({
         assert.match(text, /200/);
         // Rows are in start-time order, as the page says, although they arrive as they finish:
         // a long request started first lands below a short one started after it.
-        const generate = (id: string, tokens: number) =>
+        const generate = (tokens: number) =>
           post(`${fleet.url}/api/generate`, {
             model: "llama3.2",
             prompt: "hi",
             options: { num_predict: tokens },
-          }, { "x-request-id": id });
-        const slowId = `slow-${crypto.randomUUID()}`;
-        const fastId = `fast-${crypto.randomUUID()}`;
-        const slow = await generate(slowId, 30); // streams: its headers come with the first token
+          });
+        const slow = await generate(30); // streams: its headers come with the first token
         assert.equal(slow.status, 200);
-        const fast = await generate(fastId, 1);
+        const fast = await generate(1);
         await fast.text();
         await slow.text();
+        const slowId = slow.headers.get("x-request-id")!;
+        const fastId = fast.headers.get("x-request-id")!;
         await page.locator(`tr[data-request-id="${slowId}"]`).waitFor({ timeout: 5000 });
         const order = await page.locator("tr[data-request-id]").evaluateAll((rows) =>
           rows.map((r) => (r as HTMLElement).dataset.requestId)

@@ -54,8 +54,8 @@ Deno.test("front door - a malformed chunked body is a 400 in the API's own shape
   try {
     for (
       const [path, shape] of [
-        ["/api/chat", /^\{"error":"Cannot read request body: /],
-        ["/v1/chat/completions", /^\{"error":\{"message":"Cannot read request body: /],
+        ["/api/chat", /^\{"error":"Cannot read the request body: /],
+        ["/v1/chat/completions", /^\{"error":\{"message":"Cannot read the request body: /],
       ] as const
     ) {
       const conn = await startBody(coordinator.port, path, "Transfer-Encoding: chunked\r\n");

@@ -202,6 +202,41 @@ Deno.test("security - agent addresses: metadata refused, allow-list enforced", a
   await t.close();
 });
 
+Deno.test("security - agent addresses are checked by value, whatever their spelling", async () => {
+  await using t = await testApp({
+    allowedNetworks: [parseNetwork("10.0.0.0/8"), parseNetwork("fd00::/64")],
+  });
+  for (
+    const ip of [
+      "0:0:0:0:0:ffff:a9fe:a9fe",
+      "::ffff:0:a9fe:a9fe",
+      "64:ff9b::a9fe:a9fe",
+      "fd00:ec2:0::254",
+      "100.100.100.200",
+      "metadata.tencentyun.com",
+    ]
+  ) {
+    const res = await t.request("/api/agents", {
+      json: registration({ ip_address: ip }),
+      headers: asAgent(TEST_AGENT_TOKEN),
+    });
+    assert.equal(res.status, 400, ip);
+    assert.match((await res.json()).error, /metadata|link-local/, ip);
+  }
+  // The allow-list matches every spelling of an address in it.
+  assert.ok(inNetworks("0:0:0:0:0:ffff:a00:1", [parseNetwork("10.0.0.0/8")]));
+  assert.ok(inNetworks("10.0.0.1", [parseNetwork("::ffff:0:0/96")]));
+  assert.ok(inNetworks("FD00:0::0:5", [parseNetwork("fd00:0:0:0::/64")]));
+  assert.ok(!inNetworks("fd00:0:0:1::5", [parseNetwork("fd00::/64")]));
+  assert.ok(!inNetworks("fe80::1%eth0", [parseNetwork("fe80::/10")]));
+  assert.throws(() => parseNetwork("10.1/8"), TypeError);
+  const mapped = await t.request("/api/agents", {
+    json: registration({ ip_address: "0:0:0:0:0:ffff:a00:5" }),
+    headers: asAgent(TEST_AGENT_TOKEN),
+  });
+  assert.equal(mapped.status, 201);
+});
+
 Deno.test("security - secrets are generated once, stored hashed", async () => {
   await using t = await memoryRegistry();
   const store = new SecurityStore(t.store, await t.store.load());

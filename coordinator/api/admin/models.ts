@@ -9,6 +9,8 @@ import { normalizeModelName, ollamaError } from "@oc/shared";
 import type { AppContext } from "../../context.ts";
 import type { Agent } from "../../fleet/registry.ts";
 import { json, readJson } from "../../http/json.ts";
+import { HOP_HEADER } from "../../http/loop.ts";
+import { readLines } from "../../proxy/lines.ts";
 import { refreshModels } from "../../proxy/local.ts";
 import { fleetModelView } from "../../dashboard/lib/models.ts";
 import type { PullProgress } from "../../dashboard/wire.ts";
@@ -97,37 +99,34 @@ export class Pulls {
     try {
       const res = await fetch(agent.baseUrl + "/api/pull", {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", [HOP_HEADER]: this.#ctx.instanceId },
         body: JSON.stringify({ model, stream: true }),
         signal: idle.signal,
       });
       let success = false;
-      let buffered = "";
-      const decoder = new TextDecoder();
-      for await (const chunk of res.body ?? []) {
-        clearTimeout(idleTimer);
-        idleTimer = setTimeout(() => idle.abort(), config.idleTimeout * 1000);
-        buffered += decoder.decode(chunk, { stream: true });
-        let nl;
-        while ((nl = buffered.indexOf("\n")) !== -1) {
-          const line = buffered.slice(0, nl).trim();
-          buffered = buffered.slice(nl + 1);
-          let msg: Record<string, unknown>;
-          try {
-            msg = JSON.parse(line);
-          } catch {
-            continue;
-          }
-          if (typeof msg.error === "string") error = msg.error.slice(0, 500);
-          else if (msg.status === "success") success = true;
-          else if (typeof msg.status === "string") {
-            report({
-              status: msg.status.slice(0, 200),
-              completed: typeof msg.completed === "number" ? msg.completed : undefined,
-              total: typeof msg.total === "number" ? msg.total : undefined,
-              done: false,
-            });
-          }
+      const chunks = (async function* () {
+        for await (const chunk of res.body ?? []) {
+          clearTimeout(idleTimer);
+          idleTimer = setTimeout(() => idle.abort(), config.idleTimeout * 1000);
+          yield chunk;
+        }
+      })();
+      for await (const raw of readLines(chunks)) {
+        let msg: Record<string, unknown>;
+        try {
+          msg = JSON.parse(raw.trim());
+        } catch {
+          continue;
+        }
+        if (typeof msg.error === "string") error = msg.error.slice(0, 500);
+        else if (msg.status === "success") success = true;
+        else if (typeof msg.status === "string") {
+          report({
+            status: msg.status.slice(0, 200),
+            completed: typeof msg.completed === "number" ? msg.completed : undefined,
+            total: typeof msg.total === "number" ? msg.total : undefined,
+            done: false,
+          });
         }
       }
       if (!error && !res.ok) error = `HTTP ${res.status}`;
@@ -140,7 +139,7 @@ export class Pulls {
       clearTimeout(idleTimer);
     }
     try {
-      if (registry.get(agent.id)) await refreshModels(registry, agent);
+      if (registry.get(agent.id)) await refreshModels(this.#ctx, agent);
       registry.recordEvent(
         error ? "pull_failed" : "pulled",
         agent.id,
@@ -213,7 +212,7 @@ export function modelRoutes(ctx: AppContext): Hono {
     try {
       res = await fetch(agent.baseUrl + "/api/delete", {
         method: "DELETE",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", [HOP_HEADER]: ctx.instanceId },
         body: JSON.stringify({ model }),
         signal: AbortSignal.timeout(30_000),
       });
@@ -227,7 +226,7 @@ export function modelRoutes(ctx: AppContext): Hono {
     if (!res.ok) {
       return ollamaError(502, `Cannot delete "${model}": agent "${name}" answered ${res.status}`);
     }
-    await refreshModels(registry, agent);
+    await refreshModels(ctx, agent);
     registry.recordEvent("model_deleted", agent.id, `Model "${model}" deleted from "${name}"`);
     return json({ ok: true });
   };

@@ -63,6 +63,7 @@ export const CSV_COLUMNS: (keyof RequestRecord)[] = [
   "tokens_per_second",
   "attempts",
   "error",
+  "client_request_id",
 ];
 
 function csvCell(v: unknown): string {

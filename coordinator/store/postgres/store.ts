@@ -199,6 +199,7 @@ const REQUEST_COLUMNS: { name: keyof RequestRecord; type: string }[] = [
   { name: "tokens_per_second", type: "double precision" },
   { name: "attempts", type: "integer" },
   { name: "error", type: "text" },
+  { name: "client_request_id", type: "text" },
 ];
 
 function requestFromRow(r: Row): RequestRecord {
@@ -656,7 +657,7 @@ class PostgresStore implements Store {
       `INSERT INTO requests (${names.join(", ")})
        SELECT * FROM unnest(${REQUEST_COLUMNS.map((c, i) => `$${i + 1}::${c.type}[]`).join(", ")})
        ON CONFLICT (id) DO NOTHING`,
-      REQUEST_COLUMNS.map((c) => records.map((r) => r[c.name])),
+      REQUEST_COLUMNS.map((c) => records.map((r) => r[c.name] ?? null)),
     );
   }
 

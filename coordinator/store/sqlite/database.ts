@@ -43,6 +43,7 @@ export const REQUEST_COLUMNS = [
   "tokens_per_second",
   "attempts",
   "error",
+  "client_request_id",
 ] as const satisfies readonly (keyof RequestRecord)[];
 
 /** How each agent field is written to its column. */
@@ -285,7 +286,9 @@ export class SqliteDatabase {
 
   addRequests(records: RequestRecord[]): void {
     this.#transaction(() => {
-      for (const r of records) this.#stmt.addRequest.run(...REQUEST_COLUMNS.map((c) => r[c]));
+      for (const r of records) {
+        this.#stmt.addRequest.run(...REQUEST_COLUMNS.map((c) => r[c] ?? null));
+      }
     });
   }
 

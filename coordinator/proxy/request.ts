@@ -1,0 +1,77 @@
+/** One inference request as the proxy sees it, what the proxy needs, and its request-log record. */
+import type { AppContext } from "../context.ts";
+import type { Flavor } from "../http/errors.ts";
+import type { RequestLog, RequestRecord } from "../telemetry/request_log.ts";
+
+/** Everything the proxy needs to know about one client request. */
+export interface ProxyRequest {
+  /** Client route, e.g. `/api/chat`. */
+  route: string;
+  /** Path and query to send upstream. */
+  upstreamPath: string;
+  method: string;
+  headers: Headers;
+  /** The client's body, forwarded byte for byte. */
+  body: Uint8Array<ArrayBuffer> | null;
+  model: string;
+  /** Whether the answer streams (NDJSON or SSE). */
+  stream: boolean;
+  flavor: Flavor;
+  /** The coordinator's own id for this request. */
+  requestId: string;
+  /** The id the client gave the request (`X-Request-Id`), kept beside ours. */
+  clientRequestId?: string | null;
+  /** Aborted when the client goes away. */
+  signal: AbortSignal;
+  affinity?: string;
+  agentId?: string;
+  /** The client's API key id, for fair queueing between keys. */
+  tenant?: string;
+}
+
+/** Dependencies of the proxy. */
+export interface ProxyDeps extends
+  Pick<
+    AppContext,
+    "scheduler" | "registry" | "config" | "now" | "upstream" | "watchdog" | "instanceId"
+  > {
+  log?: RequestLog;
+}
+
+/** A request's one request-log record: the agents tried so far, written once when it ends. */
+export class LogEntry {
+  /** When the request arrived (the deps' clock). */
+  readonly started: number;
+  /** Ids of the agents tried so far. */
+  readonly tried: Set<string> = new Set();
+  readonly #deps: ProxyDeps;
+  readonly #req: ProxyRequest;
+
+  constructor(deps: ProxyDeps, req: ProxyRequest) {
+    this.#deps = deps;
+    this.#req = req;
+    this.started = deps.now();
+  }
+
+  /** Writes the record: what is not given is null, the latency and attempts are filled in. */
+  write(r: Partial<RequestRecord> & { status: number }): void {
+    this.#deps.log?.add({
+      id: this.#req.requestId,
+      client_request_id: this.#req.clientRequestId ?? null,
+      at: new Date(this.started).toISOString(),
+      route: this.#req.route,
+      model: this.#req.model,
+      agent_id: null,
+      agent_name: null,
+      latency_ms: this.#deps.now() - this.started,
+      ttft_ms: null,
+      queued_ms: null,
+      tokens_in: null,
+      tokens_out: null,
+      tokens_per_second: null,
+      attempts: this.tried.size,
+      error: null,
+      ...r,
+    });
+  }
+}

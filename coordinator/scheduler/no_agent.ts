@@ -1,0 +1,13 @@
+/** The scheduler's one error: no agent can be given for a request. */
+
+/** Why no agent could be given: maps to an HTTP status for the client. */
+export class NoAgentError extends Error {
+  override name = "NoAgentError";
+  constructor(
+    message: string,
+    readonly status: 404 | 503,
+    readonly retryAfter?: number,
+  ) {
+    super(message);
+  }
+}
