@@ -83,3 +83,15 @@ export function clientAddress(
   }
   return client;
 }
+
+/**
+ * The key under which a client's failed attempts are counted: an IPv4 address as it is, an IPv6
+ * address by its /64 (one subscriber usually holds a whole /64, so single addresses are free).
+ * Anything else (such as "unknown") is its own key.
+ */
+export function limitKey(ip: string): string {
+  if (isIP(ip) !== 6) return ip;
+  const prefix = ipv6ToBigInt(ip) >> 64n;
+  const groups = [48n, 32n, 16n, 0n].map((s) => ((prefix >> s) & 0xffffn).toString(16));
+  return `${groups.join(":")}::/64`;
+}
