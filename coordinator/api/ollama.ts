@@ -11,16 +11,11 @@ import { type ProxyDeps, proxyInference } from "../proxy/mod.ts";
 import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
 import { errorResponse, type Flavor } from "../http/errors.ts";
-import { clientTenant } from "../http/access.ts";
+import { access, clientTenant } from "../http/access.ts";
+import { requestIdOf } from "../http/request_id.ts";
 
 /** The version the coordinator reports when no agent is online. */
 export const FALLBACK_OLLAMA_VERSION = "0.12.6";
-
-/** A request id: the client's `x-request-id` when it is sane, else a new one. */
-export function requestIdOf(req: Request): string {
-  const given = req.headers.get("x-request-id");
-  return given && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
-}
 
 /** Builds the handler of an inference route (shared by the native and the /v1 API). */
 export function inferenceHandler(
@@ -119,10 +114,15 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   const infer = (route: string, streams: boolean) =>
     inferenceHandler(deps, { flavor: "ollama", route, streams });
 
-  app.on(["GET", "HEAD"], "/", (c) => c.text("Ollama is running"));
-  app.on(["GET", "HEAD"], "/api/version", (c) => c.json({ version: fleetVersion(ctx) }));
-  app.on(["GET", "HEAD"], "/api/tags", (c) => c.json({ models: fleetModels(ctx) }));
-  app.get("/api/ps", async () => {
+  app.on(["GET", "HEAD"], "/", access.public, (c) => c.text("Ollama is running"));
+  app.on(
+    ["GET", "HEAD"],
+    "/api/version",
+    access.client,
+    (c) => c.json({ version: fleetVersion(ctx) }),
+  );
+  app.on(["GET", "HEAD"], "/api/tags", access.client, (c) => c.json({ models: fleetModels(ctx) }));
+  app.get("/api/ps", access.client, async () => {
     const agents = online(ctx);
     const results = await fanOut(agents, { path: "/api/ps", method: "GET", timeoutMs: 5000 });
     const models = [];
@@ -138,35 +138,24 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   });
 
   for (const [route, streams] of Object.entries(OLLAMA_INFERENCE)) {
-    app.post(route, infer(route, streams));
+    app.post(route, access.client, infer(route, streams));
   }
 
-  app.post("/api/pull", (c) => modelTransfer(ctx, c, "/api/pull"));
-  app.post("/api/push", (c) => modelTransfer(ctx, c, "/api/push"));
-  app.post("/api/create", (c) => create(ctx, c));
-  app.on(["HEAD", "POST"], "/api/blobs/:digest", (c) => blob(ctx, c));
-  app.delete("/api/delete", (c) => deleteModel(ctx, c));
-  app.post("/api/copy", (c) => copyModel(ctx, c));
+  app.post("/api/pull", access.modelManagement, (c) => modelTransfer(ctx, c, "/api/pull"));
+  app.post("/api/push", access.modelManagement, (c) => modelTransfer(ctx, c, "/api/push"));
+  app.post("/api/create", access.modelManagement, (c) => create(ctx, c));
+  app.post("/api/blobs/:digest", access.modelManagement, (c) => blob(ctx, c));
+  // Hono routes HEAD through GET routes (a HEAD route never matches): `HEAD /api/blobs/…`, which
+  // asks whether the agent has a blob, arrives here; a real GET stays unknown, as in Ollama.
+  app.get(
+    "/api/blobs/:digest",
+    access.modelManagement,
+    (c) => c.req.method === "HEAD" ? blob(ctx, c) : c.notFound(),
+  );
+  app.delete("/api/delete", access.modelManagement, (c) => deleteModel(ctx, c));
+  app.post("/api/copy", access.modelManagement, (c) => copyModel(ctx, c));
   return app;
 }
-
-/** Routes that answer 405 for other methods. */
-export const OLLAMA_PATHS: Record<string, string[]> = {
-  "/": ["GET", "HEAD"],
-  "/api/version": ["GET", "HEAD"],
-  "/api/tags": ["GET", "HEAD"],
-  "/api/ps": ["GET"],
-  "/api/generate": ["POST"],
-  "/api/chat": ["POST"],
-  "/api/embed": ["POST"],
-  "/api/embeddings": ["POST"],
-  "/api/show": ["POST"],
-  "/api/pull": ["POST"],
-  "/api/push": ["POST"],
-  "/api/create": ["POST"],
-  "/api/delete": ["DELETE"],
-  "/api/copy": ["POST"],
-};
 
 async function jsonBody(
   c: Context,

@@ -1,25 +1,31 @@
 /**
- * Every URL of the coordinator, mounted in one place. Find any handler from here in one hop.
+ * Every URL of the coordinator, mounted in one place. Find any handler from here in one hop; each
+ * route declares who may call it (http/access.ts) right after its path.
  */
 import { Hono } from "hono";
+import { methodNotAllowed } from "hono/method-not-allowed";
 import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { STORE_UNAVAILABLE, StoreError } from "../store/mod.ts";
 import { agentRoutes } from "../api/agents.ts";
-import { OLLAMA_PATHS, ollamaRoutes, requestIdOf } from "../api/ollama.ts";
-import { OPENAI_PATHS, openaiRoutes } from "../api/openai.ts";
+import { ollamaRoutes } from "../api/ollama.ts";
+import { openaiRoutes } from "../api/openai.ts";
 import { liveRoutes } from "../api/admin/live.ts";
 import { requestRoutes } from "../api/admin/requests.ts";
 import { modelRoutes } from "../api/admin/models.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
-import { accessControl } from "./access.ts";
+import { access, accessControl } from "./access.ts";
+import type { AppEnv } from "./env.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
+import { hostCheck, hostPolicy } from "./hosts.ts";
+import { requestId } from "./request_id.ts";
 
 /** Builds the coordinator's HTTP application. */
-export function createApp(ctx: AppContext): Hono {
-  const app = new Hono();
+export function createApp(ctx: AppContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
   const deps = ctx;
+  const hosts = hostPolicy(ctx.config);
 
   app.onError((err, c) => {
     // A change the database could not take: nothing changed, the client may try again.
@@ -36,21 +42,30 @@ export function createApp(ctx: AppContext): Hono {
       : ollamaError(500, "Internal server error");
   });
 
-  // Cross-cutting, in order: browser protections, then who may call what (auth.ts).
-  // Every answer carries a request id (the proxy sets it on proxied ones, and logs under it).
-  app.use(async (c, next) => {
-    await next();
-    if (!c.res.headers.has("x-request-id")) {
-      c.res.headers.set("x-request-id", requestIdOf(c.req.raw));
-    }
-  });
+  // Cross-cutting, in order: the request id (on every answer), the host allow-list against DNS
+  // rebinding, browser protections, 405 for a known path with another method, then who may call
+  // what (declared by each route; a request no route declares ends there with 404).
+  app.use(requestId());
+  app.use(hostCheck(hosts));
   app.use(pageHeaders());
-  app.use(apiCors(ctx.config.corsOrigins));
+  app.use(apiCors({ origins: ctx.config.corsOrigins, hosts }));
+  app.use(methodNotAllowed({
+    app,
+    onMethodNotAllowed: (c, methods) => {
+      const path = c.req.path.slice(0, 200);
+      const message = `Method ${c.req.method} is not allowed on ${path}`;
+      const headers = { allow: [...methods].sort().join(", ") };
+      return path.startsWith("/v1/")
+        ? openaiError(405, message, headers)
+        : ollamaError(405, message, headers);
+    },
+  }));
   app.use(accessControl(ctx));
 
-  app.route("/", authRoutes(ctx));
+  app.route("/", authRoutes(ctx, { hosts }));
   app.get(
     "/metrics",
+    access.metrics,
     (c) =>
       c.body(ctx.metrics.render(), 200, {
         "content-type": "text/plain; version=0.0.4; charset=utf-8",
@@ -66,17 +81,6 @@ export function createApp(ctx: AppContext): Hono {
   app.route("/", liveRoutes(ctx));
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));
-
-  // A known path with the wrong method is 405, as Ollama answers.
-  for (const [path, methods] of Object.entries({ ...OLLAMA_PATHS, ...OPENAI_PATHS })) {
-    app.all(path, (c) => {
-      const allow = methods.join(", ");
-      const message = `Method ${c.req.method} is not allowed on ${path}`;
-      return path.startsWith("/v1/")
-        ? openaiError(405, message, { allow })
-        : ollamaError(405, message, { allow });
-    });
-  }
 
   app.notFound((c) =>
     c.req.path.startsWith("/v1/")
