@@ -23,6 +23,7 @@ Deno.test("access - every registered route of the app declares its access class"
     "POST /login": "public",
     "POST /logout": "public",
     "GET /static/dashboard.css": "public",
+    "GET /favicon.ico": "public",
     "POST /api/agents": "agent_register",
     "POST /api/health": "agent",
     "POST /api/agents/:id/progress": "agent",

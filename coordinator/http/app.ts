@@ -77,7 +77,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   // The dashboard: its pages, their static files, and the management APIs behind them.
   app.route("/dashboard", dashboardRoutes(deps));
   app.route("/static", staticRoutes());
-  app.get("/favicon.ico", favicon);
+  app.get("/favicon.ico", access.public, favicon);
   app.route("/", liveRoutes(ctx));
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));
