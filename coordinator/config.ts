@@ -20,6 +20,14 @@ const networkList = z.string().transform((v, ctx) => {
     return z.NEVER;
   }
 });
+/**
+ * Whether a configured agent token is hard enough to guess: long, and not a short pattern
+ * repeated (`aaaaaaaaaaaaaaaa`, `abababababababab`).
+ */
+function strongToken(token: string): boolean {
+  return token.length >= 16 && new Set(token).size >= 8;
+}
+
 const SETTINGS = {
   host: {
     env: "COORDINATOR_HOST",
@@ -70,15 +78,21 @@ const SETTINGS = {
   agentToken: {
     env: "AGENT_TOKEN",
     flag: "agent-token",
-    schema: z.string(),
+    schema: z.string().refine(
+      (v) => v === "" || strongToken(v),
+      "must be at least 16 characters with at least 8 different ones (unset, one is generated)",
+    ),
     default: "",
-    help: "Token agents must present to register (empty: one is generated at first start)",
+    secret: true,
+    help:
+      "Token agents must present to register, at least 16 characters (empty: one is generated at first start)",
   },
   adminPassword: {
     env: "ADMIN_PASSWORD",
     flag: "admin-password",
     schema: z.string().refine((v) => v === "" || v.length >= 8, "must be at least 8 characters"),
     default: "",
+    secret: true,
     help: "Dashboard and admin API password (empty: one is generated at first start)",
   },
   apiKeys: {
@@ -86,6 +100,7 @@ const SETTINGS = {
     flag: "api-keys",
     schema: z.string().transform((v) => v.split(",").map((k) => k.trim()).filter(Boolean)),
     default: "",
+    secret: true,
     help:
       "Comma-separated client API keys; any key (here or made in the dashboard) turns client auth on",
   },
@@ -118,6 +133,14 @@ const SETTINGS = {
     schema: z.string().transform((v) => v.split(",").map((o) => o.trim()).filter(Boolean)),
     default: "",
     help: "Extra browser origins allowed to call the Ollama/OpenAI API (local origins always are)",
+  },
+  allowedHosts: {
+    env: "COORDINATOR_ALLOWED_HOSTS",
+    flag: "allowed-hosts",
+    schema: z.string().transform((v) => v.split(",").map((h) => h.trim()).filter(Boolean)),
+    default: "",
+    help:
+      "Extra host names requests may be addressed to, globs allowed (* for any); this machine's name, IP addresses and local names always are",
   },
   probeTimeout: {
     env: "PROBE_TIMEOUT",
@@ -321,8 +344,10 @@ export function loadConfig(
     const source = flagValue !== undefined ? `--${s.flag}` : s.env;
     const result = (s.schema as z.ZodType).safeParse(raw);
     if (!result.success) {
+      // A secret's value is never printed: start-up errors end up in logs.
+      const shown = "secret" in s ? " (value not shown)" : `=${JSON.stringify(raw)}`;
       throw new ConfigError(
-        `Invalid setting ${source}=${JSON.stringify(raw)}: ${result.error.issues[0]?.message}`,
+        `Invalid setting ${source}${shown}: ${result.error.issues[0]?.message}`,
       );
     }
     out[key] = result.data;

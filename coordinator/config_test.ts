@@ -58,3 +58,37 @@ Deno.test("config - the client connection cap is auto (from the descriptor limit
   assert.equal(c.clientIdleTimeout, 5);
   assert.throws(() => loadConfig([], { CLIENT_MAX_CONNECTIONS: "0" }), /CLIENT_MAX_CONNECTIONS/);
 });
+
+Deno.test("config - a weak AGENT_TOKEN stops start-up with one line that does not show it", () => {
+  for (
+    const weak of ["abc", "short-token-15c", "aaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababab"]
+  ) {
+    assert.throws(() => loadConfig([], { AGENT_TOKEN: weak }), (e: Error) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, /^Invalid setting AGENT_TOKEN \(value not shown\): .*16 characters/);
+      assert.ok(!e.message.includes(weak), e.message);
+      assert.ok(!e.message.includes("\n"));
+      return true;
+    });
+  }
+  assert.throws(
+    () => loadConfig(["--agent-token", "abc"], {}),
+    /--agent-token \(value not shown\)/,
+  );
+  assert.throws(() => loadConfig([], { ADMIN_PASSWORD: "pw" }), (e: Error) => {
+    assert.ok(!e.message.includes('"pw"'), e.message);
+    return true;
+  });
+  assert.equal(
+    (loadConfig([], { AGENT_TOKEN: "test-agent-token" }) as Config).agentToken,
+    "test-agent-token",
+  );
+  assert.equal((loadConfig([], {}) as Config).agentToken, "");
+});
+
+Deno.test("config - COORDINATOR_ALLOWED_HOSTS is a comma-separated list", () => {
+  const c = loadConfig(["--allowed-hosts", "ollama.example.com, *.corp.example"], {}) as Config;
+  assert.deepEqual(c.allowedHosts, ["ollama.example.com", "*.corp.example"]);
+  assert.deepEqual((loadConfig([], {}) as Config).allowedHosts, []);
+  assert.match(helpText(), /COORDINATOR_ALLOWED_HOSTS/);
+});

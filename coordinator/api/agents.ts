@@ -14,7 +14,7 @@ import type { AppContext } from "../context.ts";
 import { json, readJson } from "../http/json.ts";
 import { addressProblem, mayBeThisMachine, ollamaBaseUrl } from "../fleet/address.ts";
 import { isSelf } from "../http/loop.ts";
-import { authenticatedAgent } from "../http/access.ts";
+import { access } from "../http/access.ts";
 import { inNetworks } from "../security/networks.ts";
 import { z } from "zod";
 
@@ -39,7 +39,7 @@ export function agentRoutes(ctx: AppContext): Hono {
   const app = new Hono();
   const { registry } = ctx;
 
-  app.post("/api/agents", async (c) => {
+  app.post("/api/agents", access.agentRegister, async (c) => {
     const body = await readJson(c.req.raw, RegisterRequest);
     if (!body.ok) return body.response;
     const problem = addressProblem(body.data.ip_address);
@@ -84,10 +84,10 @@ export function agentRoutes(ctx: AppContext): Hono {
     );
   });
 
-  app.post("/api/health", async (c) => {
+  app.post("/api/health", access.agent, async (c) => {
     const body = await readJson(c.req.raw, HealthBody);
     if (!body.ok) return body.response;
-    if (body.data.agent_id !== authenticatedAgent(c)) {
+    if (body.data.agent_id !== c.var.agentId) {
       return ollamaError(403, "The agent secret belongs to another agent");
     }
     const agent = registry.heartbeat(body.data);
@@ -100,11 +100,11 @@ export function agentRoutes(ctx: AppContext): Hono {
     return new Response(HEARTBEAT_OK, { headers: JSON_HEADERS });
   });
 
-  app.post("/api/agents/:id/progress", async (c) => {
+  app.post("/api/agents/:id/progress", access.agent, async (c) => {
     const id = c.req.param("id");
     const body = await readJson(c.req.raw, CommandProgress);
     if (!body.ok) return body.response;
-    if (id !== authenticatedAgent(c)) {
+    if (id !== c.var.agentId) {
       return ollamaError(403, "The agent secret belongs to another agent");
     }
     if (!registry.get(id)) return ollamaError(404, `Agent "${id}" is not registered`);
@@ -112,19 +112,19 @@ export function agentRoutes(ctx: AppContext): Hono {
     return json({ ok: true });
   });
 
-  app.get("/api/agents", (c) => {
+  app.get("/api/agents", access.admin, (c) => {
     const status = c.req.query("status");
     const agents = registry.all().filter((a) => !status || a.status === status);
     return json(agents.map((a) => registry.view(a)));
   });
 
-  app.get("/api/agents/:id", (c) => {
+  app.get("/api/agents/:id", access.admin, (c) => {
     const agent = registry.get(c.req.param("id"));
     if (!agent) return ollamaError(404, `Agent "${c.req.param("id")}" not found`);
     return json(registry.view(agent));
   });
 
-  app.patch("/api/agents/:id", async (c) => {
+  app.patch("/api/agents/:id", access.admin, async (c) => {
     const id = c.req.param("id");
     const body = await readJson(c.req.raw, AgentPatch);
     if (!body.ok) return body.response;
@@ -133,7 +133,7 @@ export function agentRoutes(ctx: AppContext): Hono {
     return json(registry.view(agent));
   });
 
-  app.delete("/api/agents/:id", async (c) => {
+  app.delete("/api/agents/:id", access.admin, async (c) => {
     const id = c.req.param("id");
     if (!await registry.remove(id)) return ollamaError(404, `Agent "${id}" not found`);
     ctx.commands.forget(id);
@@ -142,7 +142,7 @@ export function agentRoutes(ctx: AppContext): Hono {
     return c.body(null, 204);
   });
 
-  app.get("/api/events", async (c) => {
+  app.get("/api/events", access.admin, async (c) => {
     const limit = Number(c.req.query("limit") ?? 100);
     const before = c.req.query("before");
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
@@ -161,8 +161,8 @@ export function agentRoutes(ctx: AppContext): Hono {
   });
 
   // Admin rules: a model pinned to a label is served only by agents with that label.
-  app.get("/api/admin/pins", () => json(ctx.scheduler.pins.list()));
-  app.put("/api/admin/pins", async (c) => {
+  app.get("/api/admin/pins", access.admin, () => json(ctx.scheduler.pins.list()));
+  app.put("/api/admin/pins", access.admin, async (c) => {
     const body = await readJson(c.req.raw, Pin);
     if (!body.ok) return body.response;
     await ctx.scheduler.pins.set(body.data.model, body.data.label);
@@ -173,7 +173,7 @@ export function agentRoutes(ctx: AppContext): Hono {
     );
     return json(ctx.scheduler.pins.list());
   });
-  app.delete("/api/admin/pins", async (c) => {
+  app.delete("/api/admin/pins", access.admin, async (c) => {
     const body = await readJson(c.req.raw, Pin.pick({ model: true }));
     if (!body.ok) return body.response;
     if (!await ctx.scheduler.pins.remove(body.data.model)) {

@@ -6,6 +6,7 @@
 import { type Context, Hono } from "hono";
 import { normalizeModelName } from "@oc/shared";
 import type { AppContext } from "../context.ts";
+import type { AppEnv } from "../http/env.ts";
 import type { Agent } from "../fleet/registry.ts";
 import { BodyError, readBody } from "../http/body.ts";
 import { type ProxyDeps, proxyInference } from "../proxy/mod.ts";
@@ -13,11 +14,11 @@ import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
 import { readLines } from "../proxy/lines.ts";
 import { errorResponse, type Flavor } from "../http/errors.ts";
-import { clientTenant } from "../http/access.ts";
+import { access, clientTenant } from "../http/access.ts";
 import { AGENT_HEADER, agentHeaderValue, pinOf } from "../http/agent_header.ts";
 import { HOP_HEADER, nextHops } from "../http/loop.ts";
 import { MESSAGES } from "../http/messages.ts";
-import { clientRequestId, newRequestId } from "../http/request_id.ts";
+import { clientRequestId } from "../http/request_id.ts";
 import { NoAgentError } from "../scheduler/mod.ts";
 
 /** The version the coordinator reports when no agent is online. */
@@ -48,9 +49,9 @@ export function inferenceHandler(
   options: { flavor: Flavor; route: string; streams: boolean; upstreamPath?: string },
 ) {
   const { flavor } = options;
-  return async (c: Context): Promise<Response> => {
+  return async (c: Context<AppEnv>): Promise<Response> => {
     const req = c.req.raw;
-    const requestId = newRequestId();
+    const requestId = c.var.requestId;
     const bytes = await bodyOf(req, { limit: INFERENCE_BODY_LIMIT, flavor, requestId });
     if (bytes instanceof Response) return bytes;
     const info = routingInfo(bytes, { flavor, streams: options.streams });
@@ -125,10 +126,15 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   const infer = (route: string, streams: boolean) =>
     inferenceHandler(deps, { flavor: "ollama", route, streams });
 
-  app.on(["GET", "HEAD"], "/", (c) => c.text("Ollama is running"));
-  app.on(["GET", "HEAD"], "/api/version", (c) => c.json({ version: fleetVersion(ctx) }));
-  app.on(["GET", "HEAD"], "/api/tags", (c) => c.json({ models: fleetModels(ctx) }));
-  app.get("/api/ps", async (c) => {
+  app.on(["GET", "HEAD"], "/", access.public, (c) => c.text("Ollama is running"));
+  app.on(
+    ["GET", "HEAD"],
+    "/api/version",
+    access.client,
+    (c) => c.json({ version: fleetVersion(ctx) }),
+  );
+  app.on(["GET", "HEAD"], "/api/tags", access.client, (c) => c.json({ models: fleetModels(ctx) }));
+  app.get("/api/ps", access.client, async (c) => {
     const results = await fanOut(ctx, online(ctx), {
       path: "/api/ps",
       method: "GET",
@@ -148,39 +154,28 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   });
 
   for (const [route, streams] of Object.entries(OLLAMA_INFERENCE)) {
-    app.post(route, infer(route, streams));
+    app.post(route, access.client, infer(route, streams));
   }
 
-  app.post("/api/pull", (c) => modelTransfer(ctx, c, "pull"));
-  app.post("/api/push", (c) => modelTransfer(ctx, c, "push"));
-  app.post("/api/create", (c) => create(ctx, c));
-  app.on(["HEAD", "POST"], "/api/blobs/:digest", (c) => blob(ctx, c));
-  app.delete("/api/delete", (c) => onEveryHolder(ctx, c, "delete"));
-  app.post("/api/copy", (c) => onEveryHolder(ctx, c, "copy"));
+  app.post("/api/pull", access.modelManagement, (c) => modelTransfer(ctx, c, "pull"));
+  app.post("/api/push", access.modelManagement, (c) => modelTransfer(ctx, c, "push"));
+  app.post("/api/create", access.modelManagement, (c) => create(ctx, c));
+  app.post("/api/blobs/:digest", access.modelManagement, (c) => blob(ctx, c));
+  // Hono routes HEAD through GET routes (a HEAD route never matches): `HEAD /api/blobs/…`, which
+  // asks whether the agent has a blob, arrives here; a real GET stays unknown, as in Ollama.
+  app.get(
+    "/api/blobs/:digest",
+    access.modelManagement,
+    (c) => c.req.method === "HEAD" ? blob(ctx, c) : c.notFound(),
+  );
+  app.delete("/api/delete", access.modelManagement, (c) => onEveryHolder(ctx, c, "delete"));
+  app.post("/api/copy", access.modelManagement, (c) => onEveryHolder(ctx, c, "copy"));
   return app;
 }
 
-/** Routes that answer 405 for other methods. */
-export const OLLAMA_PATHS: Record<string, string[]> = {
-  "/": ["GET", "HEAD"],
-  "/api/version": ["GET", "HEAD"],
-  "/api/tags": ["GET", "HEAD"],
-  "/api/ps": ["GET"],
-  "/api/generate": ["POST"],
-  "/api/chat": ["POST"],
-  "/api/embed": ["POST"],
-  "/api/embeddings": ["POST"],
-  "/api/show": ["POST"],
-  "/api/pull": ["POST"],
-  "/api/push": ["POST"],
-  "/api/create": ["POST"],
-  "/api/delete": ["DELETE"],
-  "/api/copy": ["POST"],
-};
-
 /** A server-local request's JSON object body, or the error response. */
 async function jsonBody(
-  c: Context,
+  c: Context<AppEnv>,
   requestId: string,
 ): Promise<Record<string, unknown> | Response> {
   const bytes = await bodyOf(c.req.raw, {
@@ -216,10 +211,10 @@ function noAgent(e: unknown, requestId: string): Response {
 /** Pull or push: to the agent named in X-Coordinator-Agent, to all (`all`), or to one picked. */
 async function modelTransfer(
   ctx: AppContext,
-  c: Context,
+  c: Context<AppEnv>,
   verb: "pull" | "push",
 ): Promise<Response> {
-  const requestId = newRequestId();
+  const requestId = c.var.requestId;
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   const model = modelOf(body, "model", "name");
@@ -331,9 +326,9 @@ function fanOutStream(
 }
 
 /** Blob uploads: the create that uses them must reach the same agent (see `Placement`). */
-function blob(ctx: AppContext, c: Context): Response | Promise<Response> {
+function blob(ctx: AppContext, c: Context<AppEnv>): Response | Promise<Response> {
   const digest = c.req.param("digest") ?? "";
-  const requestId = newRequestId();
+  const requestId = c.var.requestId;
   if (!/^sha256[:-][0-9a-f]{64}$/.test(digest)) {
     return errorResponse("ollama", 400, MESSAGES.invalidDigest(digest), requestId);
   }
@@ -357,8 +352,8 @@ function blob(ctx: AppContext, c: Context): Response | Promise<Response> {
 }
 
 /** Create: to the agent holding the uploaded blobs, else one with the base model, else any. */
-async function create(ctx: AppContext, c: Context): Promise<Response> {
-  const requestId = newRequestId();
+async function create(ctx: AppContext, c: Context<AppEnv>): Promise<Response> {
+  const requestId = c.var.requestId;
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   if (!modelOf(body, "model", "name")) {
@@ -389,10 +384,10 @@ async function create(ctx: AppContext, c: Context): Promise<Response> {
 /** Copy or delete on every agent that has the model; 404 only when none had it. */
 async function onEveryHolder(
   ctx: AppContext,
-  c: Context,
+  c: Context<AppEnv>,
   verb: "copy" | "delete",
 ): Promise<Response> {
-  const requestId = newRequestId();
+  const requestId = c.var.requestId;
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   const model = verb === "copy" ? modelOf(body, "source") : modelOf(body, "model", "name");

@@ -7,6 +7,7 @@ import { openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import type { ProxyDeps } from "../proxy/mod.ts";
 import { MESSAGES } from "../http/messages.ts";
+import { access } from "../http/access.ts";
 import { fleetModels, inferenceHandler } from "./ollama.ts";
 
 /** `{id, object, created, owned_by}` as Ollama's /v1/models shows a model. */
@@ -36,9 +37,9 @@ export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
     inferenceHandler(deps, { flavor: "openai", route, streams });
 
   for (const [route, streams] of Object.entries(OPENAI_INFERENCE)) {
-    app.post(route, infer(route, streams));
+    app.post(route, access.client, infer(route, streams));
   }
-  app.get("/v1/models", (c) => {
+  app.get("/v1/models", access.client, (c) => {
     const seen = new Set<string>();
     const data = [];
     for (const m of fleetModels(ctx)) {
@@ -48,7 +49,7 @@ export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
     }
     return c.json({ object: "list", data });
   });
-  app.get("/v1/models/:model{.+}", (c) => {
+  app.get("/v1/models/:model{.+}", access.client, (c) => {
     const name = c.req.param("model");
     const m = fleetModels(ctx).find((x) => x.name === name) ??
       fleetModels(ctx).find((x) => x.name === `${name}:latest`);
@@ -57,12 +58,3 @@ export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   });
   return app;
 }
-
-/** /v1 paths and their methods, for 405 answers. */
-export const OPENAI_PATHS: Record<string, string[]> = {
-  "/v1/chat/completions": ["POST"],
-  "/v1/completions": ["POST"],
-  "/v1/embeddings": ["POST"],
-  "/v1/responses": ["POST"],
-  "/v1/models": ["GET"],
-};

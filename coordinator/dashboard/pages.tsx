@@ -9,6 +9,7 @@ import type { VNode } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { createHash } from "node:crypto";
 import type { RequestLog } from "../telemetry/request_log.ts";
+import { access } from "../http/access.ts";
 import { Island, IslandsUsed } from "./components/island.tsx";
 import { Layout } from "./components/layout.tsx";
 import { BUNDLES_DIR, ensureIslands, islandsHash } from "./components/island_bundle.ts";
@@ -110,11 +111,11 @@ function agentNames(ctx: DashboardContext): Record<string, string> {
   return Object.fromEntries(ctx.registry.all().map((a) => [a.id, ctx.registry.label(a)]));
 }
 
-/** The dashboard pages, mounted at /dashboard (wrap with the admin login). */
+/** The dashboard pages, mounted at /dashboard (for admins). */
 export function dashboardRoutes(ctx: DashboardContext): Hono {
   const app = new Hono();
 
-  app.get("/", async () => {
+  app.get("/", access.admin, async () => {
     const summary = fleetSummary(ctx);
     return page(
       { title: "Overview", active: "/dashboard", topics: ["stats", "events"] },
@@ -144,7 +145,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/agents", (c) => {
+  app.get("/agents", access.admin, (c) => {
     const sort = (c.req.query("sort") ?? "name") as SortKey;
     const snapshot = fleetSnapshot(ctx);
     return page(
@@ -173,7 +174,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/agents/:id", async (c) => {
+  app.get("/agents/:id", access.admin, async (c) => {
     const agent = ctx.registry.get(c.req.param("id"));
     if (!agent) return notFound("No agent has this id. It may have been removed.");
     const row = agentRow(ctx, agent);
@@ -227,7 +228,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/models", () => {
+  app.get("/models", access.admin, () => {
     const { agents } = fleetSnapshot(ctx);
     return page(
       { title: "Models", active: "/dashboard/models", topics: ["agents", "progress"] },
@@ -252,7 +253,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/requests", async (c) => {
+  app.get("/requests", access.admin, async (c) => {
     const parsed = parseRequestFilter(c.req.query());
     const filter = parsed.ok ? parsed.filter : { limit: 100 };
     const rows = await ctx.log?.query(toQuery({ ...filter, limit: Math.min(filter.limit, 500) })) ??
@@ -287,7 +288,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
     );
   });
 
-  app.get("/events", async (c) => {
+  app.get("/events", access.admin, async (c) => {
     const before = c.req.query("before");
     const agentId = c.req.query("agent_id") || undefined;
     const limit = 50;
@@ -321,7 +322,7 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
   });
 
   // "/dashboard/" and other unknown pages: the overview without the slash, else a 404 page.
-  app.get("*", (c: Context) => {
+  app.get("*", access.admin, (c: Context) => {
     if (c.req.path === "/dashboard/") return c.redirect("/dashboard", 308);
     return notFound(`There is no dashboard page at ${c.req.path.slice(0, 200)}.`);
   });
@@ -362,16 +363,20 @@ export function staticRoutes(): Hono {
   // One literal route per stylesheet: a `/:file` route beside `/islands/:hash/:file` would keep
   // Hono from compiling all routes into one regular expression, its fast router.
   for (const file of STYLESHEETS) {
-    app.get(`/${file}`, async () =>
-      new Response(await Deno.readFile(new URL(file, STATIC_DIR)), {
-        headers: {
-          "content-type": "text/css; charset=utf-8",
-          "cache-control": "public, max-age=31536000, immutable",
-        },
-      }));
+    app.get(
+      `/${file}`,
+      access.public,
+      async () =>
+        new Response(await Deno.readFile(new URL(file, STATIC_DIR)), {
+          headers: {
+            "content-type": "text/css; charset=utf-8",
+            "cache-control": "public, max-age=31536000, immutable",
+          },
+        }),
+    );
   }
 
-  app.get("/islands/:hash/:file", async (c) => {
+  app.get("/islands/:hash/:file", access.public, async (c) => {
     const { hash, file } = c.req.param();
     if (hash !== islandsHash() || !/^[\w-]+\.js$/.test(file)) {
       return c.text("Not found", 404);

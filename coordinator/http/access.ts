@@ -1,17 +1,30 @@
 /**
- * Access control, in one place. Every request is classified by method and path; one middleware
- * applies the matching check, failing closed:
- * - agent registration needs the agent token; heartbeats and progress need that agent's own secret;
- * - the dashboard and every management API need an admin session (plus a CSRF token on changes)
- *   or an admin API key;
- * - the Ollama and OpenAI routes need a client API key once keys are enabled.
+ * Access control, declared with each route and applied in one place, denying by default.
+ *
+ * Every route names who may call it right after its path: `app.get("/api/tags", access.client,
+ * handler)`. The declaration is a marker the router matches together with the handler;
+ * {@linkcode accessControl} runs before any handler, finds the marker of the route the request
+ * reaches and applies that class's check. A request that reaches no declared route is answered 404
+ * before any handler runs, so a route someone forgets to declare is closed, not open, and
+ * `access_test.ts` walks every registered route to catch it. The classes:
+ * - public: anyone (`/`, `/login`, static files);
+ * - agent_register: the agent token (rate limited like passwords);
+ * - agent: that agent's own secret (heartbeats, progress);
+ * - admin: an admin session (plus its CSRF token on changes) or an admin API key;
+ * - client: a client API key once keys are enabled;
+ * - model_management: client, unless `CLIENT_MODEL_MANAGEMENT=false`, then admin;
+ * - metrics: admin, unless `METRICS_PUBLIC=true`, then public.
  */
 import { timingSafeEqual } from "node:crypto";
-import type { Context, MiddlewareHandler } from "hono";
+import type { Context, Hono, MiddlewareHandler } from "hono";
 import { getCookie } from "hono/cookie";
+import { matchedRoutes } from "hono/route";
 import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { sha256 } from "../security/crypto.ts";
+import { FailureLimit } from "../security/failure_limit.ts";
+import { clientAddress, type Network } from "../security/networks.ts";
+import type { AppEnv } from "./env.ts";
 
 const encoder = new TextEncoder();
 
@@ -34,54 +47,62 @@ export function bearer(req: Request): string | null {
 }
 
 /** Who may call a route. */
-export type Access = "public" | "agent_register" | "agent" | "admin" | "client";
+export type Access =
+  | "public"
+  | "agent_register"
+  | "agent"
+  | "admin"
+  | "client"
+  | "model_management"
+  | "metrics";
 
-const ADMIN_PREFIXES = [
-  "/dashboard",
-  "/api/agents",
-  "/api/events",
-  "/api/keys",
-  "/api/stats",
-  "/api/fleet",
-  "/api/stream",
-  "/api/requests",
-  "/api/models",
-  "/api/admin",
-];
+const declared = new Map<unknown, Access>();
 
-function under(path: string, prefix: string): boolean {
-  return path === prefix || path.startsWith(prefix + "/");
+function marker(access: Access): MiddlewareHandler<AppEnv> {
+  // A named function per class, so a route listing shows which class a route declared.
+  const fn = { [access]: (_c: Context, next: () => Promise<void>) => next() }[access];
+  declared.set(fn, access);
+  return fn;
 }
 
-const MODEL_MANAGEMENT = [
-  "/api/pull",
-  "/api/push",
-  "/api/create",
-  "/api/copy",
-  "/api/delete",
-  "/api/blobs",
-];
+/** The access class declarations, one to put right after each route's path. */
+export const access: {
+  readonly public: MiddlewareHandler<AppEnv>;
+  readonly agentRegister: MiddlewareHandler<AppEnv>;
+  readonly agent: MiddlewareHandler<AppEnv>;
+  readonly admin: MiddlewareHandler<AppEnv>;
+  readonly client: MiddlewareHandler<AppEnv>;
+  readonly modelManagement: MiddlewareHandler<AppEnv>;
+  readonly metrics: MiddlewareHandler<AppEnv>;
+} = {
+  public: marker("public"),
+  agentRegister: marker("agent_register"),
+  agent: marker("agent"),
+  admin: marker("admin"),
+  client: marker("client"),
+  modelManagement: marker("model_management"),
+  metrics: marker("metrics"),
+};
 
-/** Classifies a request by method and path. */
-export function accessOf(
-  method: string,
-  path: string,
-  options: { metricsPublic?: boolean; clientModelManagement?: boolean } = {},
-): Access {
-  const metricsPublic = options.metricsPublic ?? false;
-  if (options.clientModelManagement === false && MODEL_MANAGEMENT.some((p) => under(path, p))) {
-    return "admin";
+/** The access class a route handler declares, if it is a declaration. */
+export function declaredAccess(handler: unknown): Access | undefined {
+  return declared.get(handler);
+}
+
+/**
+ * Routes of `app` (as `METHOD path`) whose handlers are not preceded by an access declaration
+ * for the same method and path. App-wide middleware (`ALL /*`) needs none.
+ */
+export function undeclaredRoutes(app: Hono<AppEnv>): string[] {
+  const seen = new Set<string>();
+  const missing: string[] = [];
+  for (const r of app.routes) {
+    const key = `${r.method} ${r.path}`;
+    if (r.method === "ALL" && r.path === "/*") continue;
+    if (declaredAccess(r.handler)) seen.add(key);
+    else if (!seen.has(key) && !missing.includes(key)) missing.push(key);
   }
-  if (method === "POST" && path === "/api/agents") return "agent_register";
-  if (
-    method === "POST" && (path === "/api/health" || /^\/api\/agents\/[^/]+\/progress$/.test(path))
-  ) {
-    return "agent";
-  }
-  if (path === "/metrics") return metricsPublic ? "public" : "admin";
-  if (ADMIN_PREFIXES.some((p) => under(path, p))) return "admin";
-  if (path.startsWith("/api/") || path.startsWith("/v1/")) return "client";
-  return "public";
+  return missing;
 }
 
 /** The name of the admin session cookie. */
@@ -109,26 +130,75 @@ export function adminOf(
   return session ? { kind: "session", csrf: session.csrf } : null;
 }
 
+/** The calling client's address: the peer, or the client a trusted proxy forwards for. */
+export function clientAddressOf(c: Context<AppEnv>, trusted: Network[]): string {
+  const peer = c.env?.remoteAddr?.hostname;
+  if (!peer) return "unknown";
+  return clientAddress(peer, c.req.header("x-forwarded-for") ?? null, trusted);
+}
+
+/**
+ * Wrong agent tokens per client (IPv6 per /64) and in all: a misconfigured agent retrying every
+ * 30 s stays under the first, a guesser meets both. Registered agents are not affected: their
+ * heartbeats carry their own secret.
+ */
+const AGENT_TOKEN_LIMITS = {
+  perClient: 10,
+  clientWindowMs: 60_000,
+  global: 60,
+  globalWindowMs: 60_000,
+};
+
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 
-/** The middleware that applies the check each route's class calls for. */
-export function accessControl(ctx: AppContext): MiddlewareHandler {
+function under(path: string, prefix: string): boolean {
+  return path === prefix || path.startsWith(prefix + "/");
+}
+
+/**
+ * The middleware that applies the check the reached route declares, and answers 404 for a
+ * request that reaches no declared route. Mount it last among the app-wide middleware.
+ */
+export function accessControl(ctx: AppContext): MiddlewareHandler<AppEnv> {
   const envKeys = new Set(ctx.config.apiKeys.map(sha256));
+  const tokenFailures = new FailureLimit({ ...AGENT_TOKEN_LIMITS, now: ctx.now });
+  const resolve = (declared: Access): Access => {
+    if (declared === "model_management") {
+      return ctx.config.clientModelManagement ? "client" : "admin";
+    }
+    if (declared === "metrics") return ctx.config.metricsPublic ? "public" : "admin";
+    return declared;
+  };
   return async (c, next) => {
+    let declaredClass: Access | undefined;
+    for (const r of matchedRoutes(c)) {
+      declaredClass = declaredAccess(r.handler);
+      if (declaredClass) break;
+    }
+    if (!declaredClass) return c.notFound();
     const { method } = c.req;
     const path = c.req.path;
-    const access = accessOf(method, path, ctx.config);
-    switch (access) {
+    switch (resolve(declaredClass)) {
       case "public":
         break;
       case "agent_register": {
+        const admission = tokenFailures.begin(clientAddressOf(c, ctx.config.trustedProxies));
+        if (!admission.ok) {
+          return ollamaError(
+            429,
+            `Cannot register agent: too many wrong agent tokens; try again in ${admission.retryAfter} s`,
+            { "retry-after": String(admission.retryAfter) },
+          );
+        }
         const token = bearer(c.req.raw);
         if (!token || !ctx.security.checkAgentToken(token, ctx.config.agentToken)) {
+          admission.attempt.fail();
           return unauthorized(
             "ollama",
             "Cannot register agent: the agent token is missing or wrong (set AGENT_TOKEN)",
           );
         }
+        admission.attempt.pass();
         break;
       }
       case "agent": {
@@ -137,7 +207,7 @@ export function accessControl(ctx: AppContext): MiddlewareHandler {
         if (!agentId) {
           return unauthorized("ollama", "Agent secret is missing or wrong; register again");
         }
-        c.set("agentId" as never, agentId as never);
+        c.set("agentId", agentId);
         break;
       }
       case "admin": {
@@ -170,14 +240,13 @@ export function accessControl(ctx: AppContext): MiddlewareHandler {
           : envKeys.has(hash)
           ? `env:${hash.slice(0, 12)}`
           : ctx.security.useKey(token)?.id;
-        const ok = tenant !== undefined;
-        if (ok) c.set("tenant" as never, tenant as never);
-        if (!ok) {
+        if (tenant === undefined) {
           return unauthorized(
             path.startsWith("/v1/") ? "openai" : "ollama",
             "A valid API key is required (Authorization: Bearer <key>)",
           );
         }
+        c.set("tenant", tenant);
         break;
       }
     }
@@ -186,11 +255,6 @@ export function accessControl(ctx: AppContext): MiddlewareHandler {
 }
 
 /** The API key a client request came with (set by {@linkcode accessControl} when keys are on). */
-export function clientTenant(c: Context): string | undefined {
-  return c.get("tenant" as never) as string | undefined;
-}
-
-/** The agent id a heartbeat's secret belongs to (set by {@linkcode accessControl}). */
-export function authenticatedAgent(c: Context): string | undefined {
-  return c.get("agentId" as never) as string | undefined;
+export function clientTenant(c: Context<AppEnv>): string | undefined {
+  return c.var.tenant;
 }

@@ -1,28 +1,33 @@
 /**
- * Every URL of the coordinator, mounted in one place. Find any handler from here in one hop.
+ * Every URL of the coordinator, mounted in one place. Find any handler from here in one hop; each
+ * route declares who may call it (http/access.ts) right after its path.
  */
 import { Hono } from "hono";
+import { methodNotAllowed } from "hono/method-not-allowed";
 import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { STORE_UNAVAILABLE, StoreError } from "../store/mod.ts";
 import { agentRoutes } from "../api/agents.ts";
-import { OLLAMA_PATHS, ollamaRoutes } from "../api/ollama.ts";
-import { OPENAI_PATHS, openaiRoutes } from "../api/openai.ts";
+import { ollamaRoutes } from "../api/ollama.ts";
+import { openaiRoutes } from "../api/openai.ts";
 import { liveRoutes } from "../api/admin/live.ts";
 import { requestRoutes } from "../api/admin/requests.ts";
 import { modelRoutes } from "../api/admin/models.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
-import { accessControl } from "./access.ts";
+import { access, accessControl } from "./access.ts";
+import type { AppEnv } from "./env.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
+import { hostCheck, hostPolicy } from "./hosts.ts";
 import { loopGuard } from "./loop.ts";
 import { MESSAGES } from "./messages.ts";
-import { CLIENT_REQUEST_ID_HEADER, clientRequestId, newRequestId } from "./request_id.ts";
+import { CLIENT_REQUEST_ID_HEADER, clientRequestId, requestId } from "./request_id.ts";
 
 /** Builds the coordinator's HTTP application. */
-export function createApp(ctx: AppContext): Hono {
-  const app = new Hono();
+export function createApp(ctx: AppContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
   const deps = ctx;
+  const hosts = hostPolicy(ctx.config);
 
   app.onError((err, c) => {
     // A change the database could not take: nothing changed, the client may try again.
@@ -39,24 +44,38 @@ export function createApp(ctx: AppContext): Hono {
       : ollamaError(500, MESSAGES.internal);
   });
 
-  // Cross-cutting, in order: request ids, loops, browser protections, then who may call what.
-  // Every answer carries a request id of ours (the proxy sets it on proxied ones, and logs under
-  // it) and echoes the client's own, if it sent one.
+  // Cross-cutting, in order: the request id (ours on every answer; the client's own echoed),
+  // loops (before access control: a request that came back here carries no credentials), the host
+  // allow-list against DNS rebinding, browser protections, 405 for a known path with another
+  // method, then who may call what (declared by each route; a request no route declares ends
+  // there with 404).
+  app.use(requestId());
   app.use(async (c, next) => {
     const clientId = clientRequestId(c.req.raw);
     await next();
-    if (!c.res.headers.has("x-request-id")) c.res.headers.set("x-request-id", newRequestId());
     if (clientId) c.res.headers.set(CLIENT_REQUEST_ID_HEADER, clientId);
   });
-  // Before access control: a request that came back to this coordinator carries no credentials.
   app.use(loopGuard(ctx.instanceId));
+  app.use(hostCheck(hosts));
   app.use(pageHeaders());
-  app.use(apiCors(ctx.config.corsOrigins));
+  app.use(apiCors({ origins: ctx.config.corsOrigins, hosts }));
+  app.use(methodNotAllowed({
+    app,
+    onMethodNotAllowed: (c, methods) => {
+      const path = c.req.path.slice(0, 200);
+      const message = MESSAGES.methodNotAllowed(c.req.method, path);
+      const headers = { allow: [...methods].sort().join(", ") };
+      return path.startsWith("/v1/")
+        ? openaiError(405, message, headers)
+        : ollamaError(405, message, headers);
+    },
+  }));
   app.use(accessControl(ctx));
 
-  app.route("/", authRoutes(ctx));
+  app.route("/", authRoutes(ctx, { hosts }));
   app.get(
     "/metrics",
+    access.metrics,
     (c) =>
       c.body(ctx.metrics.render(), 200, {
         "content-type": "text/plain; version=0.0.4; charset=utf-8",
@@ -68,21 +87,10 @@ export function createApp(ctx: AppContext): Hono {
   // The dashboard: its pages, their static files, and the management APIs behind them.
   app.route("/dashboard", dashboardRoutes(deps));
   app.route("/static", staticRoutes());
-  app.get("/favicon.ico", favicon);
+  app.get("/favicon.ico", access.public, favicon);
   app.route("/", liveRoutes(ctx));
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));
-
-  // A known path with the wrong method is 405, as Ollama answers.
-  for (const [path, methods] of Object.entries({ ...OLLAMA_PATHS, ...OPENAI_PATHS })) {
-    app.all(path, (c) => {
-      const allow = methods.join(", ");
-      const message = MESSAGES.methodNotAllowed(c.req.method, path);
-      return path.startsWith("/v1/")
-        ? openaiError(405, message, { allow })
-        : ollamaError(405, message, { allow });
-    });
-  }
 
   app.notFound((c) =>
     c.req.path.startsWith("/v1/")

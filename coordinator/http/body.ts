@@ -75,7 +75,7 @@ export async function readBody(
       let result: ReadableStreamReadResult<Uint8Array>;
       try {
         result = await reader.read();
-      } catch (error) {
+      } catch {
         // The reason (a malformed chunk, a cut connection) stays here: it says nothing useful.
         throw timedOut ? tooSlow(req, timeoutMs) : giveUp(req, MESSAGES.bodyUnreadable, 400);
       }

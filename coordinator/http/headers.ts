@@ -3,6 +3,7 @@
  * secure headers with a content security policy on the dashboard.
  */
 import type { MiddlewareHandler } from "hono";
+import { type HostPolicy, ownOrigin } from "./hosts.ts";
 
 /** Origins Ollama itself always allows: local pages and desktop-app schemes. */
 const LOCAL_ORIGIN =
@@ -19,22 +20,16 @@ export function originAllowed(origin: string, extra: string[]): boolean {
   return extra.some((o) => o === "*" || globToRegExp(o).test(origin));
 }
 
-/** Whether a browser origin is this server itself (the dashboard calling its own API). */
-function sameHost(origin: string, host: string | undefined): boolean {
-  try {
-    return host !== undefined && new URL(origin).host === host;
-  } catch {
-    return false;
-  }
-}
-
 /** CORS for the API routes: answers preflights and echoes allowed origins. */
-export function apiCors(extra: string[]): MiddlewareHandler {
+export function apiCors(options: { origins: string[]; hosts: HostPolicy }): MiddlewareHandler {
+  const { origins: extra, hosts } = options;
   return async (c, next) => {
     const origin = c.req.header("origin");
     const path = c.req.path;
     const api = path === "/" || path.startsWith("/api/") || path.startsWith("/v1/");
-    if (!origin || !api || sameHost(origin, c.req.header("host"))) {
+    // The dashboard calling its own API: same host and port, and that host on the allow-list (a
+    // page on a rebound name has a matching Origin and Host too, but not an allowed one).
+    if (!origin || !api || ownOrigin(origin, c.req.header("host"), hosts)) {
       await next();
       return;
     }

@@ -1,5 +1,5 @@
 /** Secrets: random tokens, fast hashes for high-entropy tokens, slow salted hashes for passwords. */
-import { createHash, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from "node:crypto";
 
 /** A random URL-safe token with `bytes` bytes of entropy, optionally prefixed (`oc_…`). */
 export function randomToken(bytes = 32, prefix = ""): string {
@@ -32,5 +32,26 @@ export function verifyPassword(password: string, stored: string): boolean {
     p: Number(p),
     maxmem: SCRYPT.maxmem,
   });
+  return timingSafeEqual(actual, expected);
+}
+
+/**
+ * {@linkcode verifyPassword} off the JavaScript thread: node:crypto's callback `scrypt` runs in
+ * Deno's blocking-task pool, so the event loop keeps serving while a password is hashed (measured
+ * in specs/security/plan.md). Each check still takes a core and 32 MiB for a few hundred
+ * milliseconds: callers bound how many run at once.
+ */
+export async function verifyPasswordAsync(password: string, stored: string): Promise<boolean> {
+  const [kind, n, r, p, salt, hash] = stored.split("$");
+  if (kind !== "scrypt" || !salt || !hash) return false;
+  const expected = Buffer.from(hash, "base64");
+  const actual = await new Promise<Buffer>((resolve, reject) =>
+    scrypt(password, Buffer.from(salt, "base64"), expected.length, {
+      N: Number(n),
+      r: Number(r),
+      p: Number(p),
+      maxmem: SCRYPT.maxmem,
+    }, (error, key) => error ? reject(error) : resolve(key))
+  );
   return timingSafeEqual(actual, expected);
 }

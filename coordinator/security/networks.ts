@@ -84,3 +84,17 @@ export function clientAddress(
   }
   return client;
 }
+
+/**
+ * The key under which a client's failed attempts are counted: an IPv4 address as it is, an IPv6
+ * address by its /64 (one subscriber usually holds a whole /64, so single addresses are free).
+ * Anything else (such as "unknown") is its own key.
+ */
+export function limitKey(ip: string): string {
+  if (isIP(ip) !== 6 || ip.includes("%")) return ip;
+  const addr = ipaddr.IPv6.parse(ip);
+  // An IPv4 client seen through a dual-stack socket is the IPv4 client.
+  if (addr.isIPv4MappedAddress()) return addr.toIPv4Address().toString();
+  const groups = addr.parts.slice(0, 4).map((p) => p.toString(16));
+  return `${groups.join(":")}::/64`;
+}

@@ -6,7 +6,13 @@
  */
 import { timingSafeEqual } from "node:crypto";
 import type { ApiKeyRecord, SessionRecord, Store, StoreSnapshot } from "../store/mod.ts";
-import { hashPassword, randomToken, sha256, verifyPassword } from "./crypto.ts";
+import {
+  hashPassword,
+  randomToken,
+  sha256,
+  verifyPassword,
+  verifyPasswordAsync,
+} from "./crypto.ts";
 
 /** An API key as listed (never the key itself). */
 export type ApiKeyView = Omit<ApiKeyRecord, "hash">;
@@ -139,10 +145,11 @@ export class SecurityStore {
     return { generated: password };
   }
 
-  /** Checks the admin password (slow on purpose). */
-  checkAdminPassword(password: string): boolean {
+  /** Checks the admin password (slow on purpose, off the event loop). */
+  async checkAdminPassword(password: string): Promise<boolean> {
     const stored = this.setting("admin_password_hash");
-    return stored !== undefined && password.length <= 1024 && verifyPassword(password, stored);
+    return stored !== undefined && password.length <= 1024 &&
+      await verifyPasswordAsync(password, stored);
   }
 
   /** A new heartbeat secret and its hash (stored with the agent's registration). */

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "../config.ts";
-import { countRows, memoryRegistry, registration, startFleet, testApp } from "./app.ts";
+import { countRows, FakeClock, memoryRegistry, registration, startFleet, testApp } from "./app.ts";
+import { startCoordinator } from "../server.ts";
+import { testConfig } from "../config.ts";
 import { SecurityStore } from "../security/store.ts";
 import { clientAddress, inNetworks, parseNetwork } from "../security/networks.ts";
 
@@ -247,7 +249,7 @@ Deno.test("security - secrets are generated once, stored hashed", async () => {
   assert.deepEqual(await store.ensureAdminPassword(""), {});
   assert.ok(store.checkAgentToken(token, ""));
   assert.ok(!store.checkAgentToken(token + "x", ""));
-  assert.ok(store.checkAdminPassword(password));
+  assert.ok(await store.checkAdminPassword(password));
   const dump = JSON.stringify((await t.store.load()).settings);
   assert.ok(!dump.includes(token) && !dump.includes(password));
   assert.match(dump, /scrypt\$/);
@@ -256,8 +258,27 @@ Deno.test("security - secrets are generated once, stored hashed", async () => {
   await store.ensureAdminPassword("a much better one");
   assert.equal(store.session(session.id), undefined);
   assert.deepEqual((await t.store.load()).sessions, []);
-  assert.ok(store.checkAdminPassword("a much better one"));
-  assert.ok(!store.checkAdminPassword(password));
+  assert.ok(await store.checkAdminPassword("a much better one"));
+  assert.ok(!await store.checkAdminPassword(password));
+});
+
+Deno.test("security - the event loop keeps turning while a password is checked", async () => {
+  await using t = await memoryRegistry();
+  const store = new SecurityStore(t.store, await t.store.load());
+  await store.ensureAdminPassword("a long enough password");
+  let turns = 0;
+  let checking = true;
+  const spin = (async () => {
+    while (checking) {
+      await new Promise((r) => setTimeout(r, 0));
+      turns++;
+    }
+  })();
+  // A check done on the JavaScript thread would finish before any timer could fire.
+  assert.equal(await store.checkAdminPassword("a wrong password"), false);
+  checking = false;
+  await spin;
+  assert.ok(turns > 1, `the event loop turned ${turns} times during the check`);
 });
 
 Deno.test("security - a verified agent secret is remembered until it is rotated or revoked", async () => {
@@ -379,5 +400,179 @@ Deno.test("security - behind a trusted proxy, failed sign-ins are limited per fo
     assert.equal((await signIn("192.0.2.50", `100.64.0.${i}`)).status, 401);
   }
   assert.equal((await signIn("192.0.2.50", "100.64.0.99")).status, 429);
+  await t.close();
+});
+
+/** A sign-in form post as if from `client`, through a trusted proxy at the peer address. */
+function signInAs(
+  t: Awaited<ReturnType<typeof testApp>>,
+  client: string,
+  password: string,
+  next = "/dashboard",
+) {
+  return t.app.request("/login", {
+    method: "POST",
+    body: new URLSearchParams({ password, next }),
+    headers: { "x-forwarded-for": client },
+  }, { remoteAddr: { hostname: "127.0.0.1" } });
+}
+
+Deno.test("security - sign-in failures from one IPv6 /64 count as one client", async () => {
+  const t = await testApp({ trustedProxies: [parseNetwork("127.0.0.1")] });
+  for (let i = 1; i <= 5; i++) {
+    assert.equal((await signInAs(t, `2001:db8:7:1::${i}`, "wrong-password")).status, 401);
+  }
+  // Another address in the same /64 is the same client.
+  assert.equal((await signInAs(t, "2001:db8:7:1::abcd", TEST_ADMIN_PASSWORD)).status, 429);
+  assert.equal((await signInAs(t, "2001:db8:7:2::1", TEST_ADMIN_PASSWORD)).status, 303);
+  await t.close();
+});
+
+Deno.test("security - sign-in failures from many addresses meet a global budget; then everyone waits", async () => {
+  const clock = new FakeClock();
+  const t = await testApp({ trustedProxies: [parseNetwork("127.0.0.1")] }, { now: clock.now });
+  for (let i = 1; i <= 10; i++) {
+    assert.equal((await signInAs(t, `198.51.100.${i}`, "wrong-password")).status, 401);
+  }
+  const waiting = await signInAs(t, "203.0.113.77", TEST_ADMIN_PASSWORD);
+  assert.equal(waiting.status, 429);
+  assert.equal(waiting.headers.get("retry-after"), "60");
+  clock.advance(60_000);
+  assert.equal((await signInAs(t, "203.0.113.77", TEST_ADMIN_PASSWORD)).status, 303);
+  await t.close();
+});
+
+/**
+ * The sign-in flood of issue 12, from a worker thread so that neither the attackers nor the probe
+ * run on the coordinator's event loop: `clients` forwarded addresses post `each` wrong passwords,
+ * all addresses at once, while a probe asks for /api/version every 10 ms. Resolves to each
+ * sign-in's status and Retry-After, and each probe's latency in milliseconds.
+ */
+async function floodSignIns(url: string, options: { clients: number; each: number }) {
+  const code = `
+    const url = ${JSON.stringify(url)};
+    const get = async () => {
+      const started = performance.now();
+      const res = await fetch(url + "/api/version");
+      await res.body?.cancel();
+      if (res.status !== 200) throw new Error("Probe answered " + res.status);
+      return performance.now() - started;
+    };
+    const signIn = async (client) => {
+      const res = await fetch(url + "/login", {
+        method: "POST",
+        body: new URLSearchParams({ password: "wrong-password", next: "/dashboard" }),
+        headers: { "x-forwarded-for": client },
+        redirect: "manual",
+      });
+      await res.body?.cancel();
+      return [res.status, res.headers.get("retry-after")];
+    };
+    await get(); // the worker's own first request sets up its client
+    let flooding = true;
+    const latencies = [];
+    const probes = (async () => {
+      while (flooding) {
+        latencies.push(await get());
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    const answers = await Promise.all(Array.from({ length: ${options.clients} }, async (_, c) => {
+      const mine = [];
+      for (let i = 0; i < ${options.each}; i++) mine.push(await signIn("203.0.113." + (c + 1)));
+      return mine;
+    }));
+    flooding = false;
+    await probes;
+    self.postMessage({ answers: answers.flat(), latencies });`;
+  const source = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+  const worker = new Worker(source, { type: "module" });
+  try {
+    return await new Promise<{ answers: [number, string | null][]; latencies: number[] }>(
+      (resolve, reject) => {
+        worker.onmessage = (e) => resolve(e.data);
+        worker.onerror = (e) => {
+          e.preventDefault();
+          reject(e.error ?? new Error(e.message));
+        };
+      },
+    );
+  } finally {
+    worker.terminate();
+    URL.revokeObjectURL(source);
+  }
+}
+
+Deno.test("security - a flood of wrong sign-ins from many addresses leaves the coordinator responsive", async () => {
+  const clock = new FakeClock();
+  const coordinator = await startCoordinator(
+    testConfig({ trustedProxies: [parseNetwork("127.0.0.1")], healthCheckInterval: 3600 }),
+    { now: clock.now },
+  );
+  const { url } = coordinator;
+  const signIn = async (client: string, password: string, path = "/login") => {
+    const res = await fetch(`${url}${path}`, {
+      method: path === "/login" ? "POST" : "GET",
+      body: path === "/login" ? new URLSearchParams({ password, next: "/dashboard" }) : undefined,
+      headers: { "x-forwarded-for": client },
+      redirect: "manual",
+    });
+    await res.body?.cancel();
+    return res.status;
+  };
+  try {
+    // The first request of each kind compiles its code path: not what is measured here.
+    assert.equal(await signIn("192.0.2.1", "", "/login?next=/dashboard"), 200);
+    assert.equal(await signIn("192.0.2.1", "wrong-password"), 401);
+    // 20 addresses send 5 wrong passwords each, all at once: the attack that froze the
+    // coordinator for 27 s. A probe measures /api/version meanwhile.
+    const { answers, latencies } = await floodSignIns(url, { clients: 20, each: 5 });
+    assert.equal(answers.length, 100);
+    assert.ok(latencies.length > 0);
+    const slowest = Math.max(...latencies);
+    assert.ok(slowest < 200, `a probe took ${slowest.toFixed(0)} ms during the flood`);
+    // Few passwords were hashed; every other attempt was turned away with a time to wait.
+    assert.ok(answers.filter(([status]) => status === 401).length <= 10);
+    for (const [status, retryAfter] of answers.filter(([status]) => status !== 401)) {
+      assert.equal(status, 429);
+      assert.ok(Number(retryAfter) > 0);
+    }
+    // Once the window has passed, the right password works again, even from a flooding address.
+    clock.advance(15 * 60_000);
+    assert.equal(await signIn("203.0.113.1", TEST_ADMIN_PASSWORD), 303);
+  } finally {
+    await coordinator.stop();
+  }
+});
+
+Deno.test("security - wrong agent tokens are rate limited per client (IPv6 per /64) and in all", async () => {
+  const clock = new FakeClock();
+  const t = await testApp({ trustedProxies: [parseNetwork("127.0.0.1")] }, { now: clock.now });
+  const register = (client: string, token: string) =>
+    t.app.request("/api/agents", {
+      method: "POST",
+      body: JSON.stringify(registration()),
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${token}`,
+        "x-forwarded-for": client,
+      },
+    }, { remoteAddr: { hostname: "127.0.0.1" } });
+  for (let i = 1; i <= 10; i++) {
+    assert.equal((await register(`2001:db8:5:0::${i}`, "wrong-token-0123456789")).status, 401);
+  }
+  const limited = await register("2001:db8:5:0::99", TEST_AGENT_TOKEN);
+  assert.equal(limited.status, 429);
+  assert.ok(Number(limited.headers.get("retry-after")) > 0);
+  assert.match((await limited.json()).error, /too many wrong agent tokens/);
+  assert.equal((await register("2001:db8:5:1::1", TEST_AGENT_TOKEN)).status, 201);
+  // A crowd of addresses meets the global budget: then every registration waits a while.
+  for (let i = 1; i <= 50; i++) {
+    assert.equal((await register(`198.51.100.${i}`, "wrong-token-0123456789")).status, 401);
+  }
+  assert.equal((await register("203.0.113.9", TEST_AGENT_TOKEN)).status, 429);
+  clock.advance(60_000);
+  assert.equal((await register("203.0.113.9", TEST_AGENT_TOKEN)).status, 200);
+  assert.equal(await countRows(t.ctx, "agents"), 1);
   await t.close();
 });

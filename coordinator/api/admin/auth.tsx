@@ -2,39 +2,59 @@
  * Admin login and logout, the session's CSRF token, and client/admin API keys.
  */
 import { type Context, Hono } from "hono";
-import { deleteCookie, setCookie } from "hono/cookie";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { renderToString } from "preact-render-to-string";
 import { z } from "zod";
 import { ollamaError } from "@oc/shared";
 import type { AppContext } from "../../context.ts";
-import { adminOf, SESSION_COOKIE } from "../../http/access.ts";
+import { access, adminOf, clientAddressOf, SESSION_COOKIE } from "../../http/access.ts";
+import type { AppEnv } from "../../http/env.ts";
+import { type HostPolicy, hostPolicy, ownOrigin } from "../../http/hosts.ts";
 import { json, readJson } from "../../http/json.ts";
 import { BodyError, readBody } from "../../http/body.ts";
-import { getCookie } from "hono/cookie";
-import { clientAddress, type Network } from "../../security/networks.ts";
+import { FailureLimit } from "../../security/failure_limit.ts";
+import { Gate } from "../../security/gate.ts";
 
-/** Failed logins per client address before it must wait. */
-const MAX_FAILURES = 5;
-const FAILURE_WINDOW_MS = 15 * 60_000;
+/**
+ * Wrong passwords: 5 per client address (IPv6: per /64) in 15 minutes, and 10 a minute from all
+ * addresses together, so a crowd of addresses cannot keep guessing either (everyone then waits).
+ */
+const SIGN_IN_LIMITS = {
+  perClient: 5,
+  clientWindowMs: 15 * 60_000,
+  global: 10,
+  globalWindowMs: 60_000,
+};
+
+/**
+ * Password checks at once, and waiting for a turn: each takes a core and 32 MiB for a few hundred
+ * milliseconds, so at most one core (two on larger machines) goes to them, whatever arrives.
+ */
+const CHECKS = {
+  concurrency: Math.max(1, Math.min(2, navigator.hardwareConcurrency - 1)),
+  queue: 4,
+};
 
 const KeyRequest = z.object({
   name: z.string().trim().min(1).max(64),
   scope: z.enum(["client", "admin"]).default("client"),
 }).strict();
 
-/** The signing-in client's address: the peer, or the client a trusted proxy forwards for. */
-function signInAddress(c: Context, trusted: Network[]): string {
-  const info = c.env as { remoteAddr?: { hostname?: string } } | undefined;
-  const peer = info?.remoteAddr?.hostname;
-  if (!peer) return "unknown";
-  return clientAddress(peer, c.req.header("x-forwarded-for") ?? null, trusted);
-}
-
-/** Only same-site paths are followed after login. */
-function safeNext(next: string | undefined): string {
-  return next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\")
-    ? next
-    : "/dashboard";
+/**
+ * Where to go after signing in: a path on this site, else the dashboard. The value is resolved
+ * the way a browser would resolve it against this site; anything that lands elsewhere (`//host`,
+ * `/\host`, a tab or newline the URL parser drops) or would not fit in a header is refused.
+ */
+export function safeNext(next: string | undefined): string {
+  // deno-lint-ignore no-control-regex
+  if (!next || !next.startsWith("/") || /[\u0000-\u001f\u007f\\]/.test(next)) return "/dashboard";
+  try {
+    const url = new URL(next, "http://x");
+    if (url.origin !== "http://x") return "/dashboard";
+    return url.pathname + url.search + url.hash;
+  } catch {
+    return "/dashboard";
+  }
 }
 
 function LoginPage(props: { next: string; error?: string }) {
@@ -74,32 +94,49 @@ function LoginPage(props: { next: string; error?: string }) {
   );
 }
 
+function tooManyFailures(c: Context, wait: number): Response {
+  return c.text(`Too many failed sign-ins; try again in ${wait} s`, 429, {
+    "retry-after": String(wait),
+  });
+}
+
+function busy(c: Context): Response {
+  return c.text("Too many sign-ins at once; try again in 1 s", 429, { "retry-after": "1" });
+}
+
 function page(c: Context, body: preact.JSX.Element, status = 200): Response {
   return c.html("<!doctype html>" + renderToString(body), status as 200);
 }
 
 /** Login, logout, session and key routes. */
-export function authRoutes(ctx: AppContext): Hono {
-  const app = new Hono();
-  const failures = new Map<string, { count: number; until: number }>();
+export function authRoutes(
+  ctx: AppContext,
+  options: { hosts?: HostPolicy } = {},
+): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const hosts = options.hosts ?? hostPolicy(ctx.config);
+  const failures = new FailureLimit({ ...SIGN_IN_LIMITS, now: ctx.now });
+  const checks = new Gate(CHECKS);
 
-  app.get("/login", (c) => page(c, <LoginPage next={safeNext(c.req.query("next"))} />));
+  app.get(
+    "/login",
+    access.public,
+    (c) => page(c, <LoginPage next={safeNext(c.req.query("next"))} />),
+  );
 
-  app.post("/login", async (c) => {
-    const ip = signInAddress(c, ctx.config.trustedProxies);
-    const now = ctx.now();
-    const f = failures.get(ip);
-    if (f && f.count >= MAX_FAILURES && f.until > now) {
-      const wait = Math.ceil((f.until - now) / 1000);
-      return c.text(`Too many failed sign-ins; try again in ${wait} s`, 429, {
-        "retry-after": String(wait),
-      });
-    }
+  app.post("/login", access.public, async (c) => {
     // A login form posted from another site is refused.
     const origin = c.req.header("origin");
-    if (origin && origin !== new URL(c.req.url).origin) {
+    if (origin && !ownOrigin(origin, c.req.header("host"), hosts)) {
       return c.text("Cross-site sign-in refused", 403);
     }
+    // In a flood most attempts end here, before their form is even read.
+    const ip = clientAddressOf(c, ctx.config.trustedProxies);
+    const refused = failures.check(ip);
+    if (refused) return tooManyFailures(c, refused.retryAfter);
+    if (checks.full) return busy(c);
+    // The form is read before the attempt is counted, so a client that sends it slowly holds
+    // no place in the limits meanwhile.
     let bytes;
     try {
       bytes = await readBody(c.req.raw, { limit: 16 * 1024 });
@@ -110,18 +147,24 @@ export function authRoutes(ctx: AppContext): Hono {
         error.status,
       );
     }
+    const admission = failures.begin(ip);
+    if (!admission.ok) return tooManyFailures(c, admission.retryAfter);
+    const { attempt } = admission;
     const form = new URLSearchParams(new TextDecoder().decode(bytes));
     const password = form.get("password") ?? "";
     const next = safeNext(form.get("next") ?? "");
-    if (!ctx.security.checkAdminPassword(password)) {
-      const entry = f && f.until > now ? f : { count: 0, until: now + FAILURE_WINDOW_MS };
-      entry.count++;
-      failures.set(ip, entry);
-      if (failures.size > 10_000) failures.delete(failures.keys().next().value!);
+    // Excess sign-ins are turned away at once, without hashing anything.
+    const checked = checks.run(() => ctx.security.checkAdminPassword(password));
+    if (!checked) {
+      attempt.cancel();
+      return busy(c);
+    }
+    if (!await checked) {
+      attempt.fail();
       ctx.registry.recordEvent("login_failed", null, `Failed admin sign-in from ${ip}`);
       return page(c, <LoginPage next={next} error="Wrong password" />, 401);
     }
-    failures.delete(ip);
+    attempt.pass();
     const session = await ctx.security.createSession();
     setCookie(c, SESSION_COOKIE, session.id, {
       httpOnly: true,
@@ -134,7 +177,7 @@ export function authRoutes(ctx: AppContext): Hono {
     return c.redirect(next, 303);
   });
 
-  app.post("/logout", async (c) => {
+  app.post("/logout", access.public, async (c) => {
     const id = getCookie(c, SESSION_COOKIE);
     // The session ends here at once; a store that cannot take it only leaves its row behind.
     if (id) await ctx.security.deleteSession(id).catch(() => {});
@@ -143,20 +186,20 @@ export function authRoutes(ctx: AppContext): Hono {
   });
 
   // The CSRF token a signed-in page sends with changes (x-csrf-token).
-  app.get("/api/admin/session", (c) => {
+  app.get("/api/admin/session", access.admin, (c) => {
     const admin = adminOf(ctx, c);
     return json(admin?.kind === "session" ? { csrf: admin.csrf } : { csrf: null });
   });
 
-  app.get("/api/keys", async () => json(await ctx.security.listKeys()));
-  app.post("/api/keys", async (c) => {
+  app.get("/api/keys", access.admin, async () => json(await ctx.security.listKeys()));
+  app.post("/api/keys", access.admin, async (c) => {
     const body = await readJson(c.req.raw, KeyRequest);
     if (!body.ok) return body.response;
     const { key, view } = await ctx.security.createKey(body.data.name, body.data.scope);
     ctx.registry.recordEvent("key_created", null, `API key "${view.name}" (${view.scope}) created`);
     return json({ ...view, key }, 201);
   });
-  app.delete("/api/keys/:id", async (c) => {
+  app.delete("/api/keys/:id", access.admin, async (c) => {
     const id = c.req.param("id");
     if (!await ctx.security.revokeKey(id)) return ollamaError(404, `API key "${id}" not found`);
     ctx.registry.recordEvent("key_revoked", null, `API key ${id} revoked`);

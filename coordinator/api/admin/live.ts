@@ -8,6 +8,7 @@ import { ollamaError } from "@oc/shared";
 import type { AppContext } from "../../context.ts";
 import type { Agent } from "../../fleet/registry.ts";
 import type { BusMessage, FleetEvent } from "../../telemetry/bus.ts";
+import { access } from "../../http/access.ts";
 import { json } from "../../http/json.ts";
 import { type AgentFigures, type Range, RANGES } from "../../telemetry/live_stats.ts";
 import type { AgentRow, FleetSummary, StatsMessage } from "../../dashboard/wire.ts";
@@ -82,11 +83,11 @@ const MAX_REQUESTS_PER_FLUSH = 100;
 /** Chunks queued for a client that does not read before it is dropped (it reconnects). */
 const MAX_QUEUED = 512;
 
-/** The live routes (a management API: wrap with the admin login). */
+/** The live routes (a management API, for admins). */
 export function liveRoutes(ctx: LiveContext): Hono {
   const app = new Hono();
 
-  app.get("/api/stats", (c) => {
+  app.get("/api/stats", access.admin, (c) => {
     const range = c.req.query("range") ?? "5m";
     if (!RANGES.includes(range as Range)) {
       return ollamaError(400, `Query range must be one of ${RANGES.join(", ")}`);
@@ -106,9 +107,9 @@ export function liveRoutes(ctx: LiveContext): Hono {
     });
   });
 
-  app.get("/api/fleet", () => json(fleetSnapshot(ctx)));
+  app.get("/api/fleet", access.admin, () => json(fleetSnapshot(ctx)));
 
-  app.get("/api/stream", (c) => {
+  app.get("/api/stream", access.admin, (c) => {
     const asked = c.req.query("topics");
     const topics = new Set<Topic>(asked ? [] : TOPICS);
     for (const t of asked?.split(",") ?? []) {

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { normalizeModelName, ollamaError } from "@oc/shared";
 import type { AppContext } from "../../context.ts";
 import type { Agent } from "../../fleet/registry.ts";
+import { access } from "../../http/access.ts";
 import { json, readJson } from "../../http/json.ts";
 import { HOP_HEADER } from "../../http/loop.ts";
 import { readLines } from "../../proxy/lines.ts";
@@ -167,17 +168,21 @@ export function pullsOf(ctx: AppContext): Pulls {
   return pulls;
 }
 
-/** The models routes (a management API: wrap with the admin login). */
+/** The models routes (a management API, for admins). */
 export function modelRoutes(ctx: AppContext): Hono {
   const pulls = pullsOf(ctx);
   const app = new Hono();
   const { registry } = ctx;
 
-  app.get("/api/models", () => json(fleetModelView(registry.all().map((a) => registry.view(a)))));
+  app.get(
+    "/api/models",
+    access.admin,
+    () => json(fleetModelView(registry.all().map((a) => registry.view(a)))),
+  );
 
-  app.get("/api/models/pulls", () => json(pulls.list()));
+  app.get("/api/models/pulls", access.admin, () => json(pulls.list()));
 
-  app.post("/api/models/pull", async (c) => {
+  app.post("/api/models/pull", access.admin, async (c) => {
     const body = await readJson(c.req.raw, PullRequest);
     if (!body.ok) return body.response;
     const { model, agents } = body.data;
@@ -231,7 +236,7 @@ export function modelRoutes(ctx: AppContext): Hono {
     return json({ ok: true });
   };
 
-  app.delete("/api/models/:agentId/:model{.+}", (c) => {
+  app.delete("/api/models/:agentId/:model{.+}", access.admin, (c) => {
     const parsed = DeleteModelRequest.safeParse({
       agent_id: c.req.param("agentId"),
       model: c.req.param("model"),
@@ -240,7 +245,7 @@ export function modelRoutes(ctx: AppContext): Hono {
     return remove(parsed.data.agent_id, parsed.data.model);
   });
 
-  app.delete("/api/models", async (c) => {
+  app.delete("/api/models", access.admin, async (c) => {
     const body = await readJson(c.req.raw, DeleteModelRequest);
     if (!body.ok) return body.response;
     return remove(body.data.agent_id, body.data.model);

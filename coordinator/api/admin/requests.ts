@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { describeIssues, ollamaError } from "@oc/shared";
 import type { RequestLog, RequestQuery, RequestRecord } from "../../telemetry/request_log.ts";
+import { access } from "../../http/access.ts";
 import { json } from "../../http/json.ts";
 
 const time = z.string().max(64).refine((s) => Number.isFinite(Date.parse(s)), "expected a date")
@@ -87,7 +88,7 @@ export function toCsv(records: RequestRecord[]): string {
 export function requestRoutes(ctx: { log?: RequestLog; now: () => number }): Hono {
   const app = new Hono();
 
-  app.get("/api/requests", async (c) => {
+  app.get("/api/requests", access.admin, async (c) => {
     const parsed = parseRequestFilter(c.req.query());
     if (!parsed.ok) return ollamaError(400, parsed.error);
     const f = parsed.filter;
