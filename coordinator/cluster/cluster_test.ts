@@ -233,3 +233,24 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "cluster - the same agent registering at two coordinators at once is stored once, never a 500",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(2);
+    const [a, b] = c.nodes;
+    const body = JSON.stringify(registration({ machine_name: "gpu-06", ollama_port: 9 }));
+    const post = (node: Coordinator) =>
+      fetch(`${node.url}/api/agents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
+        body,
+      }).then(async (r) => (await r.body?.cancel(), r.status));
+    const statuses = await Promise.all([post(a), post(b), post(a), post(b)]);
+    assert.ok(statuses.every((s) => s === 200 || s === 201 || s === 503), String(statuses));
+    assert.ok(statuses.includes(201));
+    assert.equal((await a.ctx.store.counts()).agents, 1);
+  },
+});

@@ -17,7 +17,7 @@ import {
 } from "@oc/shared";
 import type { Bus } from "../telemetry/bus.ts";
 import type { EventLog } from "../telemetry/event_log.ts";
-import type { AgentRecord, AgentUpdate, Store } from "../store/mod.ts";
+import { type AgentRecord, type AgentUpdate, type Store, StoreError } from "../store/mod.ts";
 import { ollamaBaseUrl } from "./address.ts";
 
 /** An agent as the coordinator knows it right now. */
@@ -385,7 +385,19 @@ export class Registry {
       remoteInFlightByModel: new Map(),
       baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
     };
-    await this.#store.putAgent(toRecord(agent, secretHash));
+    try {
+      await this.#store.putAgent(toRecord(agent, secretHash));
+    } catch (e) {
+      // Another coordinator sharing the store registered the same agent a moment ago and this
+      // one has not heard yet: the agent tries again shortly and finds it.
+      if (e instanceof StoreError && e.conflict) {
+        throw new StoreError(
+          `Cannot register agent "${req.machine_name}": another coordinator registered it at the same moment`,
+          true,
+        );
+      }
+      throw e;
+    }
     this.#agents.set(agent.id, agent);
     this.#list = undefined;
     this.#byModel.clear();

@@ -289,8 +289,15 @@ export interface Store {
  */
 export class StoreError extends Error {
   override name = "StoreError";
-  constructor(message: string, readonly unavailable: boolean, options?: ErrorOptions) {
+  /** The write clashed with a row that already holds a unique value (a race between writers). */
+  readonly conflict: boolean;
+  constructor(
+    message: string,
+    readonly unavailable: boolean,
+    options?: ErrorOptions & { conflict?: boolean },
+  ) {
     super(message, options);
+    this.conflict = options?.conflict ?? false;
   }
 }
 

@@ -272,6 +272,7 @@ for (const subject of SUBJECTS) {
     const error = await store.putAgent({ ...a, id: "other" }).catch((e) => e);
     assert.ok(error instanceof StoreError, String(error));
     assert.equal(error.unavailable, false);
+    assert.equal(error.conflict, true);
     assert.equal((await store.load()).agents.length, 1);
   });
 }

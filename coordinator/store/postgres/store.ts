@@ -96,7 +96,8 @@ function untilEndedOr(ended: Promise<void>, signal: AbortSignal): Promise<void> 
 
 function storeError(op: string, e: unknown): StoreError {
   const message = e instanceof Error ? e.message : String(e);
-  return new StoreError(`Cannot ${op}: ${message}`, isUnavailable(e), { cause: e });
+  const conflict = (e as { code?: unknown })?.code === "23505"; // unique_violation
+  return new StoreError(`Cannot ${op}: ${message}`, isUnavailable(e), { cause: e, conflict });
 }
 
 const iso = (v: unknown): string | null =>

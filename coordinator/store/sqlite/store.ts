@@ -24,7 +24,9 @@ function storeError(op: string, e: { message: string; errcode?: number }): Store
   // Extended result codes carry the primary code in their low byte.
   const primary = e.errcode === undefined ? undefined : e.errcode & 0xff;
   const unavailable = primary === undefined || UNAVAILABLE.has(primary);
-  return new StoreError(`Cannot ${describe(op)}: ${e.message}`, unavailable);
+  // SQLITE_CONSTRAINT_UNIQUE and _PRIMARYKEY.
+  const conflict = e.errcode === 2067 || e.errcode === 1555;
+  return new StoreError(`Cannot ${describe(op)}: ${e.message}`, unavailable, { conflict });
 }
 
 function describe(op: string): string {
