@@ -6,20 +6,32 @@
 import { format } from "node:util";
 import type { Bus } from "./bus.ts";
 import type { RequestRecord } from "./request_log.ts";
+import { LineWriter } from "./line_writer.ts";
 
-// The console's own writers, kept before `routeConsole` may replace them, so that a logger's
-// lines never loop back through the logger.
-const consoleLog = console.log.bind(console);
-const consoleError = console.error.bind(console);
+// Standard output and error written behind, never synchronously on a request's way (a line per
+// request would otherwise cost a blocking write each), and never through `console`, which
+// `routeConsole` may replace, so that a logger's lines never loop back through the logger.
+const stdout = new LineWriter(Deno.stdout);
+const stderr = new LineWriter(Deno.stderr);
+// Lines still queued when the process exits are written before it goes.
+globalThis.addEventListener("unload", () => {
+  stdout.flushSync();
+  stderr.flushSync();
+});
 
 /** Writes one line to standard output, bypassing {@linkcode routeConsole}. */
 export function writeStdout(line: string): void {
-  consoleLog(line);
+  stdout.write(line);
 }
 
 /** Writes one line to standard error, bypassing {@linkcode routeConsole}. */
 export function writeStderr(line: string): void {
-  consoleError(line);
+  stderr.write(line);
+}
+
+/** Resolves once every queued log line was written (before a planned exit). */
+export async function flushLogs(): Promise<void> {
+  await Promise.all([stdout.flush(), stderr.flush()]);
 }
 
 /**
