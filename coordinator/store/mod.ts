@@ -96,6 +96,16 @@ export interface RequestQuery {
   route?: string;
 }
 
+/**
+ * One page of a whole table in storage order, for copying a database (`deno task db:copy`): pass
+ * `next` as `after` to read on; the table is read through when a page has fewer rows than asked.
+ */
+export interface Page<T> {
+  rows: T[];
+  /** The position after this page's last row (the same `after` when the page is empty). */
+  next: number;
+}
+
 /** An API key as stored (never the key itself, only its hash). */
 export interface ApiKeyRecord {
   id: string;
@@ -256,12 +266,23 @@ export interface Store {
   addEvents(events: NewEvent[]): Promise<FleetEvent[]>;
   /** Recent events, newest first. */
   events(query?: EventQuery): Promise<FleetEvent[]>;
+  /** Events with an id above `after` (0: from the first), oldest first, at most `limit`. */
+  exportEvents(after: number, limit: number): Promise<Page<FleetEvent>>;
 
   /** Stores request-log rows in one transaction (a repeated id is ignored). */
   addRequests(records: RequestRecord[]): Promise<void>;
   /** Request-log rows, newest first. */
   requests(query?: RequestQuery): Promise<RequestRecord[]>;
+  /**
+   * Request-log rows stored after position `after` (0: from the first), in the order they were
+   * stored, at most `limit`. Positions are the store's own (a row number), not times.
+   */
+  exportRequests(after: number, limit: number): Promise<Page<RequestRecord>>;
 
+  /**
+   * Stores a key with everything it holds: a new key, or one copied from another database with
+   * its use count, last use and revocation.
+   */
   insertKey(key: ApiKeyRecord): Promise<void>;
   /** Marks a key revoked; false when there was no such active key. */
   revokeKey(id: string, at: string): Promise<boolean>;

@@ -265,6 +265,76 @@ for (const subject of SUBJECTS) {
     });
   });
 
+  test("events and the request log read whole, page by page, in the order stored", async (store) => {
+    const stored = await store.addEvents(
+      Array.from({ length: 7 }, (_, i) => ({
+        at: new Date(Date.parse("2026-01-01T00:00:00Z") + i * 1000).toISOString(),
+        kind: "model",
+        agent_id: i % 2 ? "a" : null,
+        message: `e${i}`,
+      })),
+    );
+    const events = [];
+    let page = await store.exportEvents(0, 3);
+    events.push(...page.rows);
+    while (page.rows.length === 3) {
+      page = await store.exportEvents(page.next, 3);
+      events.push(...page.rows);
+    }
+    assert.deepEqual(events, stored);
+    assert.deepEqual(await store.exportEvents(page.next, 3), { rows: [], next: page.next });
+
+    // Stored in an order their times do not follow: the export keeps the stored order.
+    const times = [5, 1, 9, 3, 7];
+    const records = times.map((t, i) =>
+      request(`r${i}`, `2026-01-01T00:00:0${t}.000Z`, { ttft_ms: i, error: i === 2 ? "x" : null })
+    );
+    await store.addRequests(records.slice(0, 2));
+    await store.addRequests(records.slice(2));
+    const rows = [];
+    let after = 0;
+    for (;;) {
+      const p = await store.exportRequests(after, 2);
+      rows.push(...p.rows);
+      if (p.rows.length < 2) break;
+      assert.ok(p.next > after);
+      after = p.next;
+    }
+    assert.deepEqual(rows, records);
+  });
+
+  test("a key copied in whole keeps its uses, last use and revocation", async (store) => {
+    const revoked = {
+      id: "k-old",
+      name: "old laptop",
+      prefix: "oc_old1",
+      hash: "h-old",
+      scope: "client" as const,
+      created_at: "2025-12-01T00:00:00.000Z",
+      last_used_at: "2025-12-24T10:00:00.000Z",
+      uses: 1234,
+      revoked_at: "2025-12-25T00:00:00.000Z",
+    };
+    const admin = {
+      ...revoked,
+      id: "k-admin",
+      name: "ops",
+      prefix: "oc_adm1",
+      hash: "h-admin",
+      scope: "admin" as const,
+      created_at: "2025-12-02T00:00:00.000Z",
+      uses: 7,
+      revoked_at: null,
+    };
+    await store.insertKey(revoked);
+    await store.insertKey(admin);
+    assert.deepEqual(await store.listKeys(), [admin, revoked]);
+    const s = await store.load();
+    assert.deepEqual(s.keys, [admin]);
+    // A revoked client key still means "client keys were in use": auth stays on.
+    assert.equal(s.clientKeysEver, true);
+  });
+
   test("a failed call is a StoreError and the store goes on", async (store) => {
     const a = agent();
     await store.putAgent(a);

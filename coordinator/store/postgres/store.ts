@@ -18,6 +18,7 @@ import type {
   EventQuery,
   FleetEvent,
   NewEvent,
+  Page,
   Pruned,
   RequestQuery,
   RequestRecord,
@@ -34,6 +35,18 @@ import { StoreError } from "../mod.ts";
 const MIGRATION_LOCK = 7_422_001;
 /** Key of the advisory lock its holder leads the fleet-wide chores with. */
 const LEADER_LOCK = 7_422_002;
+/**
+ * Keys of the transaction locks that writes of agents and of events take before they draw from
+ * their sequence (`agents_changed_seq`, the events' ids). Readers of the change feed read "what
+ * is above the last number I saw": that only works if numbers become visible in the order they
+ * were drawn. Two transactions drawing concurrently could commit in the other order (11 before
+ * 10), and a reader that saw 11 would never look at 10. Holding the lock from the draw to the
+ * commit makes the order of commits the order of numbers. Writers are batched (one transaction a
+ * second per coordinator for agents, a few for events), so the lock costs nothing noticeable.
+ */
+export const AGENTS_WRITE_LOCK = 7_422_003;
+/** See {@linkcode AGENTS_WRITE_LOCK}. */
+export const EVENTS_WRITE_LOCK = 7_422_004;
 /** The channel coordinators tell each other about changes on. */
 const CHANNEL = "ollama_coordinator";
 /**
@@ -565,6 +578,7 @@ class PostgresStore implements Store {
     const values = cols.map((_, i) => `$${i + 1}`).join(", ");
     const set = FIELD_NAMES.map((f) => `${f} = excluded.${f}`).join(", ");
     await this.#transaction("save an agent", async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1)", [AGENTS_WRITE_LOCK]);
       await c.query(
         `INSERT INTO agents (${cols.join(", ")}) VALUES (${values})
          ON CONFLICT (id) DO UPDATE SET ${set}, changed_seq = nextval('agents_changed_seq')`,
@@ -588,6 +602,7 @@ class PostgresStore implements Store {
     }
     if (groups.size === 0) return;
     await this.#transaction("update agents", async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1)", [AGENTS_WRITE_LOCK]);
       for (const [key, group] of groups) {
         const fields = key.split(",") as (keyof typeof AGENT_FIELDS)[];
         // One row per agent: a batch naming an agent twice keeps the last.
@@ -622,6 +637,7 @@ class PostgresStore implements Store {
   async addEvents(events: NewEvent[]): Promise<FleetEvent[]> {
     if (events.length === 0) return [];
     return await this.#transaction("add events", async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1)", [EVENTS_WRITE_LOCK]);
       const r = await c.query(
         `INSERT INTO events (at, kind, agent_id, message)
          SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[])
@@ -648,6 +664,16 @@ class PostgresStore implements Store {
       [q.agentId ?? null, q.beforeId ?? null, limit],
     );
     return r.rows.map(eventFromRow);
+  }
+
+  async exportEvents(after: number, limit: number): Promise<Page<FleetEvent>> {
+    const r = await this.#query(
+      "read events",
+      "SELECT id, at, kind, agent_id, message FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+      [after, limit],
+    );
+    const rows = r.rows.map(eventFromRow);
+    return { rows, next: rows.at(-1)?.id ?? after };
   }
 
   async addRequests(records: RequestRecord[]): Promise<void> {
@@ -683,6 +709,17 @@ class PostgresStore implements Store {
       ],
     );
     return r.rows.map(requestFromRow);
+  }
+
+  async exportRequests(after: number, limit: number): Promise<Page<RequestRecord>> {
+    const r = await this.#query(
+      "read the request log",
+      `SELECT seq, ${REQUEST_COLUMNS.map((c) => c.name).join(", ")} FROM requests
+       WHERE seq > $1 ORDER BY seq LIMIT $2`,
+      [after, limit],
+    );
+    const last = r.rows.at(-1);
+    return { rows: r.rows.map(requestFromRow), next: last ? Number(last.seq) : after };
   }
 
   async insertKey(k: ApiKeyRecord): Promise<void> {

@@ -11,6 +11,7 @@ import type {
   EventQuery,
   FleetEvent,
   NewEvent,
+  Page,
   Pruned,
   RequestQuery,
   RequestRecord,
@@ -158,6 +159,13 @@ export class SqliteDatabase {
          WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR id < ?2)
          ORDER BY id DESC LIMIT ?3`,
       ),
+      exportEvents: db.prepare(
+        "SELECT id, at, kind, agent_id, message FROM events WHERE id > ? ORDER BY id LIMIT ?",
+      ),
+      exportRequests: db.prepare(
+        `SELECT rowid AS position, ${REQUEST_COLUMNS.join(", ")} FROM requests
+         WHERE rowid > ? ORDER BY rowid LIMIT ?`,
+      ),
       addRequest: db.prepare(
         `INSERT OR IGNORE INTO requests (${REQUEST_COLUMNS.join(", ")}) VALUES (${
           REQUEST_COLUMNS.map(() => "?").join(", ")
@@ -284,6 +292,11 @@ export class SqliteDatabase {
     return this.#stmt.events.all(q.agentId ?? null, q.beforeId ?? null, limit).map(eventFromRow);
   }
 
+  exportEvents(after: number, limit: number): Page<FleetEvent> {
+    const rows = this.#stmt.exportEvents.all(after, limit).map(eventFromRow);
+    return { rows, next: rows.at(-1)?.id ?? after };
+  }
+
   addRequests(records: RequestRecord[]): void {
     this.#transaction(() => {
       for (const r of records) {
@@ -303,6 +316,15 @@ export class SqliteDatabase {
       q.until ?? null,
       q.route ?? null,
     ).map((r) => ({ ...r }) as unknown as RequestRecord);
+  }
+
+  exportRequests(after: number, limit: number): Page<RequestRecord> {
+    let next = after;
+    const rows = this.#stmt.exportRequests.all(after, limit).map(({ position, ...r }) => {
+      next = Number(position);
+      return r as unknown as RequestRecord;
+    });
+    return { rows, next };
   }
 
   insertKey(k: ApiKeyRecord): void {
