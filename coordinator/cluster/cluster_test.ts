@@ -24,6 +24,16 @@ async function within(ms: number, what: string, check: () => boolean | Promise<b
 
 async function cluster(n: number, overrides = {}) {
   const url = await postgres!.createDatabase(`cluster_${++databases}`);
+  // The agents' Ollama: it answers the leader's probes, so an agent goes offline only when it
+  // falls silent (a port where nothing listens would take it offline at the first probe, in a
+  // race with what each test checks).
+  const ollama = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () =>
+      new Response(
+        "Ollama is running",
+      ),
+  );
   const nodes: Coordinator[] = [];
   for (let i = 0; i < n; i++) {
     nodes.push(
@@ -38,15 +48,17 @@ async function cluster(n: number, overrides = {}) {
   const admin = (i: number) => ({ authorization: `Bearer ${keys[i]}` });
   const close = async () => {
     await Promise.all(nodes.map((c) => c.stop()));
+    await ollama.shutdown();
   };
-  return { url, nodes, admin, close, [Symbol.asyncDispose]: close };
+  const register = (c: Coordinator, name: string) => registerOn(c, name, ollama.addr.port);
+  return { url, nodes, admin, register, close, [Symbol.asyncDispose]: close };
 }
 
-async function register(c: Coordinator, name: string) {
+async function registerOn(c: Coordinator, name: string, ollamaPort: number) {
   const res = await fetch(`${c.url}/api/agents`, {
     method: "POST",
     headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
-    body: JSON.stringify(registration({ machine_name: name, ollama_port: 9 })),
+    body: JSON.stringify(registration({ machine_name: name, ollama_port: ollamaPort })),
   });
   assert.equal(res.status, 201);
   return await res.json() as { agent_id: string; agent_secret: string };
@@ -60,7 +72,7 @@ Deno.test({
     await using c = await cluster(3);
     const [a, b, third] = c.nodes;
     const seen: Record<string, number> = {};
-    const reg = await register(a, "gpu-01");
+    const reg = await c.register(a, "gpu-01");
     seen.registration = await within(
       1000,
       "registration on B",
@@ -170,14 +182,14 @@ Deno.test({
       await r.body?.cancel();
       return r.status === 200;
     });
-    await register(a, "gpu-02");
+    await c.register(a, "gpu-02");
     await within(
       1000,
       "event on B",
       () => events.some((m) => m.type === "event" && /gpu-02/.test(m.event.message)),
     );
     // Each event once, though B also hears of its own.
-    await register(b, "gpu-03");
+    await c.register(b, "gpu-03");
     await within(
       1000,
       "B's own event",
@@ -200,7 +212,7 @@ Deno.test({
     await within(3000, "a leader", () => leaders().length === 1);
     const [leader] = leaders();
     const other = c.nodes.find((n) => n !== leader)!;
-    const reg = await register(other, "gpu-04");
+    const reg = await c.register(other, "gpu-04");
     await leader.stop();
     await within(5000, "a new leader", () => other.leading === true);
     // Silent for longer than AGENT_TIMEOUT: the new leader's monitor takes it offline.
@@ -209,6 +221,7 @@ Deno.test({
       "offline",
       () => other.ctx.registry.get(reg.agent_id)?.status === "offline",
     );
+    assert.match(other.ctx.registry.get(reg.agent_id)!.statusReason ?? "", /No heartbeat/);
     console.log(`cluster: silent agent offline ${t.toFixed(0)} ms after the leader stopped`);
   },
 });
@@ -219,7 +232,7 @@ Deno.test({
   async fn() {
     await using c = await cluster(2);
     const [a, b] = c.nodes;
-    const reg = await register(a, "gpu-05");
+    const reg = await c.register(a, "gpu-05");
     await within(1000, "agent on B", () => !!b.ctx.registry.get(reg.agent_id));
     const agentOnA = a.ctx.registry.get(reg.agent_id)!;
     const lease = await a.ctx.scheduler.acquire("llama3.2");
