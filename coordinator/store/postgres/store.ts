@@ -47,6 +47,8 @@ const LEADER_LOCK = 7_422_002;
 export const AGENTS_WRITE_LOCK = 7_422_003;
 /** See {@linkcode AGENTS_WRITE_LOCK}. */
 export const EVENTS_WRITE_LOCK = 7_422_004;
+/** How a coordinator's connections name themselves (`pg_stat_activity.application_name`). */
+export const APPLICATION_NAME = "ollama-coordinator";
 /** The channel coordinators tell each other about changes on. */
 const CHANNEL = "ollama_coordinator";
 /**
@@ -239,6 +241,11 @@ export interface PostgresOptions {
   queryTimeoutMs?: number;
   /** Milliseconds to connect or wait for a free connection. */
   connectTimeoutMs?: number;
+  /**
+   * How the connections name themselves; a tool that is not a coordinator (`db:copy`) uses
+   * another name, so that it can tell the coordinators' connections from its own.
+   */
+  applicationName?: string;
 }
 
 /** A pool with every wait bounded and connection losses reported, never thrown. */
@@ -251,7 +258,7 @@ export function createPool(url: string, options: PostgresOptions = {}): pg.Pool 
     statement_timeout: options.queryTimeoutMs ?? 5000,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
-    application_name: "ollama-coordinator",
+    application_name: options.applicationName ?? APPLICATION_NAME,
     types: {
       // int8 (ids, epoch milliseconds, counts) as numbers: all fit in a double here.
       getTypeParser: ((oid: number, format?: "text" | "binary") =>
@@ -320,6 +327,43 @@ export async function migrate(pool: pg.Pool): Promise<number[]> {
   }
 }
 
+/** What {@linkcode inspectPostgres} found. */
+export interface PostgresInspection {
+  /** Whether the database has the coordinator's schema (a `schema_migrations` table). */
+  schema: boolean;
+  /** Connections of running coordinators to this database. */
+  coordinators: number;
+}
+
+/**
+ * Looks at a database without changing it: whether a coordinator made it and whether any
+ * coordinator is connected to it now (every coordinator's connections carry
+ * {@linkcode APPLICATION_NAME}, which `pg_stat_activity` shows to every role).
+ */
+export async function inspectPostgres(url: string): Promise<PostgresInspection> {
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: 5000,
+    query_timeout: 5000,
+    application_name: `${APPLICATION_NAME} inspect`,
+  });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    const r = await client.query(
+      `SELECT to_regclass('schema_migrations') IS NOT NULL AS schema,
+        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+          AND application_name = $1 AND pid <> pg_backend_pid()) AS coordinators`,
+      [APPLICATION_NAME],
+    );
+    return { schema: Boolean(r.rows[0].schema), coordinators: Number(r.rows[0].coordinators) };
+  } catch (e) {
+    throw storeError("inspect the database", e);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 /** Opens the PostgreSQL store at `url`, applying migrations; rejects when it cannot. */
 export async function openPostgresStore(
   url: string,
@@ -366,7 +410,7 @@ class PostgresStore implements Store {
       query_timeout: 2000,
       keepAlive: true,
       options: KEEPALIVE,
-      application_name: "ollama-coordinator",
+      application_name: APPLICATION_NAME,
     });
     c.on("error", () => {}); // "end" follows; the loop reconnects
     return c;

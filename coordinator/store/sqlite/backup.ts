@@ -55,7 +55,16 @@ function exists(path: string): boolean {
  * Returns the migration versions it holds; throws an `Error` saying what is wrong otherwise.
  */
 export function checkBackup(file: string): number[] {
-  if (!exists(file)) throw new Error(`Cannot restore "${file}": the file does not exist`);
+  return checkCoordinatorDatabase(file, { action: `restore "${file}"` });
+}
+
+/**
+ * Checks that `file` is a sound SQLite database made by this coordinator, as
+ * {@linkcode checkBackup} does; `action` starts the messages ("Cannot <action>: …").
+ */
+export function checkCoordinatorDatabase(file: string, options: { action: string }): number[] {
+  const cannot = `Cannot ${options.action}`;
+  if (!exists(file)) throw new Error(`${cannot}: the file does not exist`);
   let db: DatabaseSync | undefined;
   try {
     db = new DatabaseSync(file, { readOnly: true });
@@ -64,9 +73,7 @@ export function checkBackup(file: string): number[] {
     );
     if (problems.length !== 1 || problems[0] !== "ok") {
       throw new Error(
-        `Cannot restore "${file}": it fails the integrity check (${
-          problems.slice(0, 3).join("; ")
-        })`,
+        `${cannot}: it fails the integrity check (${problems.slice(0, 3).join("; ")})`,
       );
     }
     const table = db.prepare(
@@ -77,24 +84,20 @@ export function checkBackup(file: string): number[] {
         .map((r) => Number(r.version))
       : [];
     if (versions.length === 0) {
-      throw new Error(
-        `Cannot restore "${file}": it is not a coordinator database (no schema migrations)`,
-      );
+      throw new Error(`${cannot}: it is not a coordinator database (no schema migrations)`);
     }
     const known = new Set(loadMigrations().map((m) => m.version));
     const unknown = versions.filter((v) => !known.has(v));
     if (unknown.length > 0) {
       throw new Error(
-        `Cannot restore "${file}": it has migrations this coordinator does not know ` +
-          `(${unknown.join(", ")}); restore it with the version that wrote it`,
+        `${cannot}: it has migrations this coordinator does not know ` +
+          `(${unknown.join(", ")}); use the version that wrote it`,
       );
     }
     return versions;
   } catch (e) {
     if (!isSqliteError(e)) throw e;
-    throw new Error(
-      `Cannot restore "${file}": it is not a sound SQLite database (${(e as Error).message})`,
-    );
+    throw new Error(`${cannot}: it is not a sound SQLite database (${(e as Error).message})`);
   } finally {
     db?.close();
   }
@@ -111,10 +114,13 @@ export function checkBackup(file: string): number[] {
  * Returns false when the file cannot be read as a database at all (a damaged file: nothing to
  * fold, and nothing can be using it as a database either).
  */
-function claimUnused(path: string, busyTimeoutMs: number): boolean {
+export function claimUnused(
+  path: string,
+  options: { busyTimeoutMs?: number; action: string },
+): boolean {
   const db = new DatabaseSync(path);
   try {
-    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.round(busyTimeoutMs))}`);
+    db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.round(options.busyTimeoutMs ?? 1000))}`);
     db.exec("PRAGMA locking_mode = EXCLUSIVE");
     // Statements rather than `exec`, whose errors do not carry SQLite's error code.
     db.prepare("BEGIN EXCLUSIVE").run();
@@ -124,7 +130,7 @@ function claimUnused(path: string, busyTimeoutMs: number): boolean {
   } catch (e) {
     if (isBusy(e)) {
       throw new Error(
-        `Cannot restore into "${path}": the database is in use (stop the coordinator first)`,
+        `Cannot ${options.action}: the database is in use (stop the coordinator first)`,
       );
     }
     if (!isSqliteError(e)) throw e;
@@ -164,7 +170,9 @@ export function restoreDatabase(
     throw new Error(`Cannot restore "${file}" into itself`);
   }
   const stamp = new Date((options.now ?? Date.now)()).toISOString().replace(/[:.]/g, "-");
-  const folded = hadTarget ? claimUnused(path, options.busyTimeoutMs ?? 1000) : true;
+  const folded = hadTarget
+    ? claimUnused(path, { busyTimeoutMs: options.busyTimeoutMs, action: `restore into "${path}"` })
+    : true;
 
   const temp = `${path}.restore-${stamp}.tmp`;
   const source = new DatabaseSync(file, { readOnly: true });
