@@ -260,7 +260,7 @@ export async function startCoordinator(
     },
     stop() {
       stopped ??= (async () => {
-        leave();
+        const left = leave();
         stopLocal?.();
         stopStats();
         stopMetrics();
@@ -280,7 +280,7 @@ export async function startCoordinator(
           await Promise.race([shutdown, grace]);
         }
         clearTimeout(timer);
-        await Promise.all(choresStopped);
+        await Promise.all([...choresStopped, left]);
         await closeContext(ctx);
       })();
       return stopped;

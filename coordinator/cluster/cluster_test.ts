@@ -267,3 +267,25 @@ Deno.test({
     assert.equal((await a.ctx.store.counts()).agents, 1);
   },
 });
+
+Deno.test({
+  name: "cluster - a coordinator that stops while it catches up with the others logs no error",
+  ignore: !postgres,
+  async fn() {
+    const url = await postgres!.createDatabase(`cluster_${++databases}`);
+    const errors: string[] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => void errors.push(args.map(String).join(" "));
+    try {
+      // Stopped at several moments of its start-up: before, during and after its first catch-up.
+      for (const ms of [0, 5, 10, 20, 40, 80]) {
+        const c = await startCoordinator(testConfig({ databaseUrl: url }));
+        await new Promise((r) => setTimeout(r, ms));
+        await c.stop();
+      }
+    } finally {
+      console.error = original;
+    }
+    assert.deepEqual(errors.filter((e) => /Cannot apply/.test(e)), []);
+  },
+});

@@ -20,12 +20,18 @@ export interface ClusterOptions {
   leading(leading: boolean): void;
 }
 
-/** Joins the other coordinators sharing the store; returns the function that leaves. */
-export function startCluster(ctx: AppContext, options: ClusterOptions): () => void {
+/**
+ * Joins the other coordinators sharing the store; returns the function that leaves, which
+ * resolves once nothing started from the others' messages still runs (the store can close).
+ */
+export function startCluster(ctx: AppContext, options: ClusterOptions): () => Promise<void> {
   const cluster = ctx.store.cluster;
   if (!cluster) {
     options.leading(true);
-    return () => options.leading(false);
+    return () => {
+      options.leading(false);
+      return Promise.resolve();
+    };
   }
   const load = new ClusterLoad(ctx.registry, cluster, {
     now: ctx.now,
@@ -57,6 +63,7 @@ export function startCluster(ctx: AppContext, options: ClusterOptions): () => vo
     stopLoad();
     resign();
     if (leading) options.leading(false);
+    return sync.stop();
   };
 }
 
@@ -74,6 +81,9 @@ class ClusterSync {
   #agentsAgain = false;
   #readingEvents: Promise<void> | undefined;
   #eventsAgain = false;
+  /** Work started from the others' messages, awaited before the store closes. */
+  readonly #running = new Set<Promise<void>>();
+  #stopped = false;
 
   constructor(ctx: AppContext, cluster: StoreCluster, load: ClusterLoad) {
     this.#ctx = ctx;
@@ -81,7 +91,14 @@ class ClusterSync {
     this.#load = load;
   }
 
+  /** Takes no more messages; resolves when what is being applied is done. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+  }
+
   message(m: ClusterMessage, from: string): void {
+    if (this.#stopped) return;
     const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
     switch (m.t) {
       case "agents":
@@ -127,11 +144,24 @@ class ClusterSync {
   }
 
   async #apply(what: string, fn: () => Promise<void>): Promise<void> {
+    if (this.#stopped) return;
+    const running = (async () => {
+      try {
+        await fn();
+      } catch (e) {
+        // The feed reconnects and reloads everything after an outage: nothing is lost for good.
+        if (this.#stopped) return;
+        console.error(
+          `Cannot apply another coordinator's change to ${what}:`,
+          (e as Error).message,
+        );
+      }
+    })();
+    this.#running.add(running);
     try {
-      await fn();
-    } catch (e) {
-      // The feed reconnects and reloads everything after an outage: nothing is lost for good.
-      console.error(`Cannot apply another coordinator's change to ${what}:`, (e as Error).message);
+      await running;
+    } finally {
+      this.#running.delete(running);
     }
   }
 
@@ -190,6 +220,7 @@ class ClusterSync {
 
   /** After the feed (re)connected: everything again, as notices may have been missed. */
   async reload(): Promise<void> {
+    if (this.#stopped) return;
     const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
     await this.#apply("the fleet", async () => {
       const [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
