@@ -30,6 +30,8 @@ export class WriteBehind<T, R = T> {
   #pending: T[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
   #writing: Promise<void> | undefined;
+  /** The one run that flushes asked for during a write share. */
+  #next: Promise<void> | undefined;
   #failing = false;
   #closed = false;
   /** Rows dropped because the buffer was full while the store was unavailable. */
@@ -61,8 +63,11 @@ export class WriteBehind<T, R = T> {
       this.#pending.splice(0, excess);
       this.dropped += excess;
     }
-    if (this.#pending.length >= this.#o.batchSize && !this.#failing) void this.flush();
-    else this.#schedule(this.#failing ? this.#o.retryMs : this.#o.delayMs);
+    // A write in progress goes on with the rows that came meanwhile; a store that is failing is
+    // tried again on the retry timer, not once per row that arrives.
+    if (this.#pending.length >= this.#o.batchSize && !this.#failing && !this.#writing) {
+      void this.flush();
+    } else this.#schedule(this.#failing ? this.#o.retryMs : this.#o.delayMs);
   }
 
   #schedule(ms: number): void {
@@ -75,44 +80,49 @@ export class WriteBehind<T, R = T> {
 
   /**
    * Writes what is buffered, batch by batch; resolves when the buffer is empty or a write failed
-   * (the rows then stay for the next try). Never rejects.
+   * (the rows then stay for the next try). Never rejects. One write at a time, in order: flushes
+   * asked for during a write share one run after it, however many they are.
    */
   flush(): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    // One write at a time, in order: a flush asked for during a write runs after it.
-    const run = async (): Promise<void> => {
-      while (this.#pending.length > 0) {
-        const batch = this.#pending.slice(0, this.#o.batchSize);
-        let rows: R[];
-        try {
-          rows = await this.#o.write(batch);
-        } catch (e) {
-          if (!this.#failing) {
-            const why = e instanceof StoreError ? e.message : String(e);
-            console.error(`Cannot write the ${this.#o.what}, keeping it to retry: ${why}`);
-          }
-          this.#failing = true;
-          this.#schedule(this.#o.retryMs);
-          return;
-        }
-        // Rows added meanwhile went after the batch; dropping the oldest may have eaten into it.
-        const dropped = this.#pending.indexOf(batch[batch.length - 1]) + 1;
-        this.#pending.splice(0, dropped);
-        this.written += batch.length;
-        if (this.#failing) {
-          this.#failing = false;
-          console.error(`The ${this.#o.what} is written again`);
-        }
-        this.#o.onWritten?.(rows);
-      }
-    };
-    const next = (this.#writing ?? Promise.resolve()).then(run);
-    const settled = next.finally(() => {
-      if (this.#writing === settled) this.#writing = undefined;
-    });
+    if (this.#writing) {
+      this.#next ??= this.#writing.then(() => {
+        this.#next = undefined;
+        return this.flush();
+      });
+      return this.#next;
+    }
+    const settled = this.#run().finally(() => this.#writing = undefined);
     this.#writing = settled;
     return settled;
+  }
+
+  async #run(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.slice(0, this.#o.batchSize);
+      let rows: R[];
+      try {
+        rows = await this.#o.write(batch);
+      } catch (e) {
+        if (!this.#failing) {
+          const why = e instanceof StoreError ? e.message : String(e);
+          console.error(`Cannot write the ${this.#o.what}, keeping it to retry: ${why}`);
+        }
+        this.#failing = true;
+        this.#schedule(this.#o.retryMs);
+        return;
+      }
+      // Rows added meanwhile went after the batch; dropping the oldest may have eaten into it.
+      const dropped = this.#pending.indexOf(batch[batch.length - 1]) + 1;
+      this.#pending.splice(0, dropped);
+      this.written += batch.length;
+      if (this.#failing) {
+        this.#failing = false;
+        console.error(`The ${this.#o.what} is written again`);
+      }
+      this.#o.onWritten?.(rows);
+    }
   }
 
   /** Writes what is buffered and takes no more rows. */

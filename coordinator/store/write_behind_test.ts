@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { WriteBehind } from "./write_behind.ts";
+import { StoreError } from "./mod.ts";
+
+/** A write-behind buffer over an array "store" that can be made to refuse writes. */
+function buffer(options: { batchSize?: number; maxBuffered?: number } = {}) {
+  const stored: number[] = [];
+  const batches: number[][] = [];
+  const state = { down: false, calls: 0 };
+  const wb = new WriteBehind<number, number>({
+    what: "test rows",
+    write: (batch) => {
+      state.calls++;
+      if (state.down) {
+        return Promise.reject(new StoreError("Cannot write: the store is away", true));
+      }
+      batches.push([...batch]);
+      stored.push(...batch);
+      return Promise.resolve(batch);
+    },
+    // Timers never fire within a test: only explicit flushes and full batches write.
+    delayMs: 3_600_000,
+    retryMs: 3_600_000,
+    batchSize: options.batchSize ?? 3,
+    maxBuffered: options.maxBuffered ?? 1000,
+  });
+  return { wb, stored, batches, state };
+}
+
+/** Runs `fn` with console.error silenced (a failing store is logged once). */
+async function quietly(fn: () => Promise<void>): Promise<void> {
+  const error = console.error;
+  console.error = () => {};
+  try {
+    await fn();
+  } finally {
+    console.error = error;
+  }
+}
+
+Deno.test("write behind - rows are written in batches, in the order they came", async () => {
+  const { wb, stored, batches } = buffer({ batchSize: 3 });
+  for (let i = 0; i < 8; i++) wb.add(i);
+  await wb.flush();
+  assert.deepEqual(stored, [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.ok(batches.every((b) => b.length <= 3), JSON.stringify(batches));
+  assert.equal(wb.written, 8);
+  assert.equal(wb.buffered, 0);
+  await wb.close();
+});
+
+Deno.test("write behind - a store that is away is tried once per flush, not once per row", async () => {
+  await quietly(async () => {
+    const { wb, stored, state } = buffer({ batchSize: 10 });
+    state.down = true;
+    for (let i = 0; i < 1000; i++) wb.add(i);
+    // The first full batch started a write; it failed, and the rows that came during it and
+    // after it wait for the retry instead of each asking for a write of its own.
+    await wb.flush();
+    assert.ok(state.calls <= 2, `${state.calls} writes tried for one outage`);
+    // Flushes asked for together share one try.
+    const before = state.calls;
+    await Promise.all([wb.flush(), wb.flush(), wb.flush()]);
+    assert.ok(state.calls - before <= 2, `${state.calls - before} writes for three flushes`);
+    assert.equal(wb.buffered, 1000);
+    assert.equal(wb.written, 0);
+
+    state.down = false;
+    await wb.flush();
+    assert.deepEqual(stored, Array.from({ length: 1000 }, (_, i) => i));
+    assert.equal(wb.buffered, 0);
+    assert.equal(wb.written, 1000);
+    await wb.close();
+  });
+});
+
+Deno.test("write behind - past the bound the oldest rows go, counted; the newest are written", async () => {
+  await quietly(async () => {
+    const { wb, stored, state } = buffer({ batchSize: 100, maxBuffered: 5 });
+    state.down = true;
+    for (let i = 0; i < 8; i++) wb.add(i);
+    await wb.flush();
+    assert.equal(wb.buffered, 5);
+    assert.equal(wb.dropped, 3);
+    state.down = false;
+    await wb.close();
+    assert.deepEqual(stored, [3, 4, 5, 6, 7]);
+    // Closed: a late row is not taken.
+    wb.add(99);
+    assert.equal(wb.buffered, 0);
+  });
+});
