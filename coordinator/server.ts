@@ -77,6 +77,11 @@ async function assemble(
     );
   const log = new RequestLog(store, { bus });
   const metrics = new Metrics(bus, registry, scheduler, now);
+  metrics.store = () => ({
+    requestLog: log.counts,
+    events: events.counts,
+    agentWriteFailures: registry.writeFailures,
+  });
   const logger = new Logger({ level: config.logLevel, format: config.logFormat });
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
@@ -218,7 +223,7 @@ export async function startCoordinator(
   // store and another leads.
   let chores: { monitor: () => Promise<void>; retention: () => void } | undefined;
   const choresStopped: Promise<void>[] = [];
-  const leave = startCluster(ctx, {
+  const membership = startCluster(ctx, {
     leading(now) {
       if (now && !chores) {
         chores = {
@@ -237,6 +242,7 @@ export async function startCoordinator(
       }
     },
   });
+  ctx.metrics.cluster = () => ({ leading: chores !== undefined, peers: membership.peers });
   const stopStats = ctx.stats.start();
   const stopMetrics = ctx.metrics.start();
   const stopLocal = config.autoRegisterLocal
@@ -260,7 +266,7 @@ export async function startCoordinator(
     },
     stop() {
       stopped ??= (async () => {
-        const left = leave();
+        const left = membership.leave();
         stopLocal?.();
         stopStats();
         stopMetrics();

@@ -289,3 +289,31 @@ Deno.test({
     assert.deepEqual(errors.filter((e) => /Cannot apply/.test(e)), []);
   },
 });
+
+Deno.test({
+  name: "cluster - /metrics says which coordinator leads and how many others each hears",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(3);
+    const scrape = async (i: number) => {
+      const text = await (await fetch(`${c.nodes[i].url}/metrics`, { headers: c.admin(i) }))
+        .text();
+      const value = (name: string) => Number(new RegExp(`\\n${name} (\\S+)\\n`).exec(text)?.[1]);
+      return {
+        leader: value("ollama_coordinator_cluster_leader"),
+        peers: value("ollama_coordinator_cluster_peers"),
+      };
+    };
+    await within(5000, "one leader, two peers each", async () => {
+      const all = await Promise.all([0, 1, 2].map(scrape));
+      return all.filter((m) => m.leader === 1).length === 1 &&
+        all.every((m) => m.peers === 2 && (m.leader === 0 || m.leader === 1));
+    });
+    // One goes: the others stop counting it (it falls silent for more than 3 s).
+    await c.nodes[2].stop();
+    await within(6000, "one peer each", async () => {
+      const all = await Promise.all([0, 1].map(scrape));
+      return all.every((m) => m.peers === 1);
+    });
+  },
+});

@@ -82,6 +82,11 @@ export class ClusterLoad {
     this.#expire(now);
   }
 
+  /** Other coordinators heard from in the last 3 s (each tells its load every second). */
+  get peers(): number {
+    return this.#others.size;
+  }
+
   /** Applies another coordinator's load message. */
   receive(from: string, m: LoadMessage): void {
     let p = this.#partial.get(from);

@@ -20,17 +20,25 @@ export interface ClusterOptions {
   leading(leading: boolean): void;
 }
 
-/**
- * Joins the other coordinators sharing the store; returns the function that leaves, which
- * resolves once nothing started from the others' messages still runs (the store can close).
- */
-export function startCluster(ctx: AppContext, options: ClusterOptions): () => Promise<void> {
+/** This coordinator's place among the others sharing its store. */
+export interface ClusterMembership {
+  /** Other coordinators heard from in the last 3 s (always 0 on a store of its own). */
+  readonly peers: number;
+  /** Leaves; resolves once nothing started from the others' messages still runs. */
+  leave(): Promise<void>;
+}
+
+/** Joins the other coordinators sharing the store. */
+export function startCluster(ctx: AppContext, options: ClusterOptions): ClusterMembership {
   const cluster = ctx.store.cluster;
   if (!cluster) {
     options.leading(true);
-    return () => {
-      options.leading(false);
-      return Promise.resolve();
+    return {
+      peers: 0,
+      leave() {
+        options.leading(false);
+        return Promise.resolve();
+      },
     };
   }
   const load = new ClusterLoad(ctx.registry, cluster, {
@@ -57,13 +65,18 @@ export function startCluster(ctx: AppContext, options: ClusterOptions): () => Pr
     if (now) console.log(`This coordinator (${cluster.id}) leads the fleet-wide chores`);
     options.leading(now);
   });
-  return () => {
-    ctx.commands.onChange = undefined;
-    unsubscribe();
-    stopLoad();
-    resign();
-    if (leading) options.leading(false);
-    return sync.stop();
+  return {
+    get peers() {
+      return load.peers;
+    },
+    leave() {
+      ctx.commands.onChange = undefined;
+      unsubscribe();
+      stopLoad();
+      resign();
+      if (leading) options.leading(false);
+      return sync.stop();
+    },
   };
 }
 

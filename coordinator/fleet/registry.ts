@@ -187,6 +187,7 @@ export class Registry {
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #flushing: Promise<void> | undefined;
   #failing = false;
+  #writeFailures = 0;
   /** Registrations in progress by machine and address: the same agent registers one at a time. */
   readonly #registering = new Map<string, Promise<unknown>>();
 
@@ -229,6 +230,7 @@ export class Registry {
         if (this.#failing) console.error("Agent state is written again");
         this.#failing = false;
       } catch (e) {
+        this.#writeFailures++;
         if (!this.#failing) {
           console.error(`Cannot write agent state, keeping it to retry: ${(e as Error).message}`);
         }
@@ -247,6 +249,11 @@ export class Registry {
     });
     this.#flushing = settled;
     return settled;
+  }
+
+  /** Batched writes of agent state the store refused since start (each kept and retried). */
+  get writeFailures(): number {
+    return this.#writeFailures;
   }
 
   /**

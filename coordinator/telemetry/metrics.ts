@@ -165,6 +165,29 @@ export class EventLoopDelay {
   }
 }
 
+/** Rows a write-behind buffer holds and has handled since start. */
+export interface BufferCounts {
+  buffered: number;
+  written: number;
+  dropped: number;
+}
+
+/** How the store keeps up, read at scrape time. */
+export interface StoreHealth {
+  requestLog: BufferCounts;
+  events: BufferCounts;
+  /** Batched writes of agent state the store refused (each kept and retried). */
+  agentWriteFailures: number;
+}
+
+/** This coordinator among the others sharing its store, read at scrape time. */
+export interface ClusterHealth {
+  /** Whether it runs the fleet-wide chores (health monitor, retention). */
+  leading: boolean;
+  /** Other coordinators heard from lately. */
+  peers: number;
+}
+
 /** The coordinator's metrics. */
 export class Metrics {
   readonly requests = new Counter(
@@ -194,6 +217,10 @@ export class Metrics {
     "Times an agent was taken out after repeated failures",
   );
   readonly eventLoop = new EventLoopDelay();
+  /** Where the store's series come from (set by whoever assembles the coordinator). */
+  store?: () => StoreHealth;
+  /** Where the cluster's series come from (set once the coordinator runs). */
+  cluster?: () => ClusterHealth;
   readonly #registry: Registry;
   readonly #scheduler: Scheduler;
   readonly #now: () => number;
@@ -319,10 +346,72 @@ export class Metrics {
       "Requests waiting for a free slot, per model",
       Object.entries(this.#scheduler.queueDepths()).map(([model, n]) => [{ model }, n]),
     );
+    if (this.store) storeMetrics(out, this.store());
+    if (this.cluster) clusterMetrics(out, this.cluster());
     this.eventLoop.render(out);
     processMetrics(out);
     return out.join("\n") + "\n";
   }
+}
+
+function counter(out: string[], name: string, help: string, value: number): void {
+  out.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`);
+}
+
+/**
+ * The write-behind buffers and the agent-state writes: a database that is away shows as rows
+ * buffered (and, past the bound, dropped) while inference goes on.
+ */
+function storeMetrics(out: string[], h: StoreHealth): void {
+  const p = "ollama_coordinator";
+  gauge(out, `${p}_request_log_buffered_rows`, "Request-log rows waiting to be written", [[
+    {},
+    h.requestLog.buffered,
+  ]]);
+  counter(
+    out,
+    `${p}_request_log_written_rows_total`,
+    "Request-log rows written to the database",
+    h.requestLog.written,
+  );
+  counter(
+    out,
+    `${p}_request_log_dropped_rows_total`,
+    "Request-log rows dropped: the database stayed unavailable and the buffer was full",
+    h.requestLog.dropped,
+  );
+  gauge(out, `${p}_events_buffered`, "Fleet events waiting to be written", [[
+    {},
+    h.events.buffered,
+  ]]);
+  counter(out, `${p}_events_written_total`, "Fleet events written", h.events.written);
+  counter(
+    out,
+    `${p}_events_dropped_total`,
+    "Fleet events dropped: the database stayed unavailable and the buffer was full",
+    h.events.dropped,
+  );
+  counter(
+    out,
+    `${p}_agent_state_write_failures_total`,
+    "Batched writes of agent state (heartbeats, status) the database refused; each is retried",
+    h.agentWriteFailures,
+  );
+}
+
+function clusterMetrics(out: string[], h: ClusterHealth): void {
+  gauge(
+    out,
+    "ollama_coordinator_cluster_leader",
+    "1 while this coordinator runs the fleet-wide chores (always 1 on SQLite)",
+    [[{}, h.leading ? 1 : 0]],
+  );
+  gauge(
+    out,
+    "ollama_coordinator_cluster_peers",
+    "Other coordinators sharing the database heard from in the last 3 s",
+    [[{}, h.peers]],
+  );
 }
 
 const STARTED_AT = Date.now() / 1000;

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { EventLoopDelay } from "./metrics.ts";
-import { startFleet, testApp } from "../testing/app.ts";
+import { registration, startFleet, testApp } from "../testing/app.ts";
+import { TEST_AGENT_TOKEN, testConfig } from "../config.ts";
+import { closeContext, createContext } from "../server.ts";
+import { createApp } from "../http/app.ts";
+import { openStore } from "../store/open.ts";
+import { type Store, StoreError } from "../store/mod.ts";
+import type { RequestRecord } from "../telemetry/request_log.ts";
 
 Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges", async () => {
   await using fleet = await startFleet([{ name: "gpu-01", models: ["llama3.2"] }], {
@@ -121,4 +127,106 @@ Deno.test("metrics - a running coordinator samples its event loop's delay", asyn
   // The first sample comes 10 ms after the start; give up (and fail) after 5 s.
   for (let i = 0; i < 500 && !(await count() > 0); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(await count() > 0, "the coordinator took no event loop delay sample");
+});
+
+/** The value of an unlabelled sample in an exposition text. */
+function sample(text: string, name: string): number | undefined {
+  const m = new RegExp(`\\n${name} (\\S+)\\n`).exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+Deno.test("metrics - the store's health: rows buffered, written and dropped, agent-state writes refused", async () => {
+  // A real store that refuses the written-behind kinds of write while `down` is set, as a
+  // database that went away does.
+  const real = await openStore("sqlite::memory:");
+  let down = false;
+  const refusing =
+    <A extends unknown[], R>(write: (...args: A) => Promise<R>) => (...args: A): Promise<R> =>
+      down
+        ? Promise.reject(new StoreError("Cannot write: the database is away", true))
+        : write(...args);
+  const store: Store = {
+    ...real,
+    addRequests: refusing(real.addRequests),
+    addEvents: refusing(real.addEvents),
+    updateAgents: refusing(real.updateAgents),
+  };
+  const ctx = await createContext(testConfig(), { store });
+  const app = createApp(ctx);
+  const errors = console.error;
+  console.error = () => {};
+  try {
+    const reg = await (await app.request("/api/agents", {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
+      body: JSON.stringify(registration()),
+    })).json();
+    const record = (id: string): RequestRecord => ({
+      id,
+      at: new Date().toISOString(),
+      route: "/api/chat",
+      model: null,
+      agent_id: null,
+      agent_name: null,
+      status: 200,
+      latency_ms: 1,
+      ttft_ms: null,
+      queued_ms: null,
+      tokens_in: null,
+      tokens_out: null,
+      tokens_per_second: null,
+      attempts: 1,
+      error: null,
+    });
+    ctx.log.add(record("before"));
+    await Promise.all([ctx.log.flush(), ctx.events.flush()]);
+    const eventsBefore = ctx.events.counts.written;
+
+    down = true;
+    // Past the bounds (50,000 request-log rows, 10,000 events): the oldest go, counted.
+    for (let i = 0; i < 50_005; i++) ctx.log.add(record(`r${i}`));
+    for (let i = 0; i < 10_003; i++) ctx.registry.recordEvent("model", null, `e${i}`);
+    const beat = await app.request("/api/health", {
+      method: "POST",
+      headers: { authorization: `Bearer ${reg.agent_secret}` },
+      body: JSON.stringify({
+        agent_id: reg.agent_id,
+        cpu_usage: 1,
+        memory_usage: 2,
+        active_requests: 0,
+      }),
+    });
+    assert.equal(beat.status, 200);
+    await Promise.all([ctx.log.flush(), ctx.events.flush(), ctx.registry.flush()]);
+    const text = ctx.metrics.render();
+    const p = "ollama_coordinator";
+    assert.equal(sample(text, `${p}_request_log_buffered_rows`), 50_000);
+    assert.equal(sample(text, `${p}_request_log_written_rows_total`), 1);
+    assert.equal(sample(text, `${p}_request_log_dropped_rows_total`), 5);
+    assert.equal(sample(text, `${p}_events_buffered`), 10_000);
+    assert.equal(sample(text, `${p}_events_written_total`), eventsBefore);
+    assert.equal(sample(text, `${p}_events_dropped_total`), 3);
+    assert.equal(sample(text, `${p}_agent_state_write_failures_total`), 1);
+    assert.match(text, /# TYPE ollama_coordinator_request_log_dropped_rows_total counter\n/);
+
+    // The database is back: the buffers drain.
+    down = false;
+    await Promise.all([ctx.log.flush(), ctx.events.flush(), ctx.registry.flush()]);
+    const after = ctx.metrics.render();
+    assert.equal(sample(after, `${p}_request_log_buffered_rows`), 0);
+    assert.equal(sample(after, `${p}_request_log_written_rows_total`), 50_001);
+    assert.equal(sample(after, `${p}_events_buffered`), 0);
+    assert.equal(sample(after, `${p}_agent_state_write_failures_total`), 1);
+  } finally {
+    console.error = errors;
+    await closeContext(ctx);
+  }
+});
+
+Deno.test("metrics - a coordinator on its own database leads and hears no other", async () => {
+  await using fleet = await startFleet([], { metricsPublic: true });
+  const text = await (await fetch(`${fleet.url}/metrics`)).text();
+  assert.equal(sample(text, "ollama_coordinator_cluster_leader"), 1);
+  assert.equal(sample(text, "ollama_coordinator_cluster_peers"), 0);
+  assert.equal(sample(text, "ollama_coordinator_request_log_dropped_rows_total"), 0);
 });
