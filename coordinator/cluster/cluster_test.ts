@@ -317,3 +317,70 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "cluster - a create through one coordinator goes where the blob went through another",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(2);
+    const [a, b] = c.nodes;
+    // Two Ollamas that note what reaches them.
+    const reached: { server: string; method: string; path: string }[] = [];
+    const servers = ["first", "second"].map((server) =>
+      Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+        const path = new URL(req.url).pathname;
+        reached.push({ server, method: req.method, path });
+        await req.body?.cancel();
+        const upload = req.method === "POST" && path.startsWith("/api/blobs/");
+        return upload
+          ? new Response(null, { status: 201 })
+          : Response.json({ status: "success", models: [] });
+      })
+    );
+    try {
+      for (const [i, server] of servers.entries()) {
+        const res = await fetch(`${a.url}/api/agents`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
+          body: JSON.stringify(
+            registration({ machine_name: `gpu-${i}`, ollama_port: server.addr.port }),
+          ),
+        });
+        assert.equal(res.status, 201);
+      }
+      await within(1000, "both agents on B", () => b.ctx.registry.all().length === 2);
+      const digest = `sha256:${"ab".repeat(32)}`;
+      // The upload goes through A to the second agent (the one a create would not pick by itself).
+      const upload = await fetch(`${a.url}/api/blobs/${digest}`, {
+        method: "POST",
+        headers: { ...c.admin(0), "x-coordinator-agent": "gpu-1" },
+        body: "GGUF…",
+      });
+      await upload.body?.cancel();
+      assert.equal(upload.status, 201);
+      assert.deepEqual(reached.at(-1), {
+        server: "second",
+        method: "POST",
+        path: `/api/blobs/${digest}`,
+      });
+      await within(
+        1000,
+        "the blob's agent on B",
+        () => b.ctx.scheduler.placement.createTarget({ files: [digest] }).machineName === "gpu-1",
+      );
+      const create = await fetch(`${b.url}/api/create`, {
+        method: "POST",
+        headers: c.admin(1),
+        body: JSON.stringify({ model: "mine", files: { "model.gguf": digest } }),
+      });
+      await create.body?.cancel();
+      assert.equal(create.status, 200);
+      assert.deepEqual(
+        reached.filter((r) => r.path === "/api/create").map((r) => r.server),
+        ["second"],
+      );
+    } finally {
+      await Promise.all(servers.map((s) => s.shutdown()));
+    }
+  },
+});

@@ -4,7 +4,8 @@
  *   sessions, removals) within a moment, from the store's change feed, and reloads everything
  *   after the feed reconnects, since what was said meanwhile is lost;
  * - republishes the others' events on its own bus, so every dashboard shows every event;
- * - shares the commands waiting for agents and their progress (an agent heartbeats to one);
+ * - shares the commands waiting for agents and their progress (an agent heartbeats to one), and
+ *   which agent each uploaded blob went to (the create that uses it may come through another);
  * - shares its requests in flight per agent, so routing weighs the whole fleet's load;
  * - runs the fleet-wide chores (health monitor, retention) only while it leads.
  * On a store of its own (SQLite) a coordinator simply leads.
@@ -54,6 +55,11 @@ export function startCluster(ctx: AppContext, options: ClusterOptions): ClusterM
       : { t: "progress", agent: change.agentId, model: change.model, progress: change.progress };
     cluster.publish(m).catch((e) => console.error("Cannot share a command:", e.message));
   };
+  ctx.scheduler.placement.onBlob = (d, agent) => {
+    cluster.publish({ t: "blob", d, agent }).catch((e) =>
+      console.error("Cannot share a blob's agent:", e.message)
+    );
+  };
   const unsubscribe = cluster.subscribe({
     message: (m, from) => sync.message(m, from),
     connected: () => void sync.reload(),
@@ -71,6 +77,7 @@ export function startCluster(ctx: AppContext, options: ClusterOptions): ClusterM
     },
     leave() {
       ctx.commands.onChange = undefined;
+      ctx.scheduler.placement.onBlob = undefined;
       unsubscribe();
       stopLoad();
       resign();
@@ -151,6 +158,8 @@ class ClusterSync {
           model: m.model,
           progress: m.progress,
         });
+      case "blob":
+        return ctx.scheduler.placement.rememberBlob(m.d, m.agent);
       case "load":
         return this.#load.receive(from, m);
     }

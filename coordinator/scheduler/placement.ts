@@ -46,6 +46,11 @@ export class Placement {
   readonly #registry: Registry;
   /** Blob digest → id of the agent it was uploaded to, oldest first. */
   readonly #blobHomes = new Map<string, string>();
+  /**
+   * Told of each upload sent from here, so other coordinators sharing the store can send the
+   * create that follows (through another of them, behind a load balancer) to the same agent.
+   */
+  onBlob?: (digest: string, agentId: string) => void;
 
   constructor(registry: Registry) {
     this.#registry = registry;
@@ -98,7 +103,10 @@ export class Placement {
       : pin[0];
     if (agent?.status !== "online") agent = undefined;
     agent ??= leastBusy(this.#onlineOrThrow());
-    if (options.upload) this.#rememberBlob(digest, agent.id);
+    if (options.upload) {
+      this.rememberBlob(digest, agent.id);
+      this.onBlob?.(digest, agent.id);
+    }
     return agent;
   }
 
@@ -128,7 +136,8 @@ export class Placement {
     return agents;
   }
 
-  #rememberBlob(digest: string, agentId: string): void {
+  /** Notes that the blob `digest` went to `agentId` (through this coordinator or another). */
+  rememberBlob(digest: string, agentId: string): void {
     this.#blobHomes.set(digest, agentId);
     if (this.#blobHomes.size > BLOB_HOMES_LIMIT) {
       this.#blobHomes.delete(this.#blobHomes.keys().next().value!);

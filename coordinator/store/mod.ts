@@ -184,6 +184,8 @@ export type ClusterMessage =
   | { t: "setting"; k: string }
   | { t: "command"; agent: string; command: { id: string; type: "pull" | "delete"; model: string } }
   | { t: "command_taken"; agent: string; ids: string[] }
+  /** A blob was uploaded to `agent`: the create that uses it goes there. */
+  | { t: "blob"; d: string; agent: string }
   | {
     t: "progress";
     agent: string;
