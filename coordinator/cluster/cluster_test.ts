@@ -384,3 +384,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster - coordinators starting together on an empty database print one agent token and one password, which work on all",
+  ignore: !postgres,
+  async fn() {
+    const url = await postgres!.createDatabase(`cluster_${++databases}`);
+    // Nothing configured: the first start generates the secrets. Both read the empty database
+    // before either writes (they start in the same moment), as replicas of a deployment do.
+    const nodes = await Promise.all(
+      [0, 1].map(() =>
+        startCoordinator(testConfig({ databaseUrl: url, agentToken: "", adminPassword: "" }))
+      ),
+    );
+    try {
+      const tokens = nodes.map((n) => n.firstStart.agentToken).filter((t) => t !== undefined);
+      const passwords = nodes.map((n) => n.firstStart.adminPassword).filter((p) => p);
+      assert.equal(tokens.length, 1, "each coordinator printed a token of its own");
+      assert.equal(passwords.length, 1, "each coordinator printed a password of its own");
+      for (const n of nodes) {
+        const res = await fetch(`${n.url}/api/agents`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${tokens[0]}` },
+          body: JSON.stringify(registration({ machine_name: `gpu-${n.port}`, ollama_port: 9 })),
+        });
+        await res.body?.cancel();
+        assert.equal(res.status, 201);
+        const login = await fetch(`${n.url}/login`, {
+          method: "POST",
+          body: new URLSearchParams({ password: passwords[0]! }),
+          redirect: "manual",
+        });
+        await login.body?.cancel();
+        assert.equal(login.status, 303);
+      }
+    } finally {
+      await Promise.all(nodes.map((n) => n.stop()));
+    }
+  },
+});

@@ -113,8 +113,12 @@ export class SecurityStore {
   async ensureAgentToken(configured: string): Promise<{ generated?: string }> {
     if (configured || this.setting("agent_token_hash")) return {};
     const token = randomToken(24, "oca_");
-    await this.setSetting("agent_token_hash", sha256(token));
-    return { generated: token };
+    const hash = sha256(token);
+    // Another coordinator starting at the same moment may have stored its token first: theirs
+    // is the one, and they print it.
+    const stored = await this.#store.addSetting("agent_token_hash", hash);
+    this.#settings.set("agent_token_hash", stored);
+    return stored === hash ? { generated: token } : {};
   }
 
   /** Checks an agent token against the configured one, else the generated one's hash. */
@@ -141,8 +145,10 @@ export class SecurityStore {
     }
     if (stored) return {};
     const password = randomToken(18);
-    await this.setSetting("admin_password_hash", hashPassword(password));
-    return { generated: password };
+    const hash = hashPassword(password);
+    const kept = await this.#store.addSetting("admin_password_hash", hash);
+    this.#settings.set("admin_password_hash", kept);
+    return kept === hash ? { generated: password } : {};
   }
 
   /** Checks the admin password (slow on purpose, off the event loop). */

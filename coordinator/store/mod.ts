@@ -256,6 +256,12 @@ export interface Store {
   load(): Promise<StoreSnapshot>;
 
   setSetting(key: string, value: string): Promise<void>;
+  /**
+   * Stores a setting unless it has a value already; resolves to the value stored (this one, or
+   * the one another coordinator stored first). Generated secrets go through it, so coordinators
+   * starting together on an empty database agree on one.
+   */
+  addSetting(key: string, value: string): Promise<string>;
 
   /** Inserts an agent, or replaces it when its id exists. */
   putAgent(agent: AgentRecord): Promise<void>;

@@ -154,6 +154,12 @@ for (const subject of SUBJECTS) {
     assert.deepEqual((await store.load()).settings, { k: "2", other: "x" });
   });
 
+  test("a setting added only where none exists keeps the first value", async (store) => {
+    assert.equal(await store.addSetting("token", "first"), "first");
+    assert.equal(await store.addSetting("token", "second"), "first");
+    assert.equal((await store.load()).settings.token, "first");
+  });
+
   test("events get increasing ids and page back by id", async (store) => {
     const stored = await store.addEvents([
       { at: "2026-01-01T00:00:00.000Z", kind: "registered", agent_id: "a", message: "one" },

@@ -617,6 +617,21 @@ class PostgresStore implements Store {
     });
   }
 
+  addSetting(key: string, value: string): Promise<string> {
+    return this.#transaction("save a setting", async (c) => {
+      const added = await c.query(
+        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING value",
+        [key, value],
+      );
+      if (added.rows.length > 0) {
+        await this.#notify(c, { t: "setting", k: key });
+        return value;
+      }
+      const r = await c.query("SELECT value FROM settings WHERE key = $1", [key]);
+      return String(r.rows[0].value);
+    });
+  }
+
   async putAgent(a: AgentRecord): Promise<void> {
     const cols = ["id", ...FIELD_NAMES];
     const values = cols.map((_, i) => `$${i + 1}`).join(", ");

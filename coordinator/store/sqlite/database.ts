@@ -141,6 +141,10 @@ export class SqliteDatabase {
       setSetting: db.prepare(
         "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
       ),
+      addSetting: db.prepare(
+        "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+      ),
+      setting: db.prepare("SELECT value FROM settings WHERE key = ?"),
       // An upsert by id only: a clash on another unique rule (machine and address) must fail,
       // not silently replace that other agent as INSERT OR REPLACE would.
       putAgent: db.prepare(
@@ -244,6 +248,11 @@ export class SqliteDatabase {
 
   setSetting(key: string, value: string): void {
     this.#stmt.setSetting.run(key, value);
+  }
+
+  addSetting(key: string, value: string): string {
+    this.#stmt.addSetting.run(key, value);
+    return String((this.#stmt.setting.get(key) as Row).value);
   }
 
   putAgent(a: AgentRecord): void {

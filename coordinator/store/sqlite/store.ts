@@ -44,6 +44,7 @@ export async function openSqliteStore(url: string): Promise<Store> {
     kind: "sqlite",
     load: op("load"),
     setSetting: op("setSetting"),
+    addSetting: op("addSetting"),
     putAgent: op("putAgent"),
     updateAgents: op("updateAgents"),
     deleteAgent: op("deleteAgent"),
