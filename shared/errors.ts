@@ -1,4 +1,4 @@
-/** Error bodies in the shapes Ollama and OpenAI clients expect. */
+/** Error bodies in the shapes Ollama, OpenAI and Anthropic clients expect. */
 
 /** Ollama's error body: `{"error": "message"}`. */
 export function ollamaErrorBody(message: string): string {
@@ -32,6 +32,41 @@ export function openaiError(status: number, message: string, headers?: HeadersIn
   const h = new Headers(headers);
   h.set("content-type", "application/json");
   return new Response(openaiErrorBody(status, message), { status, headers: h });
+}
+
+/** The Anthropic error `type` for a status, as Anthropic's API and Ollama's `/v1/messages` use. */
+export function anthropicErrorType(status: number): string {
+  if (status === 400 || status === 422) return "invalid_request_error";
+  if (status === 401) return "authentication_error";
+  if (status === 403) return "permission_error";
+  if (status === 404) return "not_found_error";
+  if (status === 413) return "request_too_large";
+  if (status === 429) return "rate_limit_error";
+  if (status === 503 || status === 529) return "overloaded_error";
+  // Anthropic: "we may also use this error type for other 4XX status codes".
+  if (status >= 400 && status < 500) return "invalid_request_error";
+  return "api_error";
+}
+
+/**
+ * Anthropic's error body: `{"type":"error","error":{"type","message"}}`, with the request's id
+ * as `request_id` when there is one (Anthropic's API and Ollama add it too).
+ */
+export function anthropicErrorBody(status: number, message: string, requestId?: string): string {
+  const body: Record<string, unknown> = {
+    type: "error",
+    error: { type: anthropicErrorType(status), message },
+  };
+  if (requestId) body.request_id = requestId;
+  return JSON.stringify(body);
+}
+
+/** Builds an Anthropic-shaped JSON error response (the request id from `x-request-id`). */
+export function anthropicError(status: number, message: string, headers?: HeadersInit): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json");
+  const body = anthropicErrorBody(status, message, h.get("x-request-id") ?? undefined);
+  return new Response(body, { status, headers: h });
 }
 
 /** Describes the first problem of a failed zod parse in one sentence-case line. */

@@ -1,13 +1,25 @@
 /**
- * HTTP plumbing of the simulator: per-request state, errors in Ollama's or OpenAI's shape, body
- * parsing, abortable sleeps and Ollama's Host-header check.
+ * HTTP plumbing of the simulator: per-request state, errors in Ollama's, OpenAI's or Anthropic's
+ * shape, body parsing, abortable sleeps and Ollama's Host-header check.
  *
  * @module
  */
-import { ollamaErrorBody, openaiErrorBody } from "../shared/errors.ts";
+import { anthropicErrorBody, ollamaErrorBody, openaiErrorBody } from "../shared/errors.ts";
 
 /** Which API a path belongs to, and so which error shape it answers with. */
-export type Api = "ollama" | "openai";
+export type Api = "ollama" | "openai" | "anthropic";
+
+/** The API of a path: `/v1/messages…` is Anthropic's, the rest of `/v1/` OpenAI's. */
+export function apiOf(path: string): Api {
+  if (!path.startsWith("/v1/")) return "ollama";
+  return path === "/v1/messages" || path.startsWith("/v1/messages/") ? "anthropic" : "openai";
+}
+
+/** An id like Ollama's Anthropic ids: the prefix, `_`, 24 hex digits. */
+export function randomId(prefix: string): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return `${prefix}_${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
 
 /** Per-request state: which error shape to use, the abort signal, how the response ended. */
 export interface Ctx {
@@ -51,7 +63,11 @@ export function errorResponse(
   status: number,
   message: string,
 ): Response {
-  const body = api === "openai" ? openaiErrorBody(status, message) : ollamaErrorBody(message);
+  const body = api === "openai"
+    ? openaiErrorBody(status, message)
+    : api === "anthropic"
+    ? anthropicErrorBody(status, message, randomId("req"))
+    : ollamaErrorBody(message);
   return new Response(body, { status, headers: { "content-type": JSON_TYPE } });
 }
 

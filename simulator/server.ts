@@ -8,6 +8,7 @@ import { checkFault, dyingResponse, type SimFault } from "./faults.ts";
 import {
   allowedHostHeader,
   type Api,
+  apiOf,
   type Ctx,
   errorResponse,
   HttpError,
@@ -18,6 +19,7 @@ import {
 import { DEFAULT_MODELS, ModelStore, type SimModel } from "./models.ts";
 import { ollamaRoutes } from "./ollama_api.ts";
 import { openaiModelRoute, openaiRoutes } from "./openai_api.ts";
+import { anthropicRoutes } from "./anthropic_api.ts";
 import { BusyError, SlotPool } from "./slots.ts";
 import type { Settings, SimState } from "./state.ts";
 
@@ -127,6 +129,7 @@ class OllamaSimulator implements Simulator {
     this.#routes = {
       ...ollamaRoutes(this.#state),
       ...openaiRoutes(this.#state),
+      ...anthropicRoutes(this.#state),
     };
   }
 
@@ -249,7 +252,7 @@ class OllamaSimulator implements Simulator {
   async #handle(req: Request, info: Deno.ServeHandlerInfo): Promise<Response> {
     const started = performance.now();
     const url = new URL(req.url);
-    const api: Api = url.pathname.startsWith("/v1/") ? "openai" : "ollama";
+    const api: Api = apiOf(url.pathname);
     const ctx: Ctx = {
       api,
       signal: AbortSignal.any([req.signal, this.#kill.signal]),

@@ -177,3 +177,63 @@ export function openaiModel(id: string, modifiedAt: string, name = id) {
     owned_by: parts[parts.length - 2],
   };
 }
+
+/** Anthropic's `stop_reason` for Ollama's `done_reason`, as Ollama maps it. */
+function stopReason(reason: Summary["reason"]): string {
+  return reason === "length" ? "max_tokens" : "end_turn";
+}
+
+/**
+ * /v1/messages (Anthropic's Messages API, as Ollama 0.14+ serves it): named SSE events. The first
+ * chunk carries `message_start` (with the input tokens), `content_block_start` and the first
+ * `content_block_delta`; each later token one delta; the end `content_block_stop`,
+ * `message_delta` (stop reason and usage) and `message_stop`.
+ */
+export function anthropicShape(model: string, promptTokens: number, id: string): Shape {
+  const event = (name: string, o: unknown) => `event: ${name}\ndata: ${JSON.stringify(o)}\n\n`;
+  const delta = (token: string) =>
+    event("content_block_delta", {
+      type: "content_block_delta",
+      index: 0,
+      delta: { type: "text_delta", text: token },
+    });
+  return {
+    contentType: "text/event-stream",
+    finalCount: 1,
+    chunk: (token, i) =>
+      i > 0 ? delta(token) : event("message_start", {
+        type: "message_start",
+        message: {
+          id,
+          type: "message",
+          role: "assistant",
+          model,
+          content: [],
+          usage: { input_tokens: promptTokens, output_tokens: 0 },
+        },
+      }) +
+        event("content_block_start", {
+          type: "content_block_start",
+          index: 0,
+          content_block: { type: "text", text: "" },
+        }) + delta(token),
+    final: (s) => [
+      event("content_block_stop", { type: "content_block_stop", index: 0 }) +
+      event("message_delta", {
+        type: "message_delta",
+        delta: { stop_reason: stopReason(s.reason) },
+        usage: { input_tokens: s.promptTokens, output_tokens: s.evalCount },
+      }) +
+      event("message_stop", { type: "message_stop" }),
+    ],
+    whole: (s) => ({
+      id,
+      type: "message",
+      role: "assistant",
+      model,
+      content: [{ type: "text", text: s.text }],
+      stop_reason: stopReason(s.reason),
+      usage: { input_tokens: s.promptTokens, output_tokens: s.evalCount },
+    }),
+  };
+}
