@@ -17,6 +17,7 @@ import type { EventLog } from "./telemetry/event_log.ts";
 import type { UpstreamClient } from "./proxy/upstream.ts";
 import type { Watchdog } from "./proxy/watchdog.ts";
 import type { Store } from "./store/mod.ts";
+import type { ModelAliases } from "./aliases/mod.ts";
 
 /** The coordinator's shared state. */
 export interface AppContext {
@@ -29,6 +30,8 @@ export interface AppContext {
   scheduler: Scheduler;
   metrics: Metrics;
   logger: Logger;
+  /** Model names clients use that other models serve (`gpt-4o-mini` → `llama3.2:3b`). */
+  aliases: ModelAliases;
   /** Secrets, API keys and admin sessions. */
   security: SecurityStore;
   /** Every client request, for the Requests page and the API. */

@@ -19,6 +19,7 @@ import { startLocalOllama } from "./fleet/local_ollama.ts";
 import { Metrics } from "./telemetry/metrics.ts";
 import { SecurityStore } from "./security/store.ts";
 import { ModelPins } from "./scheduler/pins.ts";
+import { ModelAliases } from "./aliases/mod.ts";
 import { logBus, Logger } from "./telemetry/logger.ts";
 import { Stats } from "./telemetry/live_stats.ts";
 import { LiveHub } from "./telemetry/live_hub.ts";
@@ -114,6 +115,7 @@ async function assemble(
     metrics,
     logger,
     security,
+    aliases: new ModelAliases(security),
     firstStart,
     now,
     instanceId: crypto.randomUUID(),

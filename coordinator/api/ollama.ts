@@ -20,6 +20,8 @@ import { HOP_HEADER, nextHops } from "../http/loop.ts";
 import { MESSAGES } from "../http/messages.ts";
 import { clientRequestId } from "../http/request_id.ts";
 import { NoAgentError } from "../scheduler/mod.ts";
+import { type ModelAliases, withListedAliases } from "../aliases/mod.ts";
+import { ModelEcho, replaceMember } from "../aliases/rewrite.ts";
 
 /** The version the coordinator reports when no agent is online. */
 export const FALLBACK_OLLAMA_VERSION = "0.12.6";
@@ -43,10 +45,20 @@ async function bodyOf(
   }
 }
 
-/** Builds the handler of an inference route (shared by the native and the /v1 API). */
+/**
+ * Builds the handler of an inference route (shared by the native, OpenAI and Anthropic APIs). A
+ * model that is an alias is rewritten to its model in the body sent on (that member only), and
+ * the answer's `model` names the alias again.
+ */
 export function inferenceHandler(
   deps: ProxyDeps,
-  options: { flavor: Flavor; route: string; streams: boolean; upstreamPath?: string },
+  options: {
+    flavor: Flavor;
+    route: string;
+    streams: boolean;
+    upstreamPath?: string;
+    aliases?: ModelAliases;
+  },
 ) {
   const { flavor } = options;
   return async (c: Context<AppEnv>): Promise<Response> => {
@@ -62,13 +74,15 @@ export function inferenceHandler(
       return errorResponse(flavor, 404, MESSAGES.unknownAgent, requestId);
     }
     const url = new URL(req.url);
+    const alias = options.aliases?.resolve(info.model);
     return proxyInference(deps, {
       route: options.route,
       upstreamPath: (options.upstreamPath ?? url.pathname) + url.search,
       method: req.method,
       headers: req.headers,
-      body: bytes,
-      model: info.model,
+      body: alias ? replaceMember(bytes, info.field, alias.model) : bytes,
+      model: alias ? alias.model : info.model,
+      echo: alias ? new ModelEcho(alias.model, info.model) : undefined,
       stream: info.stream,
       flavor,
       requestId,
@@ -124,7 +138,7 @@ export const OLLAMA_INFERENCE: Record<string, boolean> = {
 export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   const app = new Hono();
   const infer = (route: string, streams: boolean) =>
-    inferenceHandler(deps, { flavor: "ollama", route, streams });
+    inferenceHandler(deps, { flavor: "ollama", route, streams, aliases: ctx.aliases });
 
   app.on(["GET", "HEAD"], "/", access.public, (c) => c.text("Ollama is running"));
   app.on(
@@ -133,7 +147,12 @@ export function ollamaRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
     access.client,
     (c) => c.json({ version: fleetVersion(ctx) }),
   );
-  app.on(["GET", "HEAD"], "/api/tags", access.client, (c) => c.json({ models: fleetModels(ctx) }));
+  app.on(
+    ["GET", "HEAD"],
+    "/api/tags",
+    access.client,
+    (c) => c.json({ models: withListedAliases(fleetModels(ctx), ctx.aliases) }),
+  );
   app.get("/api/ps", access.client, async (c) => {
     const results = await fanOut(ctx, online(ctx), {
       path: "/api/ps",

@@ -9,6 +9,7 @@ import type { ProxyDeps } from "../proxy/mod.ts";
 import { MESSAGES } from "../http/messages.ts";
 import { access } from "../http/access.ts";
 import { fleetModels, inferenceHandler } from "./ollama.ts";
+import { withListedAliases } from "../aliases/mod.ts";
 
 /** `{id, object, created, owned_by}` as Ollama's /v1/models shows a model. */
 function modelEntry(m: { name: string; modified_at?: string }) {
@@ -34,7 +35,7 @@ export const OPENAI_INFERENCE: Record<string, boolean> = {
 export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   const app = new Hono();
   const infer = (route: string, streams: boolean) =>
-    inferenceHandler(deps, { flavor: "openai", route, streams });
+    inferenceHandler(deps, { flavor: "openai", route, streams, aliases: ctx.aliases });
 
   for (const [route, streams] of Object.entries(OPENAI_INFERENCE)) {
     app.post(route, access.client, infer(route, streams));
@@ -42,7 +43,7 @@ export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   app.get("/v1/models", access.client, (c) => {
     const seen = new Set<string>();
     const data = [];
-    for (const m of fleetModels(ctx)) {
+    for (const m of withListedAliases(fleetModels(ctx), ctx.aliases)) {
       if (seen.has(m.name)) continue;
       seen.add(m.name);
       data.push(modelEntry(m));
@@ -51,8 +52,10 @@ export function openaiRoutes(ctx: AppContext, deps: ProxyDeps): Hono {
   });
   app.get("/v1/models/:model{.+}", access.client, (c) => {
     const name = c.req.param("model");
-    const m = fleetModels(ctx).find((x) => x.name === name) ??
-      fleetModels(ctx).find((x) => x.name === `${name}:latest`);
+    // An alias (listed or not) answers as its model would, under the alias's name.
+    const wanted = ctx.aliases.resolve(name)?.model ?? name;
+    const m = fleetModels(ctx).find((x) => x.name === wanted) ??
+      fleetModels(ctx).find((x) => x.name === `${wanted}:latest`);
     if (!m) return openaiError(404, MESSAGES.modelNotInstalled(name));
     return c.json({ ...modelEntry(m), id: name });
   });

@@ -66,7 +66,7 @@ async function registerOn(c: Coordinator, name: string, ollamaPort: number) {
 
 Deno.test({
   name:
-    "cluster - a registration, drain, pin and key revocation on one is seen on the others within 1 s",
+    "cluster - a registration, drain, pin, alias and key revocation on one is seen on the others within 1 s",
   ignore: !postgres,
   async fn() {
     await using c = await cluster(3);
@@ -111,6 +111,18 @@ Deno.test({
     });
     assert.equal(pin.status, 200);
     seen.pin = await within(1000, "pin on A", () => a.ctx.scheduler.pins.list().length === 1);
+
+    const alias = await fetch(`${third.url}/api/admin/aliases`, {
+      method: "PUT",
+      headers: c.admin(2),
+      body: JSON.stringify({ alias: "gpt-4o-mini", model: "llama3.2" }),
+    });
+    assert.equal(alias.status, 200);
+    seen.alias = await within(
+      1000,
+      "alias on B",
+      () => b.ctx.aliases.resolve("gpt-4o-mini")?.model === "llama3.2",
+    );
 
     const created = await (await fetch(`${a.url}/api/keys`, {
       method: "POST",

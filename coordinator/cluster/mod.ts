@@ -1,7 +1,7 @@
 /**
  * Several coordinators, one fleet. On a store others share (PostgreSQL), each coordinator:
- * - applies the changes the others make (registrations, heartbeat state, drains, pins, keys,
- *   sessions, removals) within a moment, from the store's change feed, and reloads everything
+ * - applies the changes the others make (registrations, heartbeat state, drains, pins, aliases,
+ *   keys, sessions, removals) within a moment, from the store's change feed, and reloads everything
  *   after the feed reconnects, since what was said meanwhile is lost;
  * - republishes the others' events on its own bus, so every dashboard shows every event;
  * - shares the commands waiting for agents and their progress (an agent heartbeats to one), and
@@ -14,6 +14,7 @@ import type { AppContext } from "../context.ts";
 import type { AgentRecord, ClusterMessage, StoreCluster } from "../store/mod.ts";
 import { ClusterLoad } from "./load.ts";
 import { ModelPins } from "../scheduler/pins.ts";
+import { ModelAliases } from "../aliases/mod.ts";
 
 /** Options for {@linkcode startCluster}. */
 export interface ClusterOptions {
@@ -146,6 +147,7 @@ class ClusterSync {
         return void this.#apply("a setting", async () => {
           ctx.security.applyRemoteSetting(m.k, await cluster.setting(m.k));
           if (m.k === ModelPins.SETTING) ctx.scheduler.pins.reload();
+          if (m.k === ModelAliases.SETTING) ctx.aliases.reload();
         });
       case "command":
         return ctx.commands.remote({ kind: "added", agentId: m.agent, command: m.command });
@@ -252,6 +254,7 @@ class ClusterSync {
       }
       ctx.security.applySnapshot(snapshot);
       ctx.scheduler.pins.reload();
+      ctx.aliases.reload();
       this.#agentsSeen = 0;
       await this.#readAgents();
       // Events from before this coordinator listened are history, not news: start at the newest;

@@ -25,13 +25,18 @@ import { agentRow, fleetSnapshot, fleetSummary, type LiveContext } from "../api/
 import { pullsOf } from "../api/admin/models.ts";
 import { OLLAMA_INFERENCE } from "../api/ollama.ts";
 import { OPENAI_INFERENCE } from "../api/openai.ts";
+import { ANTHROPIC_INFERENCE } from "../api/anthropic.ts";
 import { parseRequestFilter, toQuery } from "../api/admin/requests.ts";
 
 /** What the pages need. */
 export type DashboardContext = LiveContext & { log?: RequestLog };
 
 /** Routes whose requests the log records, for the requests page's filter. */
-const LOGGED_ROUTES = [...Object.keys(OLLAMA_INFERENCE), ...Object.keys(OPENAI_INFERENCE)];
+const LOGGED_ROUTES = [
+  ...Object.keys(OLLAMA_INFERENCE),
+  ...Object.keys(OPENAI_INFERENCE),
+  ...Object.keys(ANTHROPIC_INFERENCE),
+];
 
 const STATIC_DIR = new URL("./static/", import.meta.url);
 let cssVersion: string | undefined;

@@ -19,12 +19,14 @@ import { timingSafeEqual } from "node:crypto";
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { getCookie } from "hono/cookie";
 import { matchedRoutes } from "hono/route";
-import { ollamaError, openaiError } from "@oc/shared";
+import { ollamaError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { sha256 } from "../security/crypto.ts";
 import { FailureLimit } from "../security/failure_limit.ts";
 import { clientAddress, type Network } from "../security/networks.ts";
 import type { AppEnv } from "./env.ts";
+import { errorResponse, type Flavor, flavorOfPath } from "./errors.ts";
+import { MESSAGES } from "./messages.ts";
 
 const encoder = new TextEncoder();
 
@@ -44,6 +46,17 @@ export function bearer(req: Request): string | null {
   const h = req.headers.get("authorization");
   const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
   return m ? m[1] : null;
+}
+
+/**
+ * The API key a client request carries: `Authorization: Bearer <key>`, or else `x-api-key: <key>`
+ * (what Anthropic's clients send). The bearer wins when both are there.
+ */
+export function clientKey(req: Request): string | null {
+  const token = bearer(req);
+  if (token !== null) return token;
+  const key = req.headers.get("x-api-key")?.trim();
+  return key ? key : null;
 }
 
 /** Who may call a route. */
@@ -108,11 +121,8 @@ export function undeclaredRoutes(app: Hono<AppEnv>): string[] {
 /** The name of the admin session cookie. */
 export const SESSION_COOKIE = "oc_session";
 
-function unauthorized(flavor: "ollama" | "openai", message: string): Response {
-  const headers = { "www-authenticate": "Bearer" };
-  return flavor === "openai"
-    ? openaiError(401, message, headers)
-    : ollamaError(401, message, headers);
+function unauthorized(flavor: Flavor, message: string, requestId?: string): Response {
+  return errorResponse(flavor, 401, message, requestId, { "www-authenticate": "Bearer" });
 }
 
 /** The admin behind a request: a live session (with its CSRF token) or an admin API key. */
@@ -233,7 +243,7 @@ export function accessControl(ctx: AppContext): MiddlewareHandler<AppEnv> {
       }
       case "client": {
         if (envKeys.size === 0 && !ctx.security.hasClientKeys()) break;
-        const token = bearer(c.req.raw);
+        const token = clientKey(c.req.raw);
         const hash = token === null ? "" : sha256(token);
         const tenant = token === null
           ? undefined
@@ -241,10 +251,7 @@ export function accessControl(ctx: AppContext): MiddlewareHandler<AppEnv> {
           ? `env:${hash.slice(0, 12)}`
           : ctx.security.useKey(token)?.id;
         if (tenant === undefined) {
-          return unauthorized(
-            path.startsWith("/v1/") ? "openai" : "ollama",
-            "A valid API key is required (Authorization: Bearer <key>)",
-          );
+          return unauthorized(flavorOfPath(path), MESSAGES.apiKeyRequired, c.var.requestId);
         }
         c.set("tenant", tenant);
         break;

@@ -4,18 +4,20 @@
  */
 import { Hono } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
-import { ollamaError, openaiError } from "@oc/shared";
 import type { AppContext } from "../context.ts";
 import { STORE_UNAVAILABLE, StoreError } from "../store/mod.ts";
 import { agentRoutes } from "../api/agents.ts";
 import { ollamaRoutes } from "../api/ollama.ts";
 import { openaiRoutes } from "../api/openai.ts";
+import { anthropicRoutes } from "../api/anthropic.ts";
+import { aliasRoutes } from "../api/admin/aliases.ts";
 import { liveRoutes } from "../api/admin/live.ts";
 import { requestRoutes } from "../api/admin/requests.ts";
 import { modelRoutes } from "../api/admin/models.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
 import { access, accessControl } from "./access.ts";
+import { errorFor } from "./errors.ts";
 import type { AppEnv } from "./env.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
 import { hostCheck, hostPolicy } from "./hosts.ts";
@@ -34,14 +36,10 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
     if (err instanceof StoreError && err.unavailable) {
       console.error(`${c.req.method} ${c.req.path}: ${err.message}`);
       const headers = { "retry-after": "5" };
-      return c.req.path.startsWith("/v1/")
-        ? openaiError(503, STORE_UNAVAILABLE, headers)
-        : ollamaError(503, STORE_UNAVAILABLE, headers);
+      return errorFor(c, 503, STORE_UNAVAILABLE, headers);
     }
     console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
-    return c.req.path.startsWith("/v1/")
-      ? openaiError(500, MESSAGES.internal)
-      : ollamaError(500, MESSAGES.internal);
+    return errorFor(c, 500, MESSAGES.internal);
   });
 
   // Cross-cutting, in order: the request id (ours on every answer; the client's own echoed),
@@ -65,9 +63,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
       const path = c.req.path.slice(0, 200);
       const message = MESSAGES.methodNotAllowed(c.req.method, path);
       const headers = { allow: [...methods].sort().join(", ") };
-      return path.startsWith("/v1/")
-        ? openaiError(405, message, headers)
-        : ollamaError(405, message, headers);
+      return errorFor(c, 405, message, headers);
     },
   }));
   app.use(accessControl(ctx));
@@ -84,6 +80,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.route("/", agentRoutes(ctx));
   app.route("/", ollamaRoutes(ctx, deps));
   app.route("/", openaiRoutes(ctx, deps));
+  app.route("/", anthropicRoutes(deps, { aliases: ctx.aliases }));
   // The dashboard: its pages, their static files, and the management APIs behind them.
   app.route("/dashboard", dashboardRoutes(deps));
   app.route("/static", staticRoutes());
@@ -91,11 +88,14 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.route("/", liveRoutes(ctx));
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));
+  app.route("/", aliasRoutes(ctx));
 
+  // Ollama serves no `/v1/messages/count_tokens`: like it, that path is unknown (404, here in
+  // Anthropic's shape, so Anthropic clients read it as "not found").
   app.notFound((c) =>
     c.req.path.startsWith("/v1/")
-      ? openaiError(404, MESSAGES.unknownV1Path(c.req.path))
-      : ollamaError(404, MESSAGES.pathNotFound)
+      ? errorFor(c, 404, MESSAGES.unknownV1Path(c.req.path.slice(0, 200)))
+      : errorFor(c, 404, MESSAGES.pathNotFound)
   );
   return app;
 }

@@ -7,7 +7,8 @@
 import { isIP } from "node:net";
 import { hostname as osHostname } from "node:os";
 import type { MiddlewareHandler } from "hono";
-import { ollamaError, openaiError } from "@oc/shared";
+import { errorFor } from "./errors.ts";
+import type { AppEnv } from "./env.ts";
 
 /**
  * Name suffixes no public DNS can delegate (RFC 6761 `localhost`, RFC 6762 `local`, RFC 8375
@@ -108,13 +109,13 @@ export function ownOrigin(origin: string, host: string | undefined, policy: Host
 }
 
 /** Refuses requests whose `Host` is not on the allow-list, with 403 in the route's error shape. */
-export function hostCheck(policy: HostPolicy): MiddlewareHandler {
+export function hostCheck(policy: HostPolicy): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const host = c.req.header("host");
     if (hostAllowed(host, policy)) return await next();
     const message = `Host ${
       JSON.stringify(hostOf(host!).slice(0, 100))
     } is not allowed; add it to COORDINATOR_ALLOWED_HOSTS`;
-    return c.req.path.startsWith("/v1/") ? openaiError(403, message) : ollamaError(403, message);
+    return errorFor(c, 403, message);
   };
 }

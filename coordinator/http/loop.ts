@@ -8,7 +8,8 @@
  * would recurse until memory and descriptors ran out.
  */
 import type { MiddlewareHandler } from "hono";
-import { ollamaError, openaiError } from "@oc/shared";
+import { errorFor } from "./errors.ts";
+import type { AppEnv } from "./env.ts";
 import { MESSAGES } from "./messages.ts";
 
 /** The request header listing the coordinators a request passed through, comma-separated. */
@@ -35,7 +36,7 @@ export function nextHops(instanceId: string, incoming?: Headers): string {
 }
 
 /** Refuses, with 508 in the route's error shape, a request that looped or hopped too often. */
-export function loopGuard(instanceId: string): MiddlewareHandler {
+export function loopGuard(instanceId: string): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     // Nearly every request comes straight from a client: one header lookup and on.
     if (c.req.raw.headers.get(HOP_HEADER) === null) return await next();
@@ -44,9 +45,7 @@ export function loopGuard(instanceId: string): MiddlewareHandler {
     if (!self && hops.length < MAX_HOPS) return await next();
     const message = self ? MESSAGES.loopDetected : MESSAGES.tooManyHops(MAX_HOPS);
     const headers: Record<string, string> = self ? { [INSTANCE_HEADER]: instanceId } : {};
-    return c.req.path.startsWith("/v1/")
-      ? openaiError(508, message, headers)
-      : ollamaError(508, message, headers);
+    return errorFor(c, 508, message, headers);
   };
 }
 

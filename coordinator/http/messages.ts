@@ -22,6 +22,7 @@ export const MESSAGES = {
   invalidDigest: (digest: string) => `invalid digest "${digest.slice(0, 80)}"`,
   clientClosed: "Client closed the request",
   clientClosedWhileQueued: "Client closed the request while it was queued",
+  apiKeyRequired: "A valid API key is required (Authorization: Bearer <key> or x-api-key: <key>)",
 
   // Which agent serves it.
   noAgentOnline: "No agent is online to serve requests",

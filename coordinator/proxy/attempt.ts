@@ -148,6 +148,7 @@ class Attempt {
     }
     const ok = res.status >= 200 && res.status < 300;
     const usage = ok ? readUsage([bytes]) : {};
+    if (ok && this.#req.echo) bytes = this.#req.echo.whole(bytes);
     const outcome = outcomeOf(usage, this.#sentAt, this.#deps.now());
     this.#end(outcome);
     this.#entry.write({
@@ -202,6 +203,7 @@ class Attempt {
         () => upstream.abort(new DOMException("Stream went silent", "TimeoutError")),
       ),
       agentName: this.#name,
+      rewrite: this.#req.echo?.stream(),
     }, (result) => this.#streamEnded(result, { status: res.status, ttftMs }));
     return new Response(body, { status: res.status, headers });
   }

@@ -11,6 +11,8 @@ export const INFERENCE_BODY_LIMIT = 64 * 1024 * 1024;
 /** What routing needs from a body. */
 export interface RoutingInfo {
   model: string;
+  /** The member the model was named in: `model`, or the older `name` (native API). */
+  field: "model" | "name";
   stream: boolean;
   affinity?: string;
 }
@@ -30,6 +32,7 @@ export function routingInfo(
     return "request body must be a JSON object";
   }
   const b = body as Record<string, unknown>;
+  const field = b.model === undefined || b.model === null ? "name" : "model";
   const raw = b.model ?? (options.flavor === "ollama" ? b.name : undefined);
   if (raw === undefined || raw === null || raw === "") return MESSAGES.modelRequired;
   if (typeof raw !== "string") return "model must be a string";
@@ -39,10 +42,10 @@ export function routingInfo(
   if ("stream" in b && b.stream !== null && typeof b.stream !== "boolean") {
     return "stream must be a boolean";
   }
-  // Native streams unless told not to; /v1 streams only when asked.
+  // Native streams unless told not to; /v1 (OpenAI's and Anthropic's) streams only when asked.
   const stream = options.streams &&
     (options.flavor === "ollama" ? b.stream !== false : b.stream === true);
-  return { model, stream, affinity: affinityKey(model, b.messages) };
+  return { model, field, stream, affinity: affinityKey(model, b.messages) };
 }
 
 /**

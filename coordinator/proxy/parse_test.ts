@@ -8,6 +8,7 @@ const native = { flavor: "ollama" as const, streams: true };
 Deno.test("parse - model, stream default per API, and clear errors", () => {
   assert.deepEqual(routingInfo(bytes({ model: " llama3.2 " }), native), {
     model: "llama3.2",
+    field: "model",
     stream: true,
     affinity: undefined,
   });
@@ -17,7 +18,20 @@ Deno.test("parse - model, stream default per API, and clear errors", () => {
   );
   const v1 = { flavor: "openai" as const, streams: true };
   assert.equal((routingInfo(bytes({ model: "m" }), v1) as { stream: boolean }).stream, false);
-  assert.equal((routingInfo(bytes({ name: "m" }), native) as { model: string }).model, "m");
+  assert.deepEqual(
+    routingInfo(bytes({ name: "m", model: null }), native),
+    { model: "m", field: "name", stream: true, affinity: undefined },
+  );
+  // Anthropic's /v1/messages streams only when asked, like OpenAI's routes.
+  const anthropic = { flavor: "anthropic" as const, streams: true };
+  assert.equal(
+    (routingInfo(bytes({ model: "m" }), anthropic) as { stream: boolean }).stream,
+    false,
+  );
+  assert.equal(
+    (routingInfo(bytes({ model: "m", stream: true }), anthropic) as { stream: boolean }).stream,
+    true,
+  );
   assert.equal(routingInfo(bytes({ name: "m" }), v1), "model is required");
   assert.equal(routingInfo(bytes(""), native), "missing request body");
   assert.equal(routingInfo(bytes("{"), native), "invalid JSON in request body");

@@ -1,6 +1,7 @@
 /** One inference request as the proxy sees it, what the proxy needs, and its request-log record. */
 import type { AppContext } from "../context.ts";
 import type { Flavor } from "../http/errors.ts";
+import type { ModelEcho } from "../aliases/rewrite.ts";
 import type { RequestLog, RequestRecord } from "../telemetry/request_log.ts";
 
 /** Everything the proxy needs to know about one client request. */
@@ -27,6 +28,8 @@ export interface ProxyRequest {
   agentId?: string;
   /** The client's API key id, for fair queueing between keys. */
   tenant?: string;
+  /** Puts the alias the client asked for back in the answer's `model` (the body names the real one). */
+  echo?: ModelEcho;
 }
 
 /** Dependencies of the proxy. */

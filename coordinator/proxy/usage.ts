@@ -1,6 +1,8 @@
 /**
  * Token counts read from the end of an answer: Ollama's final object (`prompt_eval_count`,
- * `eval_count`, `eval_duration`) or OpenAI's `usage`. Only the last chunks are decoded, once.
+ * `eval_count`, `eval_duration`), OpenAI's `usage` (`prompt_tokens`, `completion_tokens`) or
+ * Anthropic's and OpenAI Responses' `usage` (`input_tokens`, `output_tokens`: a final message, a
+ * `message_delta` or `response.completed` event). Only the last chunks are decoded, once.
  */
 
 /** Token figures of one answer; any may be missing. */
@@ -17,6 +19,8 @@ const FIELDS: [keyof Usage, string][] = [
   ["evalDurationNs", '"eval_duration":'],
   ["promptTokens", '"prompt_tokens":'],
   ["completionTokens", '"completion_tokens":'],
+  ["promptTokens", '"input_tokens":'],
+  ["completionTokens", '"output_tokens":'],
 ];
 
 /** The number after the last `"field":` in `text`, if any. */

@@ -35,3 +35,13 @@ Deno.test("usage - nothing to read gives nothing; only the last 8 KiB are read",
   const early = '{"eval_count":7}' + " ".repeat(9000);
   assert.deepEqual(readUsage([bytes(early)]), {});
 });
+
+Deno.test("usage - Anthropic's message_delta and final message give input and output tokens", () => {
+  const tail = 'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":' +
+    '"end_turn"},"usage":{"input_tokens":11,"output_tokens":22}}\n\n' +
+    'event: message_stop\ndata: {"type":"message_stop"}\n\n';
+  assert.deepEqual(readUsage([bytes(tail)]), { promptTokens: 11, completionTokens: 22 });
+  const whole = '{"id":"msg_1","type":"message","content":[{"type":"text","text":"hi"}],' +
+    '"usage":{"input_tokens":4,"output_tokens":1}}';
+  assert.deepEqual(readUsage([bytes(whole)]), { promptTokens: 4, completionTokens: 1 });
+});
