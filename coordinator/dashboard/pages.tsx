@@ -18,9 +18,10 @@ import AgentsTable, { type SortKey, SORTS } from "./islands/agents_table.tsx";
 import AgentDetail from "./islands/agent_detail.tsx";
 import ModelsView from "./islands/models_view.tsx";
 import PullPanel from "./islands/pull_panel.tsx";
+import AliasesPanel from "./islands/aliases_panel.tsx";
 import RequestLogView from "./islands/request_log.tsx";
 import EventLog from "./islands/event_log.tsx";
-import { agentName } from "./lib/models.ts";
+import { agentName, fleetModelView } from "./lib/models.ts";
 import { agentRow, fleetSnapshot, fleetSummary, type LiveContext } from "../api/admin/live.ts";
 import { pullsOf } from "../api/admin/models.ts";
 import { OLLAMA_INFERENCE } from "../api/ollama.ts";
@@ -254,6 +255,21 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
           />
         </section>
         <Island name="models_view" component={ModelsView} props={{ agents }} />
+        <section class="panel">
+          <h2>Aliases</h2>
+          <p class="muted">
+            Names that tools hard-code, served by a model of the fleet: a request for the alias goes
+            to its model, and the answer names the alias.
+          </p>
+          <Island
+            name="aliases_panel"
+            component={AliasesPanel}
+            props={{
+              aliases: ctx.aliases.list(),
+              models: fleetModelView(agents).map((m) => m.name),
+            }}
+          />
+        </section>
       </>,
     );
   });

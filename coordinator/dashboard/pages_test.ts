@@ -35,11 +35,19 @@ Deno.test("dashboard - every page renders on the server with its data and island
     attempts: 1,
     error: null,
   });
+  await t.ctx.aliases.set("gpt-4o-mini", "llama3.2:3b", { listed: true });
   const pages: [string, string[]][] = [
     ["/dashboard", ["<title>Overview", 'data-island="overview"', "Requests per second"]],
     ["/dashboard/agents", ["gpu-01", "mac-mini", 'data-island="agents_table"', "2 of 2 agents"]],
     [`/dashboard/agents/${agent_id}`, ["gpu-01", "llama3.2:latest", 'data-island="agent_detail"']],
-    ["/dashboard/models", ["llama3.2:latest", 'data-island="models_view"', "Pull a model"]],
+    ["/dashboard/models", [
+      "llama3.2:latest",
+      'data-island="models_view"',
+      "Pull a model",
+      'data-island="aliases_panel"',
+      'data-alias="gpt-4o-mini"',
+      '<option value="llama3.2:latest">',
+    ]],
     ["/dashboard/requests", ["req-1", "321 ms", 'data-island="request_log"']],
     ["/dashboard/events", ["Agent &quot;gpu-01&quot; registered", 'data-island="event_log"']],
   ];

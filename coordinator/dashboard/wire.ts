@@ -46,3 +46,13 @@ export interface PullProgress {
   done: boolean;
   error?: string;
 }
+
+/** A model alias as `GET /api/admin/aliases` lists it (the aliases panel of the models page). */
+export interface AliasView {
+  /** The name clients use, e.g. `gpt-4o-mini`. */
+  alias: string;
+  /** The fleet's model that serves it. */
+  model: string;
+  /** Shown in `/api/tags` and `/v1/models`. */
+  listed: boolean;
+}

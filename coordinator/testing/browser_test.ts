@@ -243,6 +243,39 @@ Deno.test({
         await page.close();
       });
 
+      await t.step("an alias is added and removed on the models page", async () => {
+        await using fleet = await startFleet([{ name: "gpu-a" }]);
+        const aliases = fleet.coordinator.ctx.aliases;
+        const context = await signIn(browser, fleet.url);
+        const { page, errors } = await open(context, `${fleet.url}/dashboard/models`);
+        await page.getByLabel("Alias", { exact: true }).fill("gpt-4o-mini");
+        await page.getByLabel("Served by").fill("llama3.2");
+        await page.getByLabel("listed in /api/tags and /v1/models").check();
+        await page.getByRole("button", { name: "Save" }).click();
+        const row = page.locator('tr[data-alias="gpt-4o-mini"]');
+        await row.waitFor({ timeout: 5000 });
+        assert.match(await row.innerText(), /gpt-4o-mini\s+llama3\.2\s+yes/);
+        assert.deepEqual(aliases.resolve("gpt-4o-mini"), {
+          alias: "gpt-4o-mini",
+          model: "llama3.2",
+          listed: true,
+        });
+        await page.locator(".aliases-panel").screenshot({ path: "/tmp/aliases_panel.png" });
+        // A refused alias shows why.
+        await page.getByLabel("Alias", { exact: true }).fill("llama3.2:latest");
+        await page.getByLabel("Served by").fill("llama3.2");
+        await page.getByRole("button", { name: "Save" }).click();
+        await page.locator('.aliases-panel [role="alert"]').waitFor({ timeout: 5000 });
+        assert.match(await page.locator('.aliases-panel [role="alert"]').innerText(), /itself/);
+        page.once("dialog", (d) => void d.accept());
+        await page.getByRole("button", { name: "Remove the alias gpt-4o-mini" }).click();
+        await row.waitFor({ state: "detached", timeout: 5000 });
+        assert.equal(aliases.resolve("gpt-4o-mini"), undefined);
+        assert.deepEqual(errors.filter((e) => !/status of 400/.test(e)), []);
+        await notReloaded(page);
+        await page.close();
+      });
+
       await t.step("the request log shows a request that was just made", async () => {
         await using fleet = await startFleet([{ name: "gpu-a", tokensPerSecond: 20 }]);
         const context = await signIn(browser, fleet.url);
