@@ -92,10 +92,14 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));
 
+  // Ollama (gin) answers an unknown path in plain text, not JSON; OpenAI's paths keep its shape.
   app.notFound((c) =>
     c.req.path.startsWith("/v1/")
       ? openaiError(404, MESSAGES.unknownV1Path(c.req.path))
-      : ollamaError(404, MESSAGES.pathNotFound)
+      : new Response(MESSAGES.pathNotFound, {
+        status: 404,
+        headers: { "content-type": "text/plain" },
+      })
   );
   return app;
 }
