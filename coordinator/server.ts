@@ -15,7 +15,7 @@ import { RequestLog } from "./telemetry/request_log.ts";
 import { EventLog } from "./telemetry/event_log.ts";
 import { createApp } from "./http/app.ts";
 import { type HttpListener, serve } from "./http/listener.ts";
-import { startLocalOllama } from "./fleet/local_ollama.ts";
+import { type LocalOllama, startLocalOllama } from "./fleet/local_ollama.ts";
 import { Metrics } from "./telemetry/metrics.ts";
 import { SecurityStore } from "./security/store.ts";
 import { ModelPins } from "./scheduler/pins.ts";
@@ -197,6 +197,8 @@ export interface Coordinator {
   listener: HttpListener;
   /** Secrets generated at this (first) start, to be shown once. */
   firstStart: { agentToken?: string; adminPassword?: string };
+  /** What the look for a local Ollama found; null when AUTO_REGISTER_LOCAL_OLLAMA is off. */
+  localOllama: LocalOllama | null;
   /** Whether this coordinator runs the fleet-wide chores (always, unless others share the store). */
   readonly leading: boolean;
   /** Stops accepting, lets in-flight requests finish, flushes the log, closes the database. */
@@ -245,7 +247,7 @@ export async function startCoordinator(
   ctx.metrics.cluster = () => ({ leading: chores !== undefined, peers: membership.peers });
   const stopStats = ctx.stats.start();
   const stopMetrics = ctx.metrics.start();
-  const stopLocal = config.autoRegisterLocal
+  const localOllama = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
       url: config.localOllamaUrl,
       intervalMs: config.heartbeatInterval * 1000,
@@ -259,6 +261,7 @@ export async function startCoordinator(
     ctx,
     listener: server,
     firstStart: ctx.firstStart,
+    localOllama,
     port,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     get leading() {
@@ -267,7 +270,7 @@ export async function startCoordinator(
     stop() {
       stopped ??= (async () => {
         const left = membership.leave();
-        stopLocal?.();
+        localOllama?.stop();
         stopStats();
         stopMetrics();
         // Live streams never finish on their own: end them so the server can shut down.
