@@ -26,9 +26,6 @@ import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 import { startCluster } from "./cluster/mod.ts";
 
-/** At most this many events are kept, however young (unauthenticated model use records some). */
-export const MAX_EVENTS = 100_000;
-
 /** Builds the coordinator's shared state from a configuration. */
 export async function createContext(
   config: Config,
@@ -136,7 +133,7 @@ export async function applyRetention(ctx: AppContext): Promise<void> {
       requestsBefore: before(ctx.config.requestLogRetentionDays),
       maxRequests: ctx.config.requestLogMaxRows,
       eventsBefore: before(ctx.config.eventRetentionDays),
-      maxEvents: MAX_EVENTS,
+      maxEvents: ctx.config.eventMaxRows,
       sessionsBefore: new Date(now).toISOString(),
     });
   } catch (e) {
@@ -150,13 +147,21 @@ const PRUNE_AFTER_ROWS = 20_000;
 /**
  * Runs {@linkcode applyRetention} at start, every hour, and sooner when many rows were written:
  * a flood of requests or of client model operations (each an event) cannot grow the database by
- * more than a bounded amount between two prunes. Returns the function that stops it.
+ * more than a bounded amount between two prunes. The volume is looked at every second (two
+ * counters): a prune follows once the rows written since the last one reach the smaller of 20,000
+ * and the row limits (REQUEST_LOG_MAX_ROWS, EVENT_MAX_ROWS), so neither table grows far past its
+ * limit. Returns the function that stops it.
  */
 export function startRetention(ctx: AppContext, options: { checkMs?: number } = {}): () => void {
   let lastAt = ctx.now();
   let lastRows = 0;
   let running = false;
   const rows = () => ctx.log.counts.written + ctx.events.counts.written;
+  const pruneAfter = Math.min(
+    PRUNE_AFTER_ROWS,
+    ctx.config.requestLogMaxRows,
+    ctx.config.eventMaxRows,
+  );
   const run = async () => {
     running = true;
     lastAt = ctx.now();
@@ -170,8 +175,8 @@ export function startRetention(ctx: AppContext, options: { checkMs?: number } = 
   void run();
   const timer = setInterval(() => {
     if (running) return;
-    if (ctx.now() - lastAt >= 3_600_000 || rows() - lastRows >= PRUNE_AFTER_ROWS) void run();
-  }, options.checkMs ?? 60_000);
+    if (ctx.now() - lastAt >= 3_600_000 || rows() - lastRows >= pruneAfter) void run();
+  }, options.checkMs ?? 1_000);
   Deno.unrefTimer(timer);
   return () => clearInterval(timer);
 }
