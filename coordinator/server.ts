@@ -148,9 +148,9 @@ const PRUNE_AFTER_ROWS = 20_000;
  * Runs {@linkcode applyRetention} at start, every hour, and sooner when many rows were written:
  * a flood of requests or of client model operations (each an event) cannot grow the database by
  * more than a bounded amount between two prunes. The volume is looked at every second (two
- * counters): a prune follows once the rows written since the last one reach the smaller of 20,000
- * and the row limits (REQUEST_LOG_MAX_ROWS, EVENT_MAX_ROWS), so neither table grows far past its
- * limit. Returns the function that stops it.
+ * counters): a prune follows once the rows written since the last one reach 20,000 or a tenth of
+ * the smaller row limit (REQUEST_LOG_MAX_ROWS, EVENT_MAX_ROWS), so a table stays within about a
+ * tenth of its limit (plus a second's writes). Returns the function that stops it.
  */
 export function startRetention(ctx: AppContext, options: { checkMs?: number } = {}): () => void {
   let lastAt = ctx.now();
@@ -159,8 +159,7 @@ export function startRetention(ctx: AppContext, options: { checkMs?: number } = 
   const rows = () => ctx.log.counts.written + ctx.events.counts.written;
   const pruneAfter = Math.min(
     PRUNE_AFTER_ROWS,
-    ctx.config.requestLogMaxRows,
-    ctx.config.eventMaxRows,
+    Math.ceil(Math.min(ctx.config.requestLogMaxRows, ctx.config.eventMaxRows) / 10),
   );
   const run = async () => {
     running = true;
