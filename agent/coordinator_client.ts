@@ -22,10 +22,13 @@ import { errorMessage, sleep } from "./util.ts";
 /** The coordinator answered with an error status; callers act on `status` (404, 401, …). */
 export class CoordinatorHttpError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** The coordinator's own error text (its `error` field), or the start of its answer. */
+  readonly detail: string;
+  constructor(status: number, message: string, detail = "") {
     super(message);
     this.name = "CoordinatorHttpError";
     this.status = status;
+    this.detail = detail;
   }
 }
 
@@ -151,6 +154,7 @@ export class CoordinatorClient {
       throw new CoordinatorHttpError(
         res.status,
         `Coordinator answered ${path} with status ${res.status}${detail ? `: ${detail}` : ""}`,
+        detail,
       );
     }
     if (!text.trim()) return {};
@@ -271,10 +275,15 @@ export async function registerWithRetry(
         if (options.signal?.aborted) return undefined;
         let problem = errorMessage(error);
         if (isAuthError(error)) {
-          problem = `Cannot register agent: the coordinator rejected the token (status ${
-            (error as CoordinatorHttpError).status
-          }); set AGENT_TOKEN to a token the coordinator accepts`;
-          // A wrong token will not fix itself quickly: log every time, but try slowly.
+          const { status, detail } = error as CoordinatorHttpError;
+          // Only a 401 is about the token; a 403 comes from the host allow-list, the allowed
+          // networks or the origin check, and the coordinator's own words say which.
+          problem = status === 401
+            ? `Cannot register agent: the coordinator rejected the token (status 401); set AGENT_TOKEN to a token the coordinator accepts`
+            : `Cannot register agent: the coordinator refused it (status ${status})${
+              detail ? `: ${detail}` : ""
+            }`;
+          // Neither fixes itself quickly: log every time, but try slowly.
           logger.error(problem);
           delay = Math.max(options.retryMs, options.unauthorizedRetryMs);
         } else if (!(error instanceof CoordinatorUnreachableError) && problem !== lastProblem) {

@@ -141,6 +141,41 @@ Deno.test("coordinator client - a rejected token is a clear error about AGENT_TO
   }
 });
 
+Deno.test("coordinator client - a 403 shows the coordinator's reason, not a token problem", async () => {
+  // A coordinator's host allow-list answers a name it does not know with 403 (issue 16).
+  const reason = 'Host "coordinator.example" is not allowed; add it to COORDINATOR_ALLOWED_HOSTS';
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      await req.body?.cancel();
+      return Response.json({ error: reason }, { status: 403 });
+    },
+  );
+  const logger = createMemoryLogger();
+  try {
+    const client = new CoordinatorClient({
+      baseUrl: `http://127.0.0.1:${server.addr.port}`,
+      token: "right",
+      logger,
+    });
+    const retry = { retryMs: 0, maxRetries: 1, unauthorizedRetryMs: 0, logger };
+    const rejected = await registerWithRetry(client, () => Promise.resolve(body), retry).then(
+      () => assert.fail("registered"),
+      (e: Error) => e.message,
+    );
+    assert.match(
+      rejected,
+      /the coordinator refused it \(status 403\): Host "coordinator\.example"/,
+    );
+    assert.doesNotMatch(rejected, /token/);
+    const errors = logger.lines.filter((l) => l.level === "error").map((l) => l.msg);
+    assert.equal(errors.length, 2);
+    assert.ok(errors.every((msg) => msg.includes("COORDINATOR_ALLOWED_HOSTS")), errors[0]);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 /** What the client said about coordinators going and coming, in order. */
 const moves = (logger: ReturnType<typeof createMemoryLogger>) =>
   logger.lines.filter((l) => l.msg.startsWith("Coordinator ")).map((l) => l.msg);

@@ -240,9 +240,13 @@ async function heartbeatLoop(run: Run): Promise<void> {
         continue;
       }
       if (isAuthError(error)) {
+        const { status, detail } = error as CoordinatorHttpError;
         logger.error(
-          "Coordinator rejected this agent's heartbeat credentials; registering again " +
-            "(check AGENT_TOKEN if this repeats)",
+          status === 401
+            ? "Coordinator rejected this agent's heartbeat credentials; registering again " +
+              "(check AGENT_TOKEN if this repeats)"
+            : `Coordinator refused this agent's heartbeat (status ${status}: ${detail}); ` +
+              "registering again",
         );
         if (!await register(run, 0)) break;
         continue;

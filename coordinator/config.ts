@@ -246,7 +246,14 @@ const SETTINGS = {
     flag: "event-retention-days",
     schema: z.coerce.number().min(0).max(3650),
     default: "30",
-    help: "Days fleet events are kept (at most the newest 100,000 in any case)",
+    help: "Days fleet events are kept (at most EVENT_MAX_ROWS in any case)",
+  },
+  eventMaxRows: {
+    env: "EVENT_MAX_ROWS",
+    flag: "event-max-rows",
+    schema: int(1000, 1_000_000_000),
+    default: "100000",
+    help: "Most fleet events kept (the newest), whatever their age",
   },
   logLevel: {
     env: "LOG_LEVEL",

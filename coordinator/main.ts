@@ -8,7 +8,8 @@
  */
 import { ConfigError, helpText, loadConfig } from "./config.ts";
 import { hostname } from "node:os";
-import { closeContext, startCoordinator } from "./server.ts";
+import { closeContext, type Coordinator, startCoordinator } from "./server.ts";
+import type { LocalOllama } from "./fleet/local_ollama.ts";
 import { redactUrl } from "./store/open.ts";
 import { Logger, routeConsole, writeStderr } from "./telemetry/logger.ts";
 
@@ -42,6 +43,37 @@ function agentCommand(token: string, port: number): string {
 
 function dashboardUrl(port: number): string {
   return `http://${hostname()}:${port}/dashboard`;
+}
+
+/** "1 agent", "2 agents". */
+export function agentCount(n: number): string {
+  return `${n} agent${n === 1 ? "" : "s"}`;
+}
+
+/**
+ * What to do next when a coordinator starts with no agent at all (a first start without Ollama),
+ * or null when it has some: where it looked for a local Ollama, and the ways to give it one.
+ */
+export function nextSteps(
+  state: { agents: number; localOllama: LocalOllama | null; port: number; firstStart: boolean },
+): { message: string; steps: string[] } | null {
+  if (state.agents > 0) return null;
+  const local = state.localOllama;
+  const message = local?.found === "none"
+    ? `No local Ollama answered at ${local.url} (LOCAL_OLLAMA_URL), and no agents are known yet`
+    : "No agents are known yet";
+  const command = state.firstStart
+    ? "the command printed above"
+    : agentCommand("<your agent token>", state.port);
+  return {
+    message,
+    steps: [
+      `On each machine that runs Ollama, start an agent: ${command}`,
+      "No GPU at hand? `deno task demo` runs a coordinator with three simulated agents and traffic",
+      "Or start a simulated Ollama here with `deno task simulator --port 11434`, then start the " +
+      "coordinator again: it registers the Ollama it finds at LOCAL_OLLAMA_URL",
+    ],
+  };
 }
 
 /**
@@ -138,36 +170,10 @@ if (import.meta.main) {
   }
   const logs = config.logFormat === "json" ? jsonEverywhere() : null;
   const json = logs?.out;
-  let coordinator;
-  try {
-    coordinator = await startCoordinator(config);
-  } catch (e) {
-    if (!logs) throw e;
-    logs.err.error("Cannot start the coordinator", { error: describe(e) });
-    Deno.exit(1);
-  }
-  const { registry } = coordinator.ctx;
-  const listening = `http://${config.host}:${coordinator.port}`;
-  const port = config.port === 0 ? coordinator.port : config.port;
-  if (json) {
-    json.info("Ollama Coordinator listening", {
-      address: listening,
-      database: redactUrl(config.databaseUrl),
-      agents: registry.all().length,
-      ollama_url: coordinator.url,
-      openai_url: `${coordinator.url}/v1`,
-    });
-    logFirstStart(json, coordinator.firstStart, port);
-  } else {
-    console.log(
-      `Ollama Coordinator listening on ${listening} ` +
-        `(database ${redactUrl(config.databaseUrl)}, ${registry.all().length} agents known)`,
-    );
-    console.log(
-      `Point Ollama clients at ${coordinator.url} and OpenAI clients at ${coordinator.url}/v1`,
-    );
-    printFirstStart(coordinator.firstStart, port);
-  }
+  // The stop signals are listened for before anything else: a stop during start-up waits for the
+  // start and then drains, and Deno 2.9.6 sets up signal handling lazily and panics if descriptors
+  // have run out by then (a flood of connections), so it must be set up before listening.
+  let started: Coordinator | undefined;
   const signals = signalCounter();
   let forced = false;
   const stop = async (signal: string) => {
@@ -183,13 +189,15 @@ if (import.meta.main) {
       // A second signal: stop now. What is flushed is kept; streams still running are cut.
       if (json) json.warn("Second signal: stopping now", { signal });
       else console.log(`Second ${signal}: stopping now`);
-      const { ctx } = coordinator;
-      ctx.upstream.cutAll("The coordinator is shutting down");
-      // Whatever the store takes within a second is kept; the graceful stop may be closing it.
-      await Promise.race([
-        closeContext(ctx).catch(() => {}),
-        new Promise((r) => setTimeout(r, 1000)),
-      ]);
+      if (started) {
+        const { ctx } = started;
+        ctx.upstream.cutAll("The coordinator is shutting down");
+        // Whatever the store takes within a second is kept; the graceful stop may be closing it.
+        await Promise.race([
+          closeContext(ctx).catch(() => {}),
+          new Promise((r) => setTimeout(r, 1000)),
+        ]);
+      }
       Deno.exit(signal === "SIGINT" ? 130 : 143);
     }
     if (json) {
@@ -200,6 +208,10 @@ if (import.meta.main) {
     } else {
       console.log(`${signal} received: finishing in-flight requests, then stopping`);
     }
+    // Stopped while starting: let the start finish, then stop what it started.
+    const coordinator = await starting;
+    // The start failed: its error ends the process.
+    if (!coordinator) return;
     await coordinator.stop();
     // A second signal came meanwhile: it ends the process with its own exit code.
     if (forced) return;
@@ -208,4 +220,53 @@ if (import.meta.main) {
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  // No await between the listeners and this line: a signal's handler always finds `starting`.
+  const start = startCoordinator(config);
+  const starting = start.then((c) => c, () => undefined);
+  let coordinator: Coordinator;
+  try {
+    coordinator = started = await start;
+  } catch (e) {
+    if (!logs) throw e;
+    logs.err.error("Cannot start the coordinator", { error: describe(e) });
+    Deno.exit(1);
+  }
+  const { registry } = coordinator.ctx;
+  const listening = `http://${config.host}:${coordinator.port}`;
+  const port = config.port === 0 ? coordinator.port : config.port;
+  const agents = registry.all().length;
+  const next = nextSteps({
+    agents,
+    localOllama: coordinator.localOllama,
+    port,
+    firstStart: coordinator.firstStart.agentToken !== undefined,
+  });
+  if (json) {
+    json.info("Ollama Coordinator listening", {
+      address: listening,
+      database: redactUrl(config.databaseUrl),
+      agents,
+      ollama_url: coordinator.url,
+      openai_url: `${coordinator.url}/v1`,
+    });
+    logFirstStart(json, coordinator.firstStart, port);
+    if (next) {
+      json.info(next.message, {
+        local_ollama_url: coordinator.localOllama?.url,
+        next_steps: next.steps,
+      });
+    }
+  } else {
+    console.log(
+      `Ollama Coordinator listening on ${listening} ` +
+        `(database ${redactUrl(config.databaseUrl)}, ${agentCount(agents)} known)`,
+    );
+    console.log(
+      `Point Ollama clients at ${coordinator.url} and OpenAI clients at ${coordinator.url}/v1`,
+    );
+    printFirstStart(coordinator.firstStart, port);
+    if (next) {
+      console.log([`${next.message}. Next:`, ...next.steps.map((s) => `  - ${s}`)].join("\n"));
+    }
+  }
 }

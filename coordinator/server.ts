@@ -15,7 +15,7 @@ import { RequestLog } from "./telemetry/request_log.ts";
 import { EventLog } from "./telemetry/event_log.ts";
 import { createApp } from "./http/app.ts";
 import { type HttpListener, serve } from "./http/listener.ts";
-import { startLocalOllama } from "./fleet/local_ollama.ts";
+import { type LocalOllama, startLocalOllama } from "./fleet/local_ollama.ts";
 import { Metrics } from "./telemetry/metrics.ts";
 import { SecurityStore } from "./security/store.ts";
 import { ModelPins } from "./scheduler/pins.ts";
@@ -26,9 +26,6 @@ import { LiveHub } from "./telemetry/live_hub.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 import { startCluster } from "./cluster/mod.ts";
-
-/** At most this many events are kept, however young (unauthenticated model use records some). */
-export const MAX_EVENTS = 100_000;
 
 /** Builds the coordinator's shared state from a configuration. */
 export async function createContext(
@@ -138,7 +135,7 @@ export async function applyRetention(ctx: AppContext): Promise<void> {
       requestsBefore: before(ctx.config.requestLogRetentionDays),
       maxRequests: ctx.config.requestLogMaxRows,
       eventsBefore: before(ctx.config.eventRetentionDays),
-      maxEvents: MAX_EVENTS,
+      maxEvents: ctx.config.eventMaxRows,
       sessionsBefore: new Date(now).toISOString(),
     });
   } catch (e) {
@@ -152,13 +149,20 @@ const PRUNE_AFTER_ROWS = 20_000;
 /**
  * Runs {@linkcode applyRetention} at start, every hour, and sooner when many rows were written:
  * a flood of requests or of client model operations (each an event) cannot grow the database by
- * more than a bounded amount between two prunes. Returns the function that stops it.
+ * more than a bounded amount between two prunes. The volume is looked at every second (two
+ * counters): a prune follows once the rows written since the last one reach 20,000 or a tenth of
+ * the smaller row limit (REQUEST_LOG_MAX_ROWS, EVENT_MAX_ROWS), so a table stays within about a
+ * tenth of its limit (plus a second's writes). Returns the function that stops it.
  */
 export function startRetention(ctx: AppContext, options: { checkMs?: number } = {}): () => void {
   let lastAt = ctx.now();
   let lastRows = 0;
   let running = false;
   const rows = () => ctx.log.counts.written + ctx.events.counts.written;
+  const pruneAfter = Math.min(
+    PRUNE_AFTER_ROWS,
+    Math.ceil(Math.min(ctx.config.requestLogMaxRows, ctx.config.eventMaxRows) / 10),
+  );
   const run = async () => {
     running = true;
     lastAt = ctx.now();
@@ -172,8 +176,8 @@ export function startRetention(ctx: AppContext, options: { checkMs?: number } = 
   void run();
   const timer = setInterval(() => {
     if (running) return;
-    if (ctx.now() - lastAt >= 3_600_000 || rows() - lastRows >= PRUNE_AFTER_ROWS) void run();
-  }, options.checkMs ?? 60_000);
+    if (ctx.now() - lastAt >= 3_600_000 || rows() - lastRows >= pruneAfter) void run();
+  }, options.checkMs ?? 1_000);
   Deno.unrefTimer(timer);
   return () => clearInterval(timer);
 }
@@ -199,6 +203,8 @@ export interface Coordinator {
   listener: HttpListener;
   /** Secrets generated at this (first) start, to be shown once. */
   firstStart: { agentToken?: string; adminPassword?: string };
+  /** What the look for a local Ollama found; null when AUTO_REGISTER_LOCAL_OLLAMA is off. */
+  localOllama: LocalOllama | null;
   /** Whether this coordinator runs the fleet-wide chores (always, unless others share the store). */
   readonly leading: boolean;
   /** Stops accepting, lets in-flight requests finish, flushes the log, closes the database. */
@@ -247,7 +253,7 @@ export async function startCoordinator(
   ctx.metrics.cluster = () => ({ leading: chores !== undefined, peers: membership.peers });
   const stopStats = ctx.stats.start();
   const stopMetrics = ctx.metrics.start();
-  const stopLocal = config.autoRegisterLocal
+  const localOllama = config.autoRegisterLocal
     ? await startLocalOllama(ctx.registry, {
       url: config.localOllamaUrl,
       intervalMs: config.heartbeatInterval * 1000,
@@ -261,6 +267,7 @@ export async function startCoordinator(
     ctx,
     listener: server,
     firstStart: ctx.firstStart,
+    localOllama,
     port,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     get leading() {
@@ -269,7 +276,7 @@ export async function startCoordinator(
     stop() {
       stopped ??= (async () => {
         const left = membership.leave();
-        stopLocal?.();
+        localOllama?.stop();
         stopStats();
         stopMetrics();
         // Live streams never finish on their own: end them so the server can shut down.

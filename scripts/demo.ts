@@ -99,6 +99,10 @@ async function startDemoCoordinator(
 
 function startAgent(m: Machine, coordinatorUrl: string, token: string): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
+    // A process group of its own: Ctrl-C in a terminal signals the whole foreground group, and
+    // agents stopping at once, under the requests still running, make the coordinator log their
+    // failures. The demo stops them itself, in order: traffic first, then agents.
+    detached: true,
     args: ["run", "--allow-all", `${ROOT}agent/main.ts`],
     cwd: ROOT,
     env: {
@@ -129,6 +133,8 @@ function startTraffic(url: string, rps: number, maxInFlight = 8): () => Promise<
   let inFlight = 0;
   let stopped = false;
   const pending = new Set<Promise<void>>();
+  // Stopping cancels what is still running: a client that goes away is logged quietly (499).
+  const cancel = new AbortController();
   const one = async () => {
     const roll = Math.random();
     const tokens = 20 + Math.floor(Math.random() * 100);
@@ -168,7 +174,7 @@ function startTraffic(url: string, rps: number, maxInFlight = 8): () => Promise<
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
-        signal: AbortSignal.timeout(60_000),
+        signal: AbortSignal.any([cancel.signal, AbortSignal.timeout(60_000)]),
       });
       await res.arrayBuffer().catch(() => {});
     } catch { /* the coordinator may be stopping */ }
@@ -189,6 +195,7 @@ function startTraffic(url: string, rps: number, maxInFlight = 8): () => Promise<
   const running = loop();
   return async () => {
     stopped = true;
+    cancel.abort();
     await running;
     await Promise.allSettled([...pending]);
   };
@@ -319,8 +326,10 @@ if (import.meta.main) {
       await coordinator.stop();
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     })();
-  Deno.addSignalListener("SIGINT", () => void stop().then(() => Deno.exit(0)));
-  Deno.addSignalListener("SIGTERM", () => void stop().then(() => Deno.exit(0)));
+  // A closed terminal (SIGHUP) stops the demo too: the agents do not share its process group.
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    Deno.addSignalListener(signal, () => void stop().then(() => Deno.exit(0)));
+  }
   try {
     await waitForAgents(url, MACHINES.length, 60_000);
   } catch (e) {

@@ -105,6 +105,28 @@ export function mayBeThisMachine(address: string): boolean {
   });
 }
 
+/** Where an Ollama listens, as an agent registers it. */
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+/**
+ * Whether two registered endpoints are one Ollama: the same port, and the same address by value,
+ * or both addresses of this machine (its Ollama registered as `127.0.0.1` by the coordinator and
+ * as the machine's LAN address by an agent beside it).
+ */
+export function sameOllama(a: Endpoint, b: Endpoint): boolean {
+  if (a.port !== b.port) return false;
+  if (
+    ollamaBaseUrl(a.address, a.port).toLowerCase() ===
+      ollamaBaseUrl(b.address, b.port).toLowerCase()
+  ) {
+    return true;
+  }
+  return mayBeThisMachine(a.address) && mayBeThisMachine(b.address);
+}
+
 function unbracket(address: string): string {
   return address.trim().replace(/^\[(.*)\]$/, "$1");
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { hostname } from "node:os";
-import { addressProblem, mayBeThisMachine, ollamaBaseUrl } from "./address.ts";
+import { addressProblem, mayBeThisMachine, ollamaBaseUrl, sameOllama } from "./address.ts";
 
 Deno.test("address - plain IPs and host names are accepted", () => {
   for (
@@ -114,4 +114,15 @@ Deno.test("address - loopback, localhost and this host's name may be this machin
   if (own) assert.ok(mayBeThisMachine(own.address), own.address);
   assert.ok(!mayBeThisMachine("192.0.2.10"));
   assert.ok(!mayBeThisMachine("gpu-far-away.example"));
+});
+
+Deno.test("address - one Ollama: same port, and the same address or both this machine", () => {
+  const at = (address: string, port = 11434) => ({ address, port });
+  assert.ok(sameOllama(at("127.0.0.1"), at("localhost")));
+  assert.ok(sameOllama(at("127.0.0.1"), at(hostname())));
+  assert.ok(sameOllama(at("10.1.2.3"), at("10.1.2.3")));
+  assert.ok(sameOllama(at("fd00::5"), at("[FD00:0:0::5]")));
+  assert.ok(!sameOllama(at("127.0.0.1"), at("127.0.0.1", 11435)));
+  assert.ok(!sameOllama(at("127.0.0.1"), at("192.0.2.10")));
+  assert.ok(!sameOllama(at("192.0.2.10"), at("192.0.2.11")));
 });

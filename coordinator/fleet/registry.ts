@@ -18,7 +18,8 @@ import {
 import type { Bus } from "../telemetry/bus.ts";
 import type { EventLog } from "../telemetry/event_log.ts";
 import { type AgentRecord, type AgentUpdate, type Store, StoreError } from "../store/mod.ts";
-import { ollamaBaseUrl } from "./address.ts";
+import { hostname } from "node:os";
+import { ollamaBaseUrl, sameOllama } from "./address.ts";
 
 /** An agent as the coordinator knows it right now. */
 export interface Agent {
@@ -80,6 +81,19 @@ export interface RegistryOptions {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/** The `agent_version` of the coordinator's own registration of an Ollama on its machine. */
+export const LOCAL_AGENT_VERSION = "built-in";
+
+/** The machine name the coordinator registers the Ollama on its machine under. */
+export function localMachineName(): string {
+  return `${hostname()} (local)`;
+}
+
+/** Whether an agent is this coordinator's own registration of the Ollama on its machine. */
+export function isLocalEntry(agent: Agent | undefined): boolean {
+  return agent?.agentVersion === LOCAL_AGENT_VERSION && agent.machineName === localMachineName();
+}
 
 /** The status reason of an agent whose Ollama stopped answering (its agent still beats). */
 const OLLAMA_DOWN = "Ollama is not answering";
@@ -295,7 +309,9 @@ export class Registry {
 
   /**
    * Registers an agent, or updates it when the same machine and Ollama address registered
-   * before (keeping its id). Stored first: when the store cannot take it, this rejects with a
+   * before (keeping its id). An agent registering the Ollama this coordinator registered itself
+   * (the same port, on this machine) takes that entry over, with its id and history: one Ollama is
+   * one agent. Stored first: when the store cannot take it, this rejects with a
    * {@linkcode StoreError} and nothing changed. `secretHash` is the hash of the agent's new
    * heartbeat secret (none for the built-in registration of a local Ollama).
    */
@@ -320,14 +336,20 @@ export class Registry {
     secretHash: string | null,
   ): Promise<{ agent: Agent; created: boolean }> {
     const now = this.#now();
-    const existing = this.all().find((a) =>
-      a.machineName === req.machine_name && a.ipAddress === req.ip_address &&
-      a.ollamaPort === req.ollama_port
-    );
+    const existing =
+      this.all().find((a) =>
+        a.machineName === req.machine_name && a.ipAddress === req.ip_address &&
+        a.ollamaPort === req.ollama_port
+      ) ?? this.#localEntryServing(req);
     const models = req.models ?? existing?.models ?? [];
     const loaded = req.loaded_models ?? existing?.loadedModels ?? [];
     if (existing) {
+      const takenOver = existing.machineName !== req.machine_name ? existing.machineName : null;
       const changes = {
+        machineName: req.machine_name,
+        ipAddress: req.ip_address,
+        ollamaPort: req.ollama_port,
+        baseUrl: ollamaBaseUrl(req.ip_address, req.ollama_port),
         ollamaVersion: req.ollama_version,
         agentVersion: req.agent_version ?? existing.agentVersion,
         os: req.os ?? existing.os,
@@ -340,6 +362,13 @@ export class Registry {
       await this.#store.updateAgents([{
         id: existing.id,
         fields: {
+          ...(takenOver !== null
+            ? {
+              machine_name: req.machine_name,
+              ip_address: req.ip_address,
+              ollama_port: req.ollama_port,
+            }
+            : {}),
           ollama_version: changes.ollamaVersion,
           agent_version: changes.agentVersion,
           os: changes.os,
@@ -358,7 +387,9 @@ export class Registry {
       this.recordEvent(
         "registered",
         existing.id,
-        `Agent "${existing.machineName}" registered again`,
+        takenOver !== null
+          ? `Agent "${existing.machineName}" registered the Ollama known as "${takenOver}" and takes it over`
+          : `Agent "${existing.machineName}" registered again`,
       );
       this.#refresh(existing);
       this.#publish(existing);
@@ -411,6 +442,25 @@ export class Registry {
     this.recordEvent("registered", agent.id, `Agent "${agent.machineName}" registered`);
     this.#publish(agent);
     return { agent, created: true };
+  }
+
+  /** The built-in entry of this machine's Ollama, when an agent registers that same Ollama. */
+  #localEntryServing(req: RegisterRequest): Agent | undefined {
+    if (req.agent_version === LOCAL_AGENT_VERSION) return undefined;
+    const endpoint = { address: req.ip_address, port: req.ollama_port };
+    return this.all().find((a) =>
+      isLocalEntry(a) && sameOllama({ address: a.ipAddress, port: a.ollamaPort }, endpoint)
+    );
+  }
+
+  /**
+   * The agent, other than the built-in entry, that serves the Ollama at `endpoint`, if any: the
+   * coordinator then does not register that Ollama itself.
+   */
+  servedBy(endpoint: { address: string; port: number }): Agent | undefined {
+    return this.all().find((a) =>
+      !isLocalEntry(a) && sameOllama({ address: a.ipAddress, port: a.ollamaPort }, endpoint)
+    );
   }
 
   #emptyMetrics(a: Agent): AgentMetrics {

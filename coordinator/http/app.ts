@@ -90,12 +90,16 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.route("/", modelRoutes(ctx));
   app.route("/", aliasRoutes(ctx));
 
-  // Ollama serves no `/v1/messages/count_tokens`: like it, that path is unknown (404, here in
-  // Anthropic's shape, so Anthropic clients read it as "not found").
+  // Ollama (gin) answers an unknown path in plain text, not JSON. Under /v1 the path is unknown in
+  // the API's own shape (OpenAI's, Anthropic's for /v1/messages…: Ollama serves no
+  // `/v1/messages/count_tokens`, and Anthropic clients read this 404 as "not found").
   app.notFound((c) =>
     c.req.path.startsWith("/v1/")
       ? errorFor(c, 404, MESSAGES.unknownV1Path(c.req.path.slice(0, 200)))
-      : errorFor(c, 404, MESSAGES.pathNotFound)
+      : new Response(MESSAGES.pathNotFound, {
+        status: 404,
+        headers: { "content-type": "text/plain" },
+      })
   );
   return app;
 }

@@ -4,6 +4,7 @@
  * saw says whether the coordinator stayed up and responsive for everyone else.
  */
 import { TEST_AGENT_TOKEN } from "../config.ts";
+import { prioritized } from "./raw_http.ts";
 
 /** What the probe and the heartbeating agent saw during an attack. */
 export interface Responsiveness {
@@ -15,20 +16,33 @@ export interface Responsiveness {
   maxMs: number;
   heartbeats: number;
   heartbeatFailures: number;
+  /** The coordinator's resident memory when watching began and at its highest, sampled every 100 ms (MB). */
+  rssStartMb: number;
+  rssPeakMb: number;
+  /** What failed, for the assertion messages (at most ten). */
+  errors: string[];
 }
 
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+/** The watcher's orders (see abuse_watcher.ts). */
+export interface WatchOrders {
+  url: string;
+  agentId: string;
+  secret: string;
+  pid?: number;
 }
 
 /**
  * Starts probing `url` and heartbeating as a new agent named `name`; `stop()` ends both and
  * returns what they saw. The agent advertises a port nobody serves: it exists to be kept online.
+ * Both run in a process of their own (abuse_watcher.ts), at a higher CPU priority where it may be
+ * raised (as the coordinator under test should be), so that neither the attack sent from this
+ * process nor a busy machine delays them: what they measure is the coordinator. With `pid`, the
+ * coordinator's resident memory is sampled too.
  */
 export async function watchResponsiveness(
   url: string,
   name = "watcher",
+  options: { pid?: number } = {},
 ): Promise<{ agentId: string; stop(): Promise<Responsiveness> }> {
   const reg = await fetch(`${url}/api/agents`, {
     method: "POST",
@@ -42,65 +56,59 @@ export async function watchResponsiveness(
   });
   const { agent_id: agentId, agent_secret: secret, error } = await reg.json();
   if (!reg.ok) throw new Error(`Cannot register the watcher: ${error}`);
-  const latencies: number[] = [];
-  let probeFailures = 0;
-  let heartbeats = 0;
-  let heartbeatFailures = 0;
-  let running = true;
-  const probe = (async () => {
-    while (running) {
-      const t0 = performance.now();
-      try {
-        const res = await fetch(`${url}/api/version`, { signal: AbortSignal.timeout(2000) });
-        await res.body?.cancel();
-        if (!res.ok) probeFailures++;
-        latencies.push(performance.now() - t0);
-      } catch {
-        probeFailures++;
-      }
-      await new Promise((r) => setTimeout(r, 50));
+  const orders: WatchOrders = { url, agentId, secret, pid: options.pid };
+  const [cmd, ...args] = prioritized([
+    Deno.execPath(),
+    "run",
+    "-A",
+    new URL("./abuse_watcher.ts", import.meta.url).pathname,
+    JSON.stringify(orders),
+  ]);
+  const watcher = new Deno.Command(cmd, {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = watcher.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  const nextLine = async (): Promise<string> => {
+    while (!out.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error("The watcher exited before it said anything");
+      out += value;
     }
-  })();
-  const beat = (async () => {
-    while (running) {
-      try {
-        const res = await fetch(`${url}/api/health`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${secret}` },
-          body: JSON.stringify({
-            agent_id: agentId,
-            cpu_usage: 1,
-            memory_usage: 1,
-            active_requests: 0,
-          }),
-          signal: AbortSignal.timeout(2000),
-        });
-        await res.body?.cancel();
-        if (res.ok) heartbeats++;
-        else heartbeatFailures++;
-      } catch {
-        heartbeatFailures++;
-      }
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  })();
+    const line = out.slice(0, out.indexOf("\n"));
+    out = out.slice(line.length + 1);
+    return line;
+  };
+  try {
+    const first = await nextLine();
+    if (first !== "started") throw new Error(`The watcher said ${first}`);
+  } catch (e) {
+    watcher.kill();
+    await watcher.status;
+    throw e;
+  }
   return {
     agentId,
     async stop() {
-      running = false;
-      await Promise.all([probe, beat]);
-      const sorted = [...latencies].sort((a, b) => a - b);
-      return {
-        probes: latencies.length + probeFailures,
-        probeFailures,
-        p50Ms: quantile(sorted, 0.5),
-        p99Ms: quantile(sorted, 0.99),
-        maxMs: sorted.at(-1) ?? NaN,
-        heartbeats,
-        heartbeatFailures,
-      };
+      // Its standard input closing tells the watcher to stop and report.
+      await watcher.stdin.close();
+      try {
+        return JSON.parse(await nextLine()) as Responsiveness;
+      } finally {
+        await lines.cancel().catch(() => {});
+        await watcher.status;
+      }
     },
   };
+}
+
+/** The `q` quantile of sorted values. */
+export function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
 /** Resident memory of a process in MB (Linux), or NaN elsewhere. */
@@ -117,9 +125,12 @@ export function residentMb(pid: number): number {
 /** One line for the test output: what the attack cost the others. */
 export function describeResponsiveness(attack: string, r: Responsiveness, extra = ""): string {
   const f = (x: number) => x.toFixed(1);
+  const rss = Number.isNaN(r.rssPeakMb)
+    ? ""
+    : `; RSS ${r.rssStartMb.toFixed(0)} → peak ${r.rssPeakMb.toFixed(0)} MB`;
   return `abuse: ${attack}: ${r.probes} probes, p50 ${f(r.p50Ms)} ms, p99 ${f(r.p99Ms)} ms, ` +
     `max ${f(r.maxMs)} ms, ${r.probeFailures} failed; ${r.heartbeats} heartbeats, ` +
-    `${r.heartbeatFailures} failed${extra ? `; ${extra}` : ""}`;
+    `${r.heartbeatFailures} failed${rss}${extra ? `; ${extra}` : ""}`;
 }
 
 /** Mounts a tmpfs of `size` at a new folder; null where this machine cannot mount (not root). */

@@ -160,6 +160,108 @@ Deno.test("ops - with LOG_FORMAT=json every line the coordinator writes is a JSO
   }
 });
 
+Deno.test("ops - a first start with no Ollama says where it looked and what to do next", async () => {
+  const dir = await Deno.makeTempDir();
+  const port = freePort();
+  const ollama = `http://127.0.0.1:${freePort()}`;
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "coordinator/main.ts"],
+    cwd: ROOT,
+    env: {
+      COORDINATOR_HOST: "127.0.0.1",
+      COORDINATOR_PORT: String(port),
+      DATABASE_URL: `sqlite://${dir}/c.db`,
+      LOCAL_OLLAMA_URL: ollama,
+      AGENT_TOKEN: "",
+      ADMIN_PASSWORD: "",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const stdout = lines(process.stdout);
+  try {
+    await until("the next steps", () => stdout.all.find((l) => l.includes("deno task simulator")));
+    const text = stdout.all.join("\n");
+    assert.match(text, /\(database sqlite:\/\/.*, 0 agents known\)/);
+    assert.ok(
+      text.includes(
+        `No local Ollama answered at ${ollama} (LOCAL_OLLAMA_URL), and no agents are known yet. Next:`,
+      ),
+      text,
+    );
+    assert.match(text, /start an agent: the command printed above/);
+    assert.match(text, /`deno task demo`/);
+    // The command it refers to is there, above.
+    assert.ok(text.indexOf("deno task agent") < text.indexOf("No local Ollama answered"));
+  } finally {
+    process.kill("SIGKILL");
+    await process.status;
+    await stdout.done;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ops - a stop signal during start-up waits for the start, then stops cleanly", async () => {
+  // A "local Ollama" that accepts connections and never answers holds the start up.
+  const hanging = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepted = Promise.withResolvers<void>();
+  let open = true;
+  const closeHanging = () => {
+    if (!open) return;
+    open = false;
+    hanging.close();
+    for (const c of held) c.close();
+  };
+  const accepting = (async () => {
+    for await (const conn of hanging) {
+      held.push(conn);
+      accepted.resolve();
+    }
+  })();
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "coordinator/main.ts"],
+    cwd: ROOT,
+    env: {
+      COORDINATOR_HOST: "127.0.0.1",
+      COORDINATOR_PORT: String(freePort()),
+      DATABASE_URL: "sqlite::memory:",
+      LOCAL_OLLAMA_URL: `http://127.0.0.1:${(hanging.addr as Deno.NetAddr).port}`,
+      AGENT_TOKEN: "a-test-agent-token-0123456789",
+      ADMIN_PASSWORD: "a-test-password",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = lines(process.stdout);
+  const stderr = lines(process.stderr);
+  try {
+    // The coordinator is looking for the local Ollama: it is still starting.
+    await accepted.promise;
+    assert.ok(!stdout.all.some((l) => l.includes("listening")));
+    process.kill("SIGTERM");
+    await Promise.race([
+      until("the stop", () => stdout.all.find((l) => l.startsWith("SIGTERM received"))),
+      process.status, // killed by the signal
+    ]);
+    // Let the start go on: nothing answers there any more.
+    closeHanging();
+    const status = await process.status;
+    await Promise.all([stdout.done, stderr.done]);
+    assert.equal(status.signal, null, "killed by the signal instead of stopping");
+    assert.equal(status.code, 0, stderr.all.join("\n"));
+  } finally {
+    try {
+      process.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await process.status;
+    closeHanging();
+    await accepting.catch(() => {});
+  }
+});
+
 Deno.test("ops - a bad setting stops start-up with one line, JSON with LOG_FORMAT=json", async () => {
   const json = await run(["coordinator/main.ts", "--shutdown-timeout", "soon"], {
     LOG_FORMAT: "json",
