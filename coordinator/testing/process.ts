@@ -107,6 +107,9 @@ export async function spawnCoordinator(
   env: Record<string, string> = {},
   port = freePort(),
 ): Promise<Child> {
+  // Without a database named, a file of its own in a temporary folder (as users run it, and never
+  // a coordinator.db left in the checkout); removed when the child is stopped.
+  const dir = env.DATABASE_URL ? undefined : await Deno.makeTempDir({ prefix: "oc_coordinator_" });
   const c = child(["run", "-A", "coordinator/main.ts"], port, {
     COORDINATOR_HOST: "127.0.0.1",
     COORDINATOR_PORT: String(port),
@@ -114,8 +117,16 @@ export async function spawnCoordinator(
     LOG_LEVEL: "warn",
     AGENT_TOKEN: TEST_AGENT_TOKEN,
     ADMIN_PASSWORD: TEST_ADMIN_PASSWORD,
+    ...(dir ? { DATABASE_URL: `sqlite://${dir}/c.db` } : {}),
     ...env,
   });
+  if (dir) {
+    const stop = c.stop.bind(c);
+    c.stop = async () => {
+      await stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    };
+  }
   await waitUntilUp(c.url);
   return c;
 }
