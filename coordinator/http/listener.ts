@@ -10,7 +10,7 @@
  * - the accept loop never ends before {@linkcode HttpListener.shutdown}: accept errors are logged
  *   once per burst and retried with back-off;
  * - open client connections are capped ({@linkcode defaultMaxConnections} leaves descriptors for
- *   upstream sockets, the database and files); at the cap the longest-idle connection (no request
+ *   upstream sockets, the database and files); at the cap a connection that never sent a request, else the longest-idle one (no request
  *   in flight) is closed to make room, and a new connection is refused (closed) only when every
  *   open one is busy;
  * - a new connection that has not delivered a request head within `headerTimeoutMs`, and a
@@ -291,11 +291,13 @@ export function serve(options: ListenerOptions, handler: Handler): HttpListener 
     if (c.inFlight === 0) enqueue(c, closing);
   }
 
-  /** The connection without a request in flight for the longest time, if any. */
+  /**
+   * The connection to close to make room: the oldest that never sent a request (a flood of
+   * sockets that say nothing sits there), else the one idle for the longest time; never one with a
+   * request in flight. A real client's kept-alive connection is the last to go.
+   */
   function longestIdle(): Connection | undefined {
-    const a = first(awaitingHead);
-    const b = first(idle);
-    return a && b ? (a.since <= b.since ? a : b) : a ?? b;
+    return first(awaitingHead) ?? first(idle);
   }
 
   function sweep(): void {

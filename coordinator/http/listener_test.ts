@@ -113,6 +113,24 @@ Deno.test("listener - at the cap closes the longest-idle connection to let a new
   }
 });
 
+Deno.test("listener - at the cap closes a connection that never sent a request before a kept-alive one", async () => {
+  const { server, port } = start({ maxConnections: 2 });
+  const client = await connect(port);
+  let silent: Deno.Conn | undefined, late: Deno.Conn | undefined;
+  try {
+    await exchange(client, GET());
+    // Opened after the client's last request, yet the one to go: it never said anything.
+    silent = await connect(port);
+    late = await connect(port);
+    assert.equal((await exchange(late, GET())).status, 200);
+    assert.equal(await closedByPeer(silent), "");
+    assert.equal((await exchange(client, GET())).status, 200);
+  } finally {
+    for (const conn of [client, silent, late]) conn?.close();
+    await server.shutdown();
+  }
+});
+
 Deno.test("listener - at the cap refuses a new connection when every open one is busy", async () => {
   const { server, port, release, entered } = start({ maxConnections: 1 });
   const busy = await connect(port);
