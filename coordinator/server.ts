@@ -149,10 +149,10 @@ const PRUNE_AFTER_ROWS = 20_000;
 /**
  * Runs {@linkcode applyRetention} at start, every hour, and sooner when many rows were written:
  * a flood of requests or of client model operations (each an event) cannot grow the database by
- * more than a bounded amount between two prunes. The volume is looked at every second (two
- * counters): a prune follows once the rows written since the last one reach 20,000 or a tenth of
- * the smaller row limit (REQUEST_LOG_MAX_ROWS, EVENT_MAX_ROWS), so a table stays within about a
- * tenth of its limit (plus a second's writes). Returns the function that stops it.
+ * more than a bounded amount between two prunes. The volume is looked at ten times a second (two
+ * counters, no query): a prune follows once the rows written since the last one reach 20,000 or a
+ * tenth of the smaller row limit (REQUEST_LOG_MAX_ROWS, EVENT_MAX_ROWS), so a table stays within
+ * about a tenth of its limit plus a tenth of a second's writes. Returns the function that stops it.
  */
 export function startRetention(ctx: AppContext, options: { checkMs?: number } = {}): () => void {
   let lastAt = ctx.now();
@@ -177,7 +177,7 @@ export function startRetention(ctx: AppContext, options: { checkMs?: number } = 
   const timer = setInterval(() => {
     if (running) return;
     if (ctx.now() - lastAt >= 3_600_000 || rows() - lastRows >= pruneAfter) void run();
-  }, options.checkMs ?? 1_000);
+  }, options.checkMs ?? 100);
   Deno.unrefTimer(timer);
   return () => clearInterval(timer);
 }

@@ -524,7 +524,7 @@ Deno.test("abuse - a flood of unauthenticated model operations: events stay boun
     );
     assert.deepEqual([...failures], []);
     // Retention follows the volume: a prune after every hundred rows (a tenth of the limit),
-    // looked at every second.
+    // looked at ten times a second, so the peak does not depend on how fast this machine floods.
     assert.ok(peak <= 2 * maxRows, `the events table reached ${peak} rows`);
     assert.ok(rows <= maxRows * 1.1, `${rows} events were left`);
   } finally {
