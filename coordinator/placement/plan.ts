@@ -210,7 +210,7 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
     offline: "missing on offline",
     unwanted: "",
   };
-  for (const [state, who] of byState) drift.push(`${words[state]} ${names(who)}`);
+  for (const [state, who] of byState) drift.push(`${words[state]} ${names(who.sort())}`);
   const unwanted = list.filter((c) => c.state === "unwanted");
   if (unwanted.length) {
     drift.push(

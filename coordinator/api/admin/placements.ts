@@ -11,20 +11,7 @@ import { access } from "../../http/access.ts";
 import { json, readJson } from "../../http/json.ts";
 import { MESSAGES } from "../../http/messages.ts";
 import { PlacementDelete, PlacementRule } from "../../placement/rules.ts";
-
-/** A rule in words, for events. */
-export function describeRule(rule: PlacementRule): string {
-  const on = rule.on.agents
-    ? `on agents ${rule.on.agents.map((a) => `"${a}"`).join(", ")}`
-    : rule.on.count === undefined
-    ? `on every agent labelled "${rule.on.label}"`
-    : `on at least ${rule.on.count} agents${
-      rule.on.label === undefined ? "" : ` labelled "${rule.on.label}"`
-    }`;
-  const warm = rule.warm ? `, loaded on ${rule.warm}` : "";
-  const never = rule.never_on ? `, never on "${rule.never_on.label}"` : "";
-  return `${on}${warm}${never}`;
-}
+import { describeRule } from "../../dashboard/lib/placement.ts";
 
 /** The placement routes (a management API, for admins). */
 export function placementRoutes(ctx: AppContext): Hono {

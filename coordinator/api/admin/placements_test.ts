@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { registration, testApp } from "../../testing/app.ts";
 import { PlacementRules } from "../../placement/rules.ts";
-import { describeRule } from "./placements.ts";
 
 Deno.test("placements API - rules are set, replaced, listed, persisted and removed by admins", async () => {
   await using t = await testApp();
@@ -91,16 +90,4 @@ Deno.test("placements API - the status shows each agent's state and the drift", 
     ]),
     [["gpu-01", "missing"]],
   );
-});
-
-Deno.test("placements API - a rule in words", () => {
-  assert.equal(
-    describeRule({ model: "m", on: { count: 2, label: "gpu" }, warm: 1, never_on: { label: "x" } }),
-    'on at least 2 agents labelled "gpu", loaded on 1, never on "x"',
-  );
-  assert.equal(
-    describeRule({ model: "m", on: { agents: ["a", "b"] } }),
-    'on agents "a", "b"',
-  );
-  assert.equal(describeRule({ model: "m", on: { label: "gpu" } }), 'on every agent labelled "gpu"');
 });
