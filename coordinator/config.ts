@@ -298,8 +298,8 @@ const SETTINGS = {
     help: "Most pulls placement rules run at once in the whole fleet",
   },
   placementMaxPullsPerAgent: {
-    env: "PLACEMENT_MAX_PULLS_PER_AGENT",
-    flag: "placement-max-pulls-per-agent",
+    env: "PLACEMENT_PULLS_PER_AGENT",
+    flag: "placement-pulls-per-agent",
     schema: int(1, 100),
     default: "1",
     help: "Most pulls placement rules run at once on one agent",
