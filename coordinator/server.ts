@@ -27,6 +27,7 @@ import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 import { startCluster } from "./cluster/mod.ts";
 import { Placement } from "./placement/reconciler.ts";
+import { pullsOf } from "./api/admin/models.ts";
 
 /** Builds the coordinator's shared state from a configuration. */
 export async function createContext(
@@ -85,7 +86,14 @@ async function assemble(
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
   const instanceId = crypto.randomUUID();
-  const placement = new Placement({ registry, bus, commands, security, config, instanceId, now });
+  const pullDeps = { registry, bus, config, instanceId };
+  const placement = new Placement({
+    ...pullDeps,
+    commands,
+    security,
+    now,
+    pull: (agent, model) => void pullsOf(pullDeps).start(agent, model),
+  });
 
   const firstStart = {
     agentToken: (await security.ensureAgentToken(config.agentToken)).generated,

@@ -17,7 +17,7 @@
  *   loaded already (latest expiry first), then others. Each load is renewed before it expires.
  */
 import type { Agent } from "../fleet/registry.ts";
-import type { PlacementCell, PlacementRuleStatus, PlacementState } from "../dashboard/wire.ts";
+import type { PlacementCell, PlacementRuleStatus, PlacementState } from "./status.ts";
 import { DEFAULT_KEEP_ALIVE, keepAliveMs, type PlacementRule } from "./rules.ts";
 import type { PullState } from "./tracker.ts";
 import { normalizeModelName } from "@oc/shared";
@@ -210,7 +210,9 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
     offline: "missing on offline",
     unwanted: "",
   };
-  for (const [state, who] of byState) drift.push(`${words[state]} ${names(who.sort())}`);
+  for (const [state, who] of byState) {
+    drift.push(`${words[state]} ${names(who.sort((a, b) => a.localeCompare(b)))}`);
+  }
   const unwanted = list.filter((c) => c.state === "unwanted");
   if (unwanted.length) {
     drift.push(

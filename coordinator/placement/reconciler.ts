@@ -3,8 +3,8 @@
  * compares the rules with what the agents report (`plan.ts`) and starts what the plan says:
  * - pulls: through the agent's own pull command (it pulls with progress and reports back, and
  *   every coordinator sharing the fleet sees that progress) for agents that run our agent; through
- *   the coordinator's pull (`api/admin/models.ts`) for an Ollama registered without one, such as
- *   the local Ollama;
+ *   the coordinator's pull (`deps.pull`: the admin API's, `api/admin/models.ts`) for an Ollama
+ *   registered without one, such as the local Ollama;
  * - warm loads: `POST /api/generate {"model", "keep_alive"}` with no prompt, Ollama's documented
  *   way to load a model, renewed before it expires;
  * - deletes: only where a rule's `never_on` label forbids the model.
@@ -14,19 +14,23 @@
  */
 import type { AppContext } from "../context.ts";
 import type { Agent } from "../fleet/registry.ts";
-import type { PlacementStatus } from "../dashboard/wire.ts";
+import type { PlacementStatus } from "./status.ts";
 import { HOP_HEADER } from "../http/loop.ts";
 import { refreshModels } from "../proxy/local.ts";
-import { pullsOf } from "../api/admin/models.ts";
 import { type Action, type ChoreState, plan, SUCCESS_GRACE_MS } from "./plan.ts";
 import { keepAliveMs, PlacementRules } from "./rules.ts";
 import { type PullState, PullTracker, retryDelay } from "./tracker.ts";
 
 /** What the reconciler uses of the coordinator. */
-export type PlacementDeps = Pick<
-  AppContext,
-  "registry" | "bus" | "commands" | "security" | "config" | "instanceId" | "now"
->;
+export type PlacementDeps =
+  & Pick<AppContext, "registry" | "bus" | "commands" | "security" | "config" | "instanceId" | "now">
+  & {
+    /**
+     * Starts the coordinator's own pull of a model onto an agent that runs no agent program (the
+     * admin API's pulls, `api/admin/models.ts`); its progress goes on the bus.
+     */
+    pull(agent: Agent, model: string): void;
+  };
 
 /** Whether an agent runs our agent program, which carries out pull commands itself. */
 export function runsAgent(agent: Agent): boolean {
@@ -168,7 +172,7 @@ export class Placement {
           `Pull of "${action.model}" onto agent "${name}" started (placement rule)`,
         );
       } else {
-        pullsOf(this.#deps).start(action.agent, action.model);
+        this.#deps.pull(action.agent, action.model);
       }
       return;
     }
