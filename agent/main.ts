@@ -164,6 +164,7 @@ async function healthBody(run: Run): Promise<Omit<HealthRequest, "agent_id">> {
     ollama_version: run.version,
     parallel: run.config.numParallel,
     gpus: m.gpus,
+    ...(m.disk_free !== undefined ? { disk_free: m.disk_free, disk_total: m.disk_total } : {}),
     ...(unchanged ? {} : { models: state.models, loaded_models: state.loaded }),
   };
 }

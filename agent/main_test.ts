@@ -34,6 +34,8 @@ const metrics: MetricsSampler = {
       memory_used: 4e9,
       memory_total: 8e9,
       gpus: [{ name: "Test GPU", vendor: "nvidia", utilization: 5 }],
+      disk_free: 3e11,
+      disk_total: 1e12,
     }),
 };
 
@@ -116,6 +118,7 @@ Deno.test("agent - registers, heartbeats, re-registers on 404 and survives a coo
     assert.equal(hb.body.memory_used, 4e9);
     assert.equal(hb.body.parallel, 2);
     assert.equal(hb.body.models?.length, 2);
+    assert.deepEqual([hb.body.disk_free, hb.body.disk_total], [3e11, 1e12]);
 
     // The coordinator forgot the agent: the next heartbeat gets 404 and the agent registers again.
     coord.forget();

@@ -7,6 +7,11 @@
  *
  * GPUs: `nvidia-smi` (Linux, Windows), `rocm-smi` (Linux) and, on macOS, `system_profiler` for the
  * names only. A tool that is not installed is skipped silently and never tried again.
+ *
+ * Disk: free and total bytes of the disk holding Ollama's models (`OLLAMA_MODELS`, else
+ * `~/.ollama/models`), so the coordinator does not place a model where it cannot fit. `df -Pk`
+ * on Linux and macOS (a child process costs the idle agent no resident memory, where `node:fs`'s
+ * `statfs` would add about 8 MB), Node's `statfs` on Windows, which has no `df`.
  */
 import type { GpuInfo } from "@oc/shared";
 import type { Logger } from "./log.ts";
@@ -374,6 +379,123 @@ export function createGpuSampler(options: GpuSamplerOptions = {}): GpuSampler {
   };
 }
 
+/** Free and total bytes of one disk. */
+export interface DiskSample {
+  free: number;
+  total: number;
+}
+
+/**
+ * Pure: the data line of `df -Pk PATH` (POSIX format, 1024-byte blocks): total and available
+ * bytes; null when there is no such line. Read from the right, so a device name with spaces
+ * still parses.
+ */
+export function parseDf(text: string): DiskSample | null {
+  for (const line of text.trim().split(/\r?\n/).slice(1).reverse()) {
+    const m = line.match(/\s(\d+)\s+(\d+)\s+(\d+)\s+(?:\d+%|-)\s+\S/);
+    if (m) return { total: Number(m[1]) * 1024, free: Number(m[3]) * 1024 };
+  }
+  return null;
+}
+
+/** Where Ollama keeps its models: `OLLAMA_MODELS`, else `.ollama/models` in the home folder. */
+export function ollamaModelsDir(
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+  os: typeof Deno.build.os = Deno.build.os,
+): string {
+  const set = env("OLLAMA_MODELS")?.trim();
+  if (set) return set;
+  const sep = os === "windows" ? "\\" : "/";
+  const home = (os === "windows" ? env("USERPROFILE") : env("HOME")) ?? env("HOME") ?? ".";
+  return [home.replace(/[\\/]+$/, ""), ".ollama", "models"].join(sep);
+}
+
+/** The nearest folder of `path` that exists (Ollama creates the models folder on first pull). */
+export function existingAncestor(
+  path: string,
+  exists: (p: string) => boolean = (p) => {
+    try {
+      Deno.statSync(p);
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw e;
+    }
+  },
+): string {
+  let p = path;
+  while (!exists(p)) {
+    const parent = p.replace(/[\\/]+[^\\/]*$/, "");
+    if (parent === p) return p; // a relative name with nothing above it
+    if (parent === "") return "/";
+    if (/^[A-Za-z]:$/.test(parent)) return `${parent}\\`;
+    p = parent;
+  }
+  return p;
+}
+
+/** Samples the free space of the models' disk. */
+export interface DiskSampler {
+  /** The last reading (taken again at most every `everyMs`); undefined when it cannot be read. */
+  sample(): Promise<DiskSample | undefined>;
+}
+
+/** Options of {@linkcode createDiskSampler}. */
+export interface DiskSamplerOptions {
+  /** The folder whose disk is measured; default {@linkcode ollamaModelsDir}. */
+  dir?: string;
+  run?: CommandRunner;
+  os?: typeof Deno.build.os;
+  /** Least time between two readings (default 30 s): free space changes slowly. */
+  everyMs?: number;
+  now?: () => number;
+  logger?: Logger;
+}
+
+async function statfsDisk(dir: string): Promise<DiskSample> {
+  // Loaded only where there is no `df` (Windows): `node:fs` costs resident memory.
+  const { statfs } = await import("node:fs/promises");
+  const s = await statfs(dir);
+  return { free: s.bavail * s.bsize, total: s.blocks * s.bsize };
+}
+
+/** Creates a {@linkcode DiskSampler}. A disk that cannot be read is not tried again. */
+export function createDiskSampler(options: DiskSamplerOptions = {}): DiskSampler {
+  const run = options.run ?? runCommand;
+  const os = options.os ?? Deno.build.os;
+  const everyMs = options.everyMs ?? 30_000;
+  const now = options.now ?? Date.now;
+  const logger = options.logger ?? silentLogger;
+  let last: { at: number; value: DiskSample | undefined } | undefined;
+  let broken = false;
+  const read = async (): Promise<DiskSample | undefined> => {
+    const dir = existingAncestor(options.dir ?? ollamaModelsDir(undefined, os));
+    if (os === "windows") return await statfsDisk(dir);
+    const out = await run("df", ["-Pk", dir], AbortSignal.timeout(5_000));
+    return out.code === 0 ? parseDf(out.stdout) ?? undefined : undefined;
+  };
+  return {
+    async sample() {
+      if (broken) return undefined;
+      if (last && now() - last.at < everyMs) return last.value;
+      let value: DiskSample | undefined;
+      try {
+        value = await read();
+      } catch (error) {
+        if (
+          error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotCapable ||
+          error instanceof Deno.errors.PermissionDenied
+        ) {
+          broken = true;
+          logger.debug("Cannot read the models' disk space", { error });
+        }
+      }
+      last = { at: now(), value };
+      return value;
+    },
+  };
+}
+
 /** What a heartbeat reports about the machine. */
 export interface SystemMetrics {
   cpu_usage: number;
@@ -381,6 +503,9 @@ export interface SystemMetrics {
   memory_used: number;
   memory_total: number;
   gpus: GpuInfo[];
+  /** Free bytes on the models' disk, when it could be read. */
+  disk_free?: number;
+  disk_total?: number;
 }
 
 /** Samples CPU, memory and GPUs together. */
@@ -393,6 +518,7 @@ export interface MetricsSamplerOptions {
   cpu?: CpuSampler;
   gpu?: GpuSampler;
   memory?: () => MemorySample;
+  disk?: DiskSampler;
   logger?: Logger;
 }
 
@@ -401,15 +527,18 @@ export function createMetricsSampler(options: MetricsSamplerOptions = {}): Metri
   const cpu = options.cpu ?? createCpuSampler();
   const gpu = options.gpu ?? createGpuSampler({ logger: options.logger });
   const memory = options.memory ?? sampleMemory;
+  const disk = options.disk ?? createDiskSampler({ logger: options.logger });
   return {
     async sample() {
       const mem = memory();
+      const [gpus, space] = await Promise.all([gpu.sample(), disk.sample()]);
       return {
         cpu_usage: cpu.sample(),
         memory_usage: mem.usage,
         memory_used: mem.used,
         memory_total: mem.total,
-        gpus: await gpu.sample(),
+        gpus,
+        ...(space ? { disk_free: space.free, disk_total: space.total } : {}),
       };
     },
   };

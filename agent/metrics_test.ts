@@ -3,11 +3,15 @@ import {
   type CommandRunner,
   cpuUsagePercent,
   createCpuSampler,
+  createDiskSampler,
   createGpuSampler,
   createMetricsSampler,
+  existingAncestor,
   gpuToolsFor,
   loadAverageUsage,
   memoryFromInfo,
+  ollamaModelsDir,
+  parseDf,
   parseNvidiaSmi,
   parseProcStat,
   parseRocmSmi,
@@ -188,4 +192,92 @@ Deno.test("metrics - the real machine samples within the wire limits", async () 
   assert.ok(m.memory_usage >= 0 && m.memory_usage <= 100);
   assert.ok(m.memory_total > 0);
   assert.ok(Array.isArray(m.gpus));
+});
+
+Deno.test("metrics - parses df -Pk output into free and total bytes", () => {
+  const text = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n" +
+    "/dev/vda         264212084 23875988  82514924      23% /\n";
+  assert.deepEqual(parseDf(text), { total: 264212084 * 1024, free: 82514924 * 1024 });
+  // macOS names a volume with spaces; a pseudo file system shows no capacity.
+  const mac = "Filesystem 1024-blocks Used Available Capacity Mounted on\n" +
+    "map auto home 0 0 0 - /System/Volumes/Data/home\n" +
+    "/dev/disk3s5 Data 971350180 612345678 340000000 65% /System/Volumes/Data\n";
+  assert.deepEqual(parseDf(mac), { total: 971350180 * 1024, free: 340000000 * 1024 });
+  assert.equal(parseDf("df: /x: No such file or directory\n"), null);
+  assert.equal(parseDf(""), null);
+});
+
+Deno.test("metrics - the models folder is OLLAMA_MODELS, else .ollama/models at home", () => {
+  const env = (vars: Record<string, string>) => (n: string) => vars[n];
+  assert.equal(ollamaModelsDir(env({ OLLAMA_MODELS: "/data/models", HOME: "/h" })), "/data/models");
+  assert.equal(ollamaModelsDir(env({ HOME: "/home/ada/" }), "linux"), "/home/ada/.ollama/models");
+  assert.equal(
+    ollamaModelsDir(env({ USERPROFILE: "C:\\Users\\ada" }), "windows"),
+    "C:\\Users\\ada\\.ollama\\models",
+  );
+});
+
+Deno.test("metrics - a models folder not made yet is measured at its nearest existing parent", () => {
+  const there = new Set(["/home/ada", "/"]);
+  assert.equal(existingAncestor("/home/ada/.ollama/models", (p) => there.has(p)), "/home/ada");
+  assert.equal(existingAncestor("/nowhere/at/all", (p) => there.has(p)), "/");
+  assert.equal(existingAncestor("C:\\Users\\x\\.ollama", () => false), "C:\\");
+  assert.equal(existingAncestor("models", () => false), "models");
+  // On this machine, for real.
+  assert.equal(existingAncestor(Deno.cwd() + "/no/such/folder"), Deno.cwd());
+});
+
+Deno.test("metrics - the disk sampler runs df at most every interval and stops when df is missing", async () => {
+  let clock = 0;
+  const calls: string[][] = [];
+  const out = "Filesystem 1024-blocks Used Available Capacity Mounted on\n" +
+    "/dev/sda1 1000 400 600 40% /\n";
+  const disk = createDiskSampler({
+    dir: "/",
+    os: "linux",
+    now: () => clock,
+    everyMs: 30_000,
+    run: (command, args) => {
+      calls.push([command, ...args]);
+      return Promise.resolve({ code: 0, stdout: out });
+    },
+  });
+  assert.deepEqual(await disk.sample(), { free: 600 * 1024, total: 1000 * 1024 });
+  clock = 29_999;
+  await disk.sample();
+  assert.equal(calls.length, 1);
+  clock = 30_000;
+  await disk.sample();
+  assert.deepEqual(calls, [["df", "-Pk", "/"], ["df", "-Pk", "/"]]);
+
+  let tries = 0;
+  const none = createDiskSampler({
+    dir: "/",
+    os: "linux",
+    everyMs: 0,
+    run: () => {
+      tries++;
+      return Promise.reject(new Deno.errors.NotFound("df"));
+    },
+  });
+  assert.equal(await none.sample(), undefined);
+  assert.equal(await none.sample(), undefined);
+  assert.equal(tries, 1);
+});
+
+Deno.test("metrics - the disk of a real folder has free space, reported with the metrics", async () => {
+  const disk = createDiskSampler({ dir: Deno.cwd() });
+  const real = await disk.sample();
+  assert.ok(real && real.total > 0 && real.free > 0 && real.free <= real.total);
+  const sampler = createMetricsSampler({
+    gpu: { missing: new Set(), sample: () => Promise.resolve([]) },
+    disk: { sample: () => Promise.resolve({ free: 7, total: 9 }) },
+  });
+  const m = await sampler.sample();
+  assert.deepEqual([m.disk_free, m.disk_total], [7, 9]);
+  const blind = await createMetricsSampler({
+    gpu: { missing: new Set(), sample: () => Promise.resolve([]) },
+    disk: { sample: () => Promise.resolve(undefined) },
+  }).sample();
+  assert.ok(!("disk_free" in blind));
 });

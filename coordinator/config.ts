@@ -290,6 +290,27 @@ const SETTINGS = {
     default: "true",
     help: "Register an Ollama already running on this machine (127.0.0.1:11434)",
   },
+  placementMaxPulls: {
+    env: "PLACEMENT_MAX_PULLS",
+    flag: "placement-max-pulls",
+    schema: int(1, 1000),
+    default: "2",
+    help: "Most pulls placement rules run at once in the whole fleet",
+  },
+  placementMaxPullsPerAgent: {
+    env: "PLACEMENT_PULLS_PER_AGENT",
+    flag: "placement-pulls-per-agent",
+    schema: int(1, 100),
+    default: "1",
+    help: "Most pulls placement rules run at once on one agent",
+  },
+  placementInterval: {
+    env: "PLACEMENT_INTERVAL",
+    flag: "placement-interval",
+    schema: seconds,
+    default: "10",
+    help: "Seconds between two comparisons of the placement rules with the fleet",
+  },
   localOllamaUrl: {
     env: "LOCAL_OLLAMA_URL",
     flag: "local-ollama-url",

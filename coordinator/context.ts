@@ -18,6 +18,7 @@ import type { UpstreamClient } from "./proxy/upstream.ts";
 import type { Watchdog } from "./proxy/watchdog.ts";
 import type { Store } from "./store/mod.ts";
 import type { ModelAliases } from "./aliases/mod.ts";
+import type { Placement } from "./placement/reconciler.ts";
 
 /** The coordinator's shared state. */
 export interface AppContext {
@@ -44,6 +45,8 @@ export interface AppContext {
   live: LiveHub;
   /** Kept-alive connections to agents for proxied requests. */
   upstream: UpstreamClient;
+  /** Placement rules and their reconciler (acting only on the leading coordinator). */
+  placement: Placement;
   /** First-byte and silence limits of proxied requests, on one timer. */
   watchdog: Watchdog;
   /** Secrets generated at this (first) start, to be shown once. */

@@ -26,6 +26,8 @@ import { LiveHub } from "./telemetry/live_hub.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 import { startCluster } from "./cluster/mod.ts";
+import { Placement } from "./placement/reconciler.ts";
+import { pullsOf } from "./api/admin/models.ts";
 
 /** Builds the coordinator's shared state from a configuration. */
 export async function createContext(
@@ -83,6 +85,15 @@ async function assemble(
   const logger = new Logger({ level: config.logLevel, format: config.logFormat });
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
+  const instanceId = crypto.randomUUID();
+  const pullDeps = { registry, bus, config, instanceId };
+  const placement = new Placement({
+    ...pullDeps,
+    commands,
+    security,
+    now,
+    pull: (agent, model) => void pullsOf(pullDeps).start(agent, model),
+  });
 
   const firstStart = {
     agentToken: (await security.ensureAgentToken(config.agentToken)).generated,
@@ -115,10 +126,11 @@ async function assemble(
     aliases: new ModelAliases(security),
     firstStart,
     now,
-    instanceId: crypto.randomUUID(),
+    instanceId,
     stats,
     live: new LiveHub(),
     upstream: new UpstreamClient(),
+    placement,
     watchdog: new Watchdog(
       watchdogPeriod(config.firstByteTimeout * 1000, config.idleTimeout * 1000),
     ),
@@ -185,6 +197,8 @@ export function startRetention(ctx: AppContext, options: { checkMs?: number } = 
 /** Writes what the services buffer and closes the store. */
 export async function closeContext(ctx: AppContext): Promise<void> {
   ctx.upstream.close();
+  ctx.placement.close();
+  await ctx.placement.settled();
   await Promise.all([
     ctx.log.close(),
     ctx.events.close(),
@@ -229,7 +243,9 @@ export async function startCoordinator(
   }, app.fetch);
   // The fleet-wide chores run on one coordinator at a time: this one, unless others share the
   // store and another leads.
-  let chores: { monitor: () => Promise<void>; retention: () => void } | undefined;
+  let chores:
+    | { monitor: () => Promise<void>; retention: () => void; placement: () => Promise<void> }
+    | undefined;
   const choresStopped: Promise<void>[] = [];
   const membership = startCluster(ctx, {
     leading(now) {
@@ -242,9 +258,10 @@ export async function startCoordinator(
             afterTick: () => ctx.scheduler.pump(),
           }),
           retention: startRetention(ctx),
+          placement: ctx.placement.start({ intervalMs: config.placementInterval * 1000 }),
         };
       } else if (!now && chores) {
-        choresStopped.push(chores.monitor());
+        choresStopped.push(chores.monitor(), chores.placement());
         chores.retention();
         chores = undefined;
       }

@@ -120,6 +120,10 @@ export const HealthRequest = z.object({
   ollama_version: z.optional(text(64)),
   parallel: z.optional(integer(1, 1024)),
   gpus: z.optional(gpus),
+  /** Free bytes on the disk that holds Ollama's models (`OLLAMA_MODELS`), for placement. */
+  disk_free: z.optional(bytes),
+  /** Size in bytes of that disk. */
+  disk_total: z.optional(bytes),
   models: z.optional(models),
   loaded_models: z.optional(loadedModels),
 });
@@ -163,6 +167,9 @@ export interface AgentMetrics {
   active_requests: number;
   memory_used?: number;
   memory_total?: number;
+  /** Free bytes on the disk holding Ollama's models, when the agent reports it. */
+  disk_free?: number;
+  disk_total?: number;
   gpus: GpuInfo[];
 }
 

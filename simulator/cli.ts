@@ -52,6 +52,7 @@ Options (flags win over environment variables):
   --tps N           tokens per second (SIM_TPS; 500)
   --ttft MS         time to first token (SIM_TTFT_MS; 5)
   --load MS         model load time (SIM_LOAD_MS; 0)
+  --pull MS         how long a pull's download takes (SIM_PULL_MS; 0)
   --parallel N      slots per model (SIM_PARALLEL, then OLLAMA_NUM_PARALLEL; 4)
   --max-queue N     waiting requests before 503 (SIM_MAX_QUEUE, then OLLAMA_MAX_QUEUE; 512)
   --fault F         none | refuse | busy | hang | die_after:N (SIM_FAULT; none)
@@ -76,6 +77,7 @@ export function cliOptions(
       tps: { type: "string" },
       ttft: { type: "string" },
       load: { type: "string" },
+      pull: { type: "string" },
       parallel: { type: "string" },
       "max-queue": { type: "string" },
       fault: { type: "string" },
@@ -116,6 +118,7 @@ export function cliOptions(
     tokensPerSecond: number("--tps", values.tps ?? env("SIM_TPS")),
     ttftMs: number("--ttft", values.ttft ?? env("SIM_TTFT_MS")),
     loadMs: number("--load", values.load ?? env("SIM_LOAD_MS")),
+    pullMs: number("--pull", values.pull ?? env("SIM_PULL_MS")),
     parallel: number(
       "--parallel",
       values.parallel ?? env("SIM_PARALLEL") ?? env("OLLAMA_NUM_PARALLEL"),

@@ -34,6 +34,8 @@ Deno.test("simulator - parses OLLAMA_HOST, flags and faults like the CLI", () =>
   assert.equal(opts.parallel, 2);
   assert.equal(opts.quiet, true);
   assert.equal(cliOptions(["--port", "1"], (n) => env[n]).port, 1);
+  assert.equal(cliOptions(["--pull", "5000"], () => undefined).pullMs, 5000);
+  assert.equal(cliOptions([], (n) => ({ SIM_PULL_MS: "250" })[n]).pullMs, 250);
   assert.equal(cliOptions(["-v"], () => undefined).printVersion, true);
   assert.throws(() => cliOptions(["run", "llama3.2"], () => undefined), TypeError);
   assert.throws(() => cliOptions(["--tps", "fast"], () => undefined), RangeError);

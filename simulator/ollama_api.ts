@@ -205,20 +205,25 @@ async function pull(
   const entry = existing ?? makeEntry(raw, new Date());
   const layer = sha256Hex(`layer:${entry.key}`);
   const total = entry.size;
-  const steps = [
-    { status: "pulling manifest" },
-    ...[0, 0.25, 0.5, 0.75, 1].map((f) => ({
-      status: `pulling ${layer.slice(0, 12)}`,
-      digest: `sha256:${layer}`,
-      total,
-      completed: Math.round(total * f),
-    })),
-    { status: "verifying sha256 digest" },
-    { status: "writing manifest" },
-    { status: "success" },
-  ];
+  const { pullMs, pullError } = state.settings;
+  // The download's four quarters share `pullMs`; a registry error ends it after the manifest.
+  const steps: Record<string, unknown>[] = pullError
+    ? [{ status: "pulling manifest" }, { error: pullError }]
+    : [
+      { status: "pulling manifest" },
+      ...[0, 0.25, 0.5, 0.75, 1].map((f) => ({
+        status: `pulling ${layer.slice(0, 12)}`,
+        digest: `sha256:${layer}`,
+        total,
+        completed: Math.round(total * f),
+      })),
+      { status: "verifying sha256 digest" },
+      { status: "writing manifest" },
+      { status: "success" },
+    ];
   const fault = state.fault;
   if (body.stream === false) {
+    if (pullError) throw new HttpError(500, pullError);
     state.models.add(entry);
     return wholeBody(ctx, state.fault, { status: "success" });
   }
@@ -227,7 +232,8 @@ async function pull(
     for (const step of steps) {
       if (step.status === "success") state.models.add(entry);
       yield JSON.stringify(step) + "\n";
-      await sleep(0, AbortSignal.any([ctx.signal, run.signal]));
+      const downloading = step.total !== undefined && step.completed !== step.total;
+      await sleep(downloading ? pullMs / 4 : 0, AbortSignal.any([ctx.signal, run.signal]));
     }
   }
   return await streamResponse(state, ctx, {

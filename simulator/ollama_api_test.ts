@@ -179,6 +179,36 @@ Deno.test("simulator - shows a model named by model or name", async () => {
   assert.equal(r.status, 400);
 });
 
+Deno.test("simulator - a pull can be slow or fail as a registry refusal does", async () => {
+  await using sim = await start({ models: ["llama3.2"], pullMs: 600_000 });
+  const names = async () =>
+    (await (await fetch(sim.url + "/api/tags")).json()).models.map((m: Json) => m.name);
+  // Slow: the download is under way and nothing is installed until it ends.
+  const slow = await post(sim, "/api/pull", { model: "qwen2.5:7b" });
+  const reader = slow.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes('"completed":0')) text += (await reader.read()).value ?? "";
+  assert.deepEqual(await names(), ["llama3.2:latest"]);
+  await reader.cancel();
+
+  sim.update({ pullError: "pull model manifest: file does not exist", pullMs: 0 });
+  const steps = await ndjson(await post(sim, "/api/pull", { model: "nosuch:1b" }));
+  assert.deepEqual(steps, [
+    { status: "pulling manifest" },
+    { error: "pull model manifest: file does not exist" },
+  ]);
+  const whole = await postJson(sim, "/api/pull", { model: "nosuch:1b", stream: false });
+  assert.equal(whole.status, 500);
+  assert.deepEqual(whole.json, { error: "pull model manifest: file does not exist" });
+  assert.deepEqual(await names(), ["llama3.2:latest"]);
+
+  sim.update({ pullError: "" });
+  assert.deepEqual((await ndjson(await post(sim, "/api/pull", { model: "phi3" }))).at(-1), {
+    status: "success",
+  });
+  assert.ok((await names()).includes("phi3:latest"));
+});
+
 Deno.test("simulator - pulls, copies and deletes models", async () => {
   await using sim = await start({ models: ["llama3.2"] });
   const names = async () =>

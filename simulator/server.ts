@@ -49,6 +49,10 @@ export interface SimOptions {
   fault?: SimFault;
   /** No request logging. */
   quiet?: boolean;
+  /** How long a streamed pull's download takes; default 0. */
+  pullMs?: number;
+  /** Pulls fail with this error (Ollama's `{"error"}` line); `""` clears it. Default none. */
+  pullError?: string;
 }
 
 /**
@@ -114,6 +118,7 @@ class OllamaSimulator implements Simulator {
       maxQueue: 512,
       version: "0.12.6",
       quiet: false,
+      pullMs: 0,
     };
     this.#state = {
       settings,
@@ -185,6 +190,8 @@ class OllamaSimulator implements Simulator {
     s.maxQueue = positive("maxQueue", opts.maxQueue, 0) ?? s.maxQueue;
     s.version = opts.version ?? s.version;
     s.quiet = opts.quiet ?? s.quiet;
+    s.pullMs = positive("pullMs", opts.pullMs, 0) ?? s.pullMs;
+    if (opts.pullError !== undefined) s.pullError = opts.pullError || undefined;
     if (opts.models) this.#state.models.install(opts.models);
     if (opts.loaded) this.#state.models.load(opts.loaded);
     if (opts.fault) void this.setFault(opts.fault).catch(() => {});

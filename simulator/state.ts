@@ -17,6 +17,10 @@ export interface Settings {
   maxQueue: number;
   version: string;
   quiet: boolean;
+  /** How long a streamed pull takes to download (spread over its progress lines). */
+  pullMs: number;
+  /** When set, pulls fail with this error after the manifest, as for a name the registry lacks. */
+  pullError?: string;
 }
 
 /** The simulator's state, owned by the server and read by the handlers. */

@@ -66,7 +66,7 @@ async function registerOn(c: Coordinator, name: string, ollamaPort: number) {
 
 Deno.test({
   name:
-    "cluster - a registration, drain, pin, alias and key revocation on one is seen on the others within 1 s",
+    "cluster - a registration, drain, pin, alias, placement rule and key revocation on one is seen on the others within 1 s",
   ignore: !postgres,
   async fn() {
     await using c = await cluster(3);
@@ -122,6 +122,18 @@ Deno.test({
       1000,
       "alias on B",
       () => b.ctx.aliases.resolve("gpt-4o-mini")?.model === "llama3.2",
+    );
+
+    const rule = await fetch(`${b.url}/api/admin/placements`, {
+      method: "PUT",
+      headers: c.admin(1),
+      body: JSON.stringify({ model: "llama3.2", on: { label: "gpu" }, warm: 1 }),
+    });
+    assert.equal(rule.status, 200);
+    seen.placement = await within(
+      1000,
+      "placement rule on C",
+      () => third.ctx.placement.rules.list()[0]?.warm === 1,
     );
 
     const created = await (await fetch(`${a.url}/api/keys`, {

@@ -1,8 +1,8 @@
 /**
  * Several coordinators, one fleet. On a store others share (PostgreSQL), each coordinator:
  * - applies the changes the others make (registrations, heartbeat state, drains, pins, aliases,
- *   keys, sessions, removals) within a moment, from the store's change feed, and reloads everything
- *   after the feed reconnects, since what was said meanwhile is lost;
+ *   placement rules, keys, sessions, removals) within a moment, from the store's change feed, and
+ *   reloads everything after the feed reconnects, since what was said meanwhile is lost;
  * - republishes the others' events on its own bus, so every dashboard shows every event;
  * - shares the commands waiting for agents and their progress (an agent heartbeats to one), and
  *   which agent each uploaded blob went to (the create that uses it may come through another);
@@ -15,6 +15,7 @@ import type { AgentRecord, ClusterMessage, StoreCluster } from "../store/mod.ts"
 import { ClusterLoad } from "./load.ts";
 import { ModelPins } from "../scheduler/pins.ts";
 import { ModelAliases } from "../aliases/mod.ts";
+import { PlacementRules } from "../placement/rules.ts";
 
 /** Options for {@linkcode startCluster}. */
 export interface ClusterOptions {
@@ -148,6 +149,10 @@ class ClusterSync {
           ctx.security.applyRemoteSetting(m.k, await cluster.setting(m.k));
           if (m.k === ModelPins.SETTING) ctx.scheduler.pins.reload();
           if (m.k === ModelAliases.SETTING) ctx.aliases.reload();
+          if (m.k === PlacementRules.SETTING) {
+            ctx.placement.rules.reload();
+            ctx.placement.nudge();
+          }
         });
       case "command":
         return ctx.commands.remote({ kind: "added", agentId: m.agent, command: m.command });
@@ -255,6 +260,7 @@ class ClusterSync {
       ctx.security.applySnapshot(snapshot);
       ctx.scheduler.pins.reload();
       ctx.aliases.reload();
+      ctx.placement.rules.reload();
       this.#agentsSeen = 0;
       await this.#readAgents();
       // Events from before this coordinator listened are history, not news: start at the newest;

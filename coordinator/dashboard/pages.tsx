@@ -19,6 +19,7 @@ import AgentDetail from "./islands/agent_detail.tsx";
 import ModelsView from "./islands/models_view.tsx";
 import PullPanel from "./islands/pull_panel.tsx";
 import AliasesPanel from "./islands/aliases_panel.tsx";
+import PlacementView from "./islands/placement_view.tsx";
 import RequestLogView from "./islands/request_log.tsx";
 import EventLog from "./islands/event_log.tsx";
 import { agentName, fleetModelView } from "./lib/models.ts";
@@ -273,6 +274,26 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
       </>,
     );
   });
+
+  app.get("/placement", access.admin, () =>
+    page(
+      { title: "Placement", active: "/dashboard/placement", topics: ["agents", "progress"] },
+      <>
+        <div class="page-head">
+          <h1>Placement</h1>
+          <p class="muted">
+            Where each model should be. The coordinator pulls it where it is missing, onto machines
+            that join later too, keeps it loaded where asked, and deletes it only where a rule says
+            never.
+          </p>
+        </div>
+        <Island
+          name="placement_view"
+          component={PlacementView}
+          props={{ status: ctx.placement.status() }}
+        />
+      </>,
+    ));
 
   app.get("/requests", access.admin, async (c) => {
     const parsed = parseRequestFilter(c.req.query());

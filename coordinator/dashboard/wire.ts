@@ -11,6 +11,14 @@ import type {
   StatsSummary,
 } from "../telemetry/live_stats.ts";
 
+export type {
+  PlacementCell,
+  PlacementRule,
+  PlacementRuleStatus,
+  PlacementState,
+  PlacementStatus,
+} from "../placement/status.ts";
+
 /** An agent as the dashboard shows it: the API view plus its capacity in the scheduler. */
 export interface AgentRow extends AgentView {
   capacity: number;

@@ -481,6 +481,9 @@ export class Registry {
       memory_total: req.memory_total,
       gpus: req.gpus ?? agent.metrics?.gpus ?? [],
     };
+    // Older agents do not report their disk: the field stays absent rather than undefined.
+    if (req.disk_free !== undefined) agent.metrics.disk_free = req.disk_free;
+    if (req.disk_total !== undefined) agent.metrics.disk_total = req.disk_total;
     if (req.ollama_up !== undefined) agent.ollamaUp = req.ollama_up;
     if (req.ollama_version) agent.ollamaVersion = req.ollama_version;
     if (req.parallel) agent.parallel = req.parallel;

@@ -70,6 +70,18 @@ Deno.test("registry - heartbeats update metrics and models", async () => {
   assert.equal(agent.metrics?.cpu_usage, 45.5);
   assert.equal(agent.metrics?.gpus[0].name, "RTX 4090");
   assert.ok(agent.loadedKeys.has("registry.ollama.ai/library/llama3.2:latest"));
+  assert.equal(agent.metrics?.disk_free, undefined);
+  assert.ok(!("disk_free" in agent.metrics!), "absent, not undefined, from agents that omit it");
+  registry.heartbeat({
+    agent_id: agent.id,
+    cpu_usage: 1,
+    memory_usage: 1,
+    active_requests: 0,
+    disk_free: 5e9,
+    disk_total: 5e11,
+  });
+  assert.deepEqual([agent.metrics?.disk_free, agent.metrics?.disk_total], [5e9, 5e11]);
+  assert.equal(registry.view(agent).metrics?.disk_free, 5e9);
   assert.equal(
     registry.heartbeat({
       agent_id: crypto.randomUUID(),

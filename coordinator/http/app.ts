@@ -14,6 +14,7 @@ import { aliasRoutes } from "../api/admin/aliases.ts";
 import { liveRoutes } from "../api/admin/live.ts";
 import { requestRoutes } from "../api/admin/requests.ts";
 import { modelRoutes } from "../api/admin/models.ts";
+import { placementRoutes } from "../api/admin/placements.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
 import { access, accessControl } from "./access.ts";
@@ -89,6 +90,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.route("/", requestRoutes(deps));
   app.route("/", modelRoutes(ctx));
   app.route("/", aliasRoutes(ctx));
+  app.route("/", placementRoutes(ctx));
 
   // Ollama (gin) answers an unknown path in plain text, not JSON. Under /v1 the path is unknown in
   // the API's own shape (OpenAI's, Anthropic's for /v1/messages…: Ollama serves no

@@ -48,6 +48,9 @@ export const MESSAGES = {
   answerTooLarge: (name: string, limit: number) =>
     `agent "${name}" answered with more than ${limit} bytes; the answer was dropped`,
 
+  // Admin rules.
+  noPlacementRule: (model: string) => `Model "${model}" has no placement rule`,
+
   // The coordinator itself.
   shuttingDown: "The coordinator is shutting down",
   loopDetected:

@@ -102,6 +102,7 @@ Deno.test({
           ["/dashboard/agents", "Agents"],
           [`/dashboard/agents/${fleet.ids["gpu-a"]}`, "gpu-a"],
           ["/dashboard/models", "Models"],
+          ["/dashboard/placement", "Placement"],
           ["/dashboard/requests", "Requests"],
           ["/dashboard/events", "Events"],
         ];
@@ -116,6 +117,40 @@ Deno.test({
           await page.close();
         }
       });
+
+      await t.step(
+        "a placement rule made on the page pulls with live progress until it is met",
+        async () => {
+          await using fleet = await startFleet([{ name: "gpu-a", pullMs: 3000 }, {
+            name: "cpu-b",
+          }]);
+          await fetch(`${fleet.url}/api/agents/${fleet.ids["gpu-a"]}`, {
+            method: "PATCH",
+            headers: fleet.adminHeaders,
+            body: JSON.stringify({ labels: ["gpu"] }),
+          }).then((r) => r.body?.cancel());
+          const context = await signIn(browser, fleet.url);
+          const { page, errors } = await open(context, `${fleet.url}/dashboard/placement`);
+          const form = page.getByRole("form", { name: "Placement rule" });
+          await form.getByLabel("Model").fill("qwen3:0.6b");
+          await form.getByLabel("Label", { exact: true }).fill("gpu");
+          await form.getByRole("button", { name: "Save rule" }).click();
+          const rule = page.locator('section.rule[data-model="qwen3:0.6b"]');
+          // Progress arrives on the live stream while the agent pulls, then the rule is met.
+          await rule.locator('tr[data-agent="gpu-a"][data-state="pulling"] progress').waitFor();
+          await page.locator('section.rule[data-model="qwen3:0.6b"][data-met="true"]').waitFor({
+            timeout: 20_000,
+          });
+          assert.equal(
+            await rule.locator('tr[data-agent="gpu-a"]').getAttribute("data-state"),
+            "ok",
+          );
+          assert.equal(await rule.locator('tr[data-agent="cpu-b"]').count(), 0);
+          await notReloaded(page);
+          assert.deepEqual(errors, []);
+          await context.close();
+        },
+      );
 
       await t.step("a newly registered agent appears without a reload", async () => {
         await using fleet = await startFleet([{ name: "gpu-a" }]);

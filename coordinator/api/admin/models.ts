@@ -39,13 +39,16 @@ const PUBLISH_EVERY_MS = 250;
 /** Pulls remembered for a page opened late. */
 const KEEP_PULLS = 100;
 
+/** What pulls use of the coordinator. */
+export type PullDeps = Pick<AppContext, "registry" | "bus" | "config" | "instanceId">;
+
 /** The pulls the coordinator started, and their last progress. */
 export class Pulls {
   readonly #last = new Map<string, PullProgress>();
   readonly #running = new Map<string, string>();
-  readonly #ctx: AppContext;
+  readonly #ctx: PullDeps;
 
-  constructor(ctx: AppContext) {
+  constructor(ctx: PullDeps) {
     this.#ctx = ctx;
   }
 
@@ -162,7 +165,7 @@ export class Pulls {
 const pullsByRegistry = new WeakMap<object, Pulls>();
 
 /** The pulls of one coordinator (one per context, shared by the API and the pages). */
-export function pullsOf(ctx: AppContext): Pulls {
+export function pullsOf(ctx: PullDeps): Pulls {
   let pulls = pullsByRegistry.get(ctx.registry);
   if (!pulls) pullsByRegistry.set(ctx.registry, pulls = new Pulls(ctx));
   return pulls;

@@ -9,6 +9,7 @@ export const NAV = [
   ["/dashboard", "Overview"],
   ["/dashboard/agents", "Agents"],
   ["/dashboard/models", "Models"],
+  ["/dashboard/placement", "Placement"],
   ["/dashboard/requests", "Requests"],
   ["/dashboard/events", "Events"],
 ] as const;

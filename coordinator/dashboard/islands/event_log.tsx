@@ -24,6 +24,9 @@ const TONE: Record<string, string> = {
   drain: "warn",
   circuit_open: "bad",
   pull_failed: "bad",
+  warm: "good",
+  warm_failed: "bad",
+  delete_failed: "bad",
   removed: "muted",
 };
 
