@@ -17,6 +17,7 @@ import type { EventLog } from "./telemetry/event_log.ts";
 import type { UpstreamClient } from "./proxy/upstream.ts";
 import type { Watchdog } from "./proxy/watchdog.ts";
 import type { Store } from "./store/mod.ts";
+import type { Quotas } from "./quotas/mod.ts";
 
 /** The coordinator's shared state. */
 export interface AppContext {
@@ -31,6 +32,8 @@ export interface AppContext {
   logger: Logger;
   /** Secrets, API keys and admin sessions. */
   security: SecurityStore;
+  /** Per-key limits, checked before a request is routed. */
+  quotas: Quotas;
   /** Every client request, for the Requests page and the API. */
   log: RequestLog;
   /** Registrations, status changes, failures, pulls. */

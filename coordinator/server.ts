@@ -25,6 +25,7 @@ import { LiveHub } from "./telemetry/live_hub.ts";
 import { UpstreamClient } from "./proxy/upstream.ts";
 import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 import { startCluster } from "./cluster/mod.ts";
+import { Quotas } from "./quotas/mod.ts";
 
 /** At most this many events are kept, however young (unauthenticated model use records some). */
 export const MAX_EVENTS = 100_000;
@@ -68,7 +69,9 @@ async function assemble(
     now,
     random,
     pins: new ModelPins(security),
+    weightOf: (tenant) => security.keyById(tenant)?.limits.weight ?? 1,
   });
+  const quotas = new Quotas({ limitsOf: (tenant) => security.keyById(tenant)?.limits, now });
   scheduler.onTrip = (agent) =>
     registry.recordEvent(
       "circuit_open",
@@ -82,6 +85,7 @@ async function assemble(
     events: events.counts,
     agentWriteFailures: registry.writeFailures,
   });
+  metrics.keys = { quotas, describe: (tenant) => security.describeKey(tenant) };
   const logger = new Logger({ level: config.logLevel, format: config.logFormat });
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
@@ -114,6 +118,7 @@ async function assemble(
     metrics,
     logger,
     security,
+    quotas,
     firstStart,
     now,
     instanceId: crypto.randomUUID(),

@@ -277,6 +277,17 @@ export class SecurityStore {
     return v;
   }
 
+  /**
+   * How metrics and logs name the key a request came with (never the key itself): a created
+   * key's name and prefix, `API_KEYS` and a hash prefix for a key from the environment.
+   */
+  describeKey(tenant: string): { name: string; prefix: string } {
+    const v = this.#keysById.get(tenant);
+    if (v) return { name: v.name, prefix: v.prefix };
+    if (tenant.startsWith("env:")) return { name: "API_KEYS", prefix: tenant };
+    return { name: "revoked", prefix: tenant.slice(0, 8) };
+  }
+
   /** The active key with this id (its limits apply to every request it makes). */
   keyById(id: string): ApiKeyView | undefined {
     return this.#keysById.get(id);
