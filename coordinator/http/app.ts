@@ -15,6 +15,7 @@ import { requestRoutes } from "../api/admin/requests.ts";
 import { modelRoutes } from "../api/admin/models.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
+import { keyRoutes } from "../api/admin/keys.ts";
 import { access, accessControl } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
@@ -73,6 +74,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.use(accessControl(ctx));
 
   app.route("/", authRoutes(ctx, { hosts }));
+  app.route("/", keyRoutes(ctx));
   app.get(
     "/metrics",
     access.metrics,
