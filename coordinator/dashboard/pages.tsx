@@ -20,12 +20,14 @@ import ModelsView from "./islands/models_view.tsx";
 import PullPanel from "./islands/pull_panel.tsx";
 import RequestLogView from "./islands/request_log.tsx";
 import EventLog from "./islands/event_log.tsx";
+import KeysView from "./islands/keys_view.tsx";
 import { agentName } from "./lib/models.ts";
 import { agentRow, fleetSnapshot, fleetSummary, type LiveContext } from "../api/admin/live.ts";
 import { pullsOf } from "../api/admin/models.ts";
 import { OLLAMA_INFERENCE } from "../api/ollama.ts";
 import { OPENAI_INFERENCE } from "../api/openai.ts";
 import { parseRequestFilter, toQuery } from "../api/admin/requests.ts";
+import { keyRows, keyUsage } from "../api/admin/keys.ts";
 
 /** What the pages need. */
 export type DashboardContext = LiveContext & { log?: RequestLog };
@@ -285,6 +287,18 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
           }}
         />
       </>,
+    );
+  });
+
+  app.get("/keys", access.admin, async () => {
+    const [keys, usage] = await Promise.all([keyRows(ctx), keyUsage(ctx, "1h")]);
+    return page(
+      { title: "API keys", active: "/dashboard/keys", topics: ["requests"] },
+      <Island
+        name="keys_view"
+        component={KeysView}
+        props={{ keys, usage, serverNow: ctx.now() }}
+      />,
     );
   });
 

@@ -10,8 +10,9 @@ import { access } from "../../http/access.ts";
 import type { AppEnv } from "../../http/env.ts";
 import { json, readJson } from "../../http/json.ts";
 import { LimitsInput, mergeLimits } from "../../quotas/limits.ts";
-import type { KeyUsageRow } from "../../store/mod.ts";
-import type { ApiKeyView } from "../../security/store.ts";
+import type { KeyRow, KeyUsage, UsageRange } from "../../dashboard/wire.ts";
+
+export type { KeyRow, KeyUsage, UsageRange };
 
 const KeyRequest = z.object({
   name: z.string().trim().min(1).max(64),
@@ -25,25 +26,11 @@ const KeyPatch = z.object({
 }).strict();
 
 /** The ranges usage is shown over, and the width of one bucket in each. */
-export const USAGE_RANGES = {
+export const USAGE_RANGES: Record<UsageRange, { ms: number; bucketMs: number }> = {
   "1h": { ms: 3_600_000, bucketMs: 60_000 },
   "24h": { ms: 86_400_000, bucketMs: 1_800_000 },
   "7d": { ms: 7 * 86_400_000, bucketMs: 6 * 3_600_000 },
-} as const;
-/** A range of {@linkcode USAGE_RANGES}. */
-export type UsageRange = keyof typeof USAGE_RANGES;
-
-/** Usage per key over a range, as `GET /api/keys/usage` answers. */
-export interface KeyUsage {
-  range: UsageRange;
-  bucket_ms: number;
-  /** Start of the first bucket (epoch ms); the last one is the bucket now runs in. */
-  since: number;
-  rows: KeyUsageRow[];
-}
-
-/** A key as listed, with what it has in flight on this coordinator now. */
-export type KeyRow = ApiKeyView & { in_flight: number };
+};
 
 /** Every key, newest first, with its requests in flight here. */
 export async function keyRows(ctx: AppContext): Promise<KeyRow[]> {
@@ -59,7 +46,7 @@ export async function keyUsage(ctx: AppContext, range: UsageRange): Promise<KeyU
   const since = Math.floor(ctx.now() / bucketMs) * bucketMs - (ms - bucketMs);
   await ctx.log.flush();
   const rows = await ctx.store.keyUsage({ since: new Date(since).toISOString(), bucketMs });
-  return { range, bucket_ms: bucketMs, since, rows };
+  return { range, bucket_ms: bucketMs, buckets: Math.round(ms / bucketMs), since, rows };
 }
 
 /** The key routes. */

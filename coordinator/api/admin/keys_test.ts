@@ -105,6 +105,7 @@ Deno.test("keys API - usage per key and minute comes from the request log", asyn
   const usage = await res.json();
   const minute = Date.parse("2026-01-01T10:30:00Z");
   assert.equal(usage.bucket_ms, 60_000);
+  assert.equal(usage.buckets, 60);
   assert.equal(usage.since, minute - 59 * 60_000);
   assert.deepEqual(usage.rows, [
     { key_id: "k1", t: minute - 60_000, requests: 1, tokens_in: 1, tokens_out: 2, limited: 0 },

@@ -10,6 +10,7 @@ export const NAV = [
   ["/dashboard/agents", "Agents"],
   ["/dashboard/models", "Models"],
   ["/dashboard/requests", "Requests"],
+  ["/dashboard/keys", "Keys"],
   ["/dashboard/events", "Events"],
 ] as const;
 
