@@ -357,7 +357,11 @@ for (const subject of SUBJECTS) {
     // Stored in an order their times do not follow: the export keeps the stored order.
     const times = [5, 1, 9, 3, 7];
     const records = times.map((t, i) =>
-      request(`r${i}`, `2026-01-01T00:00:0${t}.000Z`, { ttft_ms: i, error: i === 2 ? "x" : null })
+      request(`r${i}`, `2026-01-01T00:00:0${t}.000Z`, {
+        ttft_ms: i,
+        error: i === 2 ? "x" : null,
+        key_id: i === 3 ? "k1" : null,
+      })
     );
     await store.addRequests(records.slice(0, 2));
     await store.addRequests(records.slice(2));
@@ -373,8 +377,8 @@ for (const subject of SUBJECTS) {
     assert.deepEqual(rows, records);
   });
 
-  test("a key copied in whole keeps its uses, last use and revocation", async (store) => {
-    const revoked = {
+  test("a key copied in whole keeps its uses, last use, revocation and limits", async (store) => {
+    const revoked: ApiKeyRecord = {
       id: "k-old",
       name: "old laptop",
       prefix: "oc_old1",
@@ -384,8 +388,9 @@ for (const subject of SUBJECTS) {
       last_used_at: "2025-12-24T10:00:00.000Z",
       uses: 1234,
       revoked_at: "2025-12-25T00:00:00.000Z",
+      limits: { requests_per_minute: 10, tokens_per_minute: null, concurrent: 1, weight: 2 },
     };
-    const admin = {
+    const admin: ApiKeyRecord = {
       ...revoked,
       id: "k-admin",
       name: "ops",
@@ -395,6 +400,7 @@ for (const subject of SUBJECTS) {
       created_at: "2025-12-02T00:00:00.000Z",
       uses: 7,
       revoked_at: null,
+      limits: { ...NO_LIMITS },
     };
     await store.insertKey(revoked);
     await store.insertKey(admin);
