@@ -19,6 +19,7 @@ import type { Watchdog } from "./proxy/watchdog.ts";
 import type { Store } from "./store/mod.ts";
 import type { ModelAliases } from "./aliases/mod.ts";
 import type { Placement } from "./placement/reconciler.ts";
+import type { Quotas } from "./quotas/mod.ts";
 
 /** The coordinator's shared state. */
 export interface AppContext {
@@ -35,6 +36,8 @@ export interface AppContext {
   aliases: ModelAliases;
   /** Secrets, API keys and admin sessions. */
   security: SecurityStore;
+  /** Per-key limits, checked before a request is routed. */
+  quotas: Quotas;
   /** Every client request, for the Requests page and the API. */
   log: RequestLog;
   /** Registrations, status changes, failures, pulls. */

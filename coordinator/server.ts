@@ -28,6 +28,7 @@ import { Watchdog, watchdogPeriod } from "./proxy/watchdog.ts";
 import { startCluster } from "./cluster/mod.ts";
 import { Placement } from "./placement/reconciler.ts";
 import { pullsOf } from "./api/admin/models.ts";
+import { Quotas } from "./quotas/mod.ts";
 
 /** Builds the coordinator's shared state from a configuration. */
 export async function createContext(
@@ -68,7 +69,9 @@ async function assemble(
     now,
     random,
     pins: new ModelPins(security),
+    weightOf: (tenant) => security.keyById(tenant)?.limits.weight ?? 1,
   });
+  const quotas = new Quotas({ limitsOf: (tenant) => security.keyById(tenant)?.limits, now });
   scheduler.onTrip = (agent) =>
     registry.recordEvent(
       "circuit_open",
@@ -82,6 +85,7 @@ async function assemble(
     events: events.counts,
     agentWriteFailures: registry.writeFailures,
   });
+  metrics.keys = { quotas, describe: (tenant) => security.describeKey(tenant) };
   const logger = new Logger({ level: config.logLevel, format: config.logFormat });
   logBus(bus, logger);
   const commands = new CommandQueue(bus);
@@ -124,6 +128,7 @@ async function assemble(
     logger,
     security,
     aliases: new ModelAliases(security),
+    quotas,
     firstStart,
     now,
     instanceId,

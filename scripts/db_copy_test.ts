@@ -62,16 +62,17 @@ async function populate(url: string): Promise<Fixture> {
     const cookie = login.headers.get("set-cookie")!.split(";")[0];
     const adminKey = (await c.ctx.security.createKey("ops", "admin")).key;
     const admin = { authorization: `Bearer ${adminKey}` };
-    const newKey = async (name: string) => {
+    const newKey = async (name: string, limits?: Record<string, number>) => {
       const res = await fetch(`${c.url}/api/keys`, {
         method: "POST",
         headers: admin,
-        body: JSON.stringify({ name }),
+        body: JSON.stringify({ name, limits }),
       });
       assert.equal(res.status, 201);
       return await res.json() as { id: string; key: string };
     };
-    const client = await newKey("laptop");
+    // Limits travel with the key, and the request log names the key of each request.
+    const client = await newKey("laptop", { requests_per_minute: 100, weight: 2 });
     const revoked = await newKey("old laptop");
     const gone = await fetch(`${c.url}/api/keys/${revoked.id}`, {
       method: "DELETE",

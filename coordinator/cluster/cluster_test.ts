@@ -448,3 +448,54 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster - each coordinator enforces its share of a key's limits; a change applies on all",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(2);
+    const [a, b] = c.nodes;
+    const created = await (await fetch(`${a.url}/api/keys`, {
+      method: "POST",
+      headers: c.admin(0),
+      body: JSON.stringify({ name: "shared", limits: { requests_per_minute: 4 } }),
+    })).json();
+    // A request over a limit is refused before it needs an agent; under it, with none online,
+    // it gets 503: either way it shows what the quota decided.
+    const ask = async (node: Coordinator) => {
+      const res = await fetch(`${node.url}/api/generate`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${created.key}` },
+        body: JSON.stringify({ model: "llama3.2", prompt: "x" }),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    await within(1000, "the key on B", () => !!b.ctx.security.keyById(created.id));
+    // Each hears the other's load within a second: two coordinators, two requests each.
+    await within(
+      3000,
+      "two coordinators",
+      () => a.ctx.quotas.coordinators === 2 && b.ctx.quotas.coordinators === 2,
+    );
+    assert.equal((await ask(b)).status, 503);
+    assert.equal((await ask(b)).status, 503);
+    const refused = await ask(b);
+    assert.equal(refused.status, 429);
+    assert.match(refused.body.error, /4 requests per minute \(2 on each of 2 coordinators\)/);
+    assert.equal((await ask(a)).status, 503);
+    // Raised on A, the limit applies on B at once (the key notice carries it).
+    const patch = await fetch(`${a.url}/api/keys/${created.id}`, {
+      method: "PATCH",
+      headers: c.admin(0),
+      body: JSON.stringify({ limits: { requests_per_minute: 100 } }),
+    });
+    assert.equal(patch.status, 200);
+    const seen = await within(
+      1000,
+      "the new limit on B",
+      () => b.ctx.security.keyById(created.id)?.limits.requests_per_minute === 100,
+    );
+    assert.equal((await ask(b)).status, 503);
+    console.log(`cluster: a key's new limits applied on the other after ${seen.toFixed(0)} ms`);
+  },
+});

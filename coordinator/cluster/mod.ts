@@ -6,7 +6,8 @@
  * - republishes the others' events on its own bus, so every dashboard shows every event;
  * - shares the commands waiting for agents and their progress (an agent heartbeats to one), and
  *   which agent each uploaded blob went to (the create that uses it may come through another);
- * - shares its requests in flight per agent, so routing weighs the whole fleet's load;
+ * - shares its requests in flight per agent, so routing weighs the whole fleet's load, and
+ *   enforces its share of every API key's limits (the limit over the coordinators alive);
  * - runs the fleet-wide chores (health monitor, retention) only while it leads.
  * On a store of its own (SQLite) a coordinator simply leads.
  */
@@ -49,6 +50,7 @@ export function startCluster(ctx: AppContext, options: ClusterOptions): ClusterM
     changed: () => ctx.scheduler.pump(),
   });
   const sync = new ClusterSync(ctx, cluster, load);
+  ctx.quotas.shareWith(() => load.peers + 1);
   ctx.commands.onChange = (change) => {
     const m: ClusterMessage = change.kind === "added"
       ? { t: "command", agent: change.agentId, command: change.command }
@@ -78,6 +80,7 @@ export function startCluster(ctx: AppContext, options: ClusterOptions): ClusterM
       return load.peers;
     },
     leave() {
+      ctx.quotas.shareWith(() => 1);
       ctx.commands.onChange = undefined;
       ctx.scheduler.placement.onBlob = undefined;
       unsubscribe();

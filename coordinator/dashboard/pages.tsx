@@ -22,6 +22,7 @@ import AliasesPanel from "./islands/aliases_panel.tsx";
 import PlacementView from "./islands/placement_view.tsx";
 import RequestLogView from "./islands/request_log.tsx";
 import EventLog from "./islands/event_log.tsx";
+import KeysView from "./islands/keys_view.tsx";
 import { agentName, fleetModelView } from "./lib/models.ts";
 import { agentRow, fleetSnapshot, fleetSummary, type LiveContext } from "../api/admin/live.ts";
 import { pullsOf } from "../api/admin/models.ts";
@@ -29,6 +30,7 @@ import { OLLAMA_INFERENCE } from "../api/ollama.ts";
 import { OPENAI_INFERENCE } from "../api/openai.ts";
 import { ANTHROPIC_INFERENCE } from "../api/anthropic.ts";
 import { parseRequestFilter, toQuery } from "../api/admin/requests.ts";
+import { keyRows, keyUsage } from "../api/admin/keys.ts";
 
 /** What the pages need. */
 export type DashboardContext = LiveContext & { log?: RequestLog };
@@ -327,6 +329,18 @@ export function dashboardRoutes(ctx: DashboardContext): Hono {
           }}
         />
       </>,
+    );
+  });
+
+  app.get("/keys", access.admin, async () => {
+    const [keys, usage] = await Promise.all([keyRows(ctx), keyUsage(ctx, "1h")]);
+    return page(
+      { title: "API keys", active: "/dashboard/keys", topics: ["requests"] },
+      <Island
+        name="keys_view"
+        component={KeysView}
+        props={{ keys, usage, serverNow: ctx.now() }}
+      />,
     );
   });
 

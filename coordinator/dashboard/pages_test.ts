@@ -36,6 +36,27 @@ Deno.test("dashboard - every page renders on the server with its data and island
     error: null,
   });
   await t.ctx.aliases.set("gpt-4o-mini", "llama3.2:3b", { listed: true });
+  const key = await t.ctx.security.createKey("open-webui", "client", {
+    limits: { requests_per_minute: 60, tokens_per_minute: null, concurrent: 4, weight: 2 },
+  });
+  t.ctx.log.add({
+    id: "req-2",
+    at: new Date().toISOString(),
+    route: "/api/chat",
+    model: "llama3.2",
+    agent_id: null,
+    agent_name: null,
+    status: 429,
+    latency_ms: 1,
+    ttft_ms: null,
+    queued_ms: null,
+    tokens_in: null,
+    tokens_out: null,
+    tokens_per_second: null,
+    attempts: 0,
+    error: "Rate limit reached",
+    key_id: key.view.id,
+  });
   const pages: [string, string[]][] = [
     ["/dashboard", ["<title>Overview", 'data-island="overview"', "Requests per second"]],
     ["/dashboard/agents", ["gpu-01", "mac-mini", 'data-island="agents_table"', "2 of 2 agents"]],
@@ -50,6 +71,13 @@ Deno.test("dashboard - every page renders on the server with its data and island
     ]],
     ["/dashboard/requests", ["req-1", "321 ms", 'data-island="request_log"']],
     ["/dashboard/events", ["Agent &quot;gpu-01&quot; registered", 'data-island="event_log"']],
+    ["/dashboard/keys", [
+      "open-webui",
+      key.view.prefix,
+      "60 req/min · 4 at once",
+      'data-island="keys_view"',
+      'data-limited="true">1<',
+    ]],
   ];
   for (const [path, needles] of pages) {
     const page = await html(t, path);

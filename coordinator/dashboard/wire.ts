@@ -3,6 +3,7 @@
  * the props pages render islands with. Islands import these, never route modules.
  */
 import type { AgentView } from "@oc/shared";
+import type { ApiKeyRecord, KeyUsageRow } from "../store/mod.ts";
 import type {
   AgentFigures,
   AgentSeries,
@@ -63,4 +64,21 @@ export interface AliasView {
   model: string;
   /** Shown in `/api/tags` and `/v1/models`. */
   listed: boolean;
+}
+
+/** An API key as the keys API lists it (never the key itself), with its requests in flight. */
+export type KeyRow = Omit<ApiKeyRecord, "hash"> & { in_flight: number };
+
+/** The ranges key usage is shown over. */
+export type UsageRange = "1h" | "24h" | "7d";
+
+/** Usage per key over a range (`GET /api/keys/usage`). */
+export interface KeyUsage {
+  range: UsageRange;
+  bucket_ms: number;
+  /** Buckets in the range. */
+  buckets: number;
+  /** Start of the first bucket (epoch ms); the last one is the bucket now runs in. */
+  since: number;
+  rows: KeyUsageRow[];
 }

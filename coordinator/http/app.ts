@@ -17,6 +17,7 @@ import { modelRoutes } from "../api/admin/models.ts";
 import { placementRoutes } from "../api/admin/placements.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
+import { keyRoutes } from "../api/admin/keys.ts";
 import { access, accessControl } from "./access.ts";
 import { errorFor } from "./errors.ts";
 import type { AppEnv } from "./env.ts";
@@ -70,6 +71,7 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
   app.use(accessControl(ctx));
 
   app.route("/", authRoutes(ctx, { hosts }));
+  app.route("/", keyRoutes(ctx));
   app.get(
     "/metrics",
     access.metrics,

@@ -41,6 +41,16 @@ export const MESSAGES = {
   queueTimeout: (model: string) =>
     `Server busy, please try again: no slot for "${model}" freed in time`,
 
+  // Per-key quotas and fair share (429 with Retry-After).
+  rateLimited: (limit: string, seconds: number) =>
+    `Rate limit reached for this API key: ${limit}; try again in ${seconds} s`,
+  tooManyAtOnce: (limit: number, shared: string) =>
+    `Too many requests at once for this API key: at most ${limit}${shared}; try again when one ends`,
+  queueShare: (model: string, places: number) =>
+    `Too many requests queued for this API key: it holds its share of the queue for "${model}" (${places} ${
+      places === 1 ? "place" : "places"
+    }); try again shortly`,
+
   // What the agents answered.
   allFailed: (model: string, why: string) => `All agents failed to serve "${model}": ${why}`,
   agentUnreachable: (name: string) => `agent "${name}" is unreachable`,

@@ -14,9 +14,30 @@ import { LogEntry, type ProxyDeps, type ProxyRequest } from "./request.ts";
 
 export type { ProxyDeps, ProxyRequest } from "./request.ts";
 
-/** Proxies an inference request, retrying on other agents before the first byte. */
+/**
+ * Proxies an inference request, retrying on other agents before the first byte. A request over
+ * one of its API key's limits is refused first, with 429 and `Retry-After`.
+ */
 export async function proxyInference(deps: ProxyDeps, req: ProxyRequest): Promise<Response> {
   const entry = new LogEntry(deps, req);
+  const admission = deps.quotas?.admit(req.tenant);
+  if (admission && !admission.ok) {
+    entry.write({ status: 429, error: admission.message });
+    return errorResponse(req.flavor, 429, admission.message, req.requestId, {
+      "retry-after": String(admission.retryAfter),
+    });
+  }
+  if (admission) entry.admitted(admission);
+  try {
+    return await attempts(deps, req, entry);
+  } catch (e) {
+    entry.abandon();
+    throw e;
+  }
+}
+
+/** The retry loop: one attempt per agent, until one answers or none is left. */
+async function attempts(deps: ProxyDeps, req: ProxyRequest, entry: LogEntry): Promise<Response> {
   const maxAttempts = deps.config.maxAttempts;
   let lastError: AttemptError | undefined;
   for (let n = 1; n <= maxAttempts; n++) {
@@ -59,6 +80,7 @@ async function acquire(
       return errorResponse(req.flavor, 499, MESSAGES.clientClosed, req.requestId);
     }
     if (!(e instanceof NoAgentError)) throw e;
+    if (e.status === 429) deps.quotas?.queueShareRefused(req.tenant);
     // After failed attempts, the client learns why those failed rather than "no agent".
     const afterFailures = lastError !== undefined && e.status !== 404;
     const status = afterFailures ? 503 : e.status;

@@ -3,6 +3,7 @@ import type { AppContext } from "../context.ts";
 import type { Flavor } from "../http/errors.ts";
 import type { ModelEcho } from "../aliases/rewrite.ts";
 import type { RequestLog, RequestRecord } from "../telemetry/request_log.ts";
+import type { Quotas, Ticket } from "../quotas/mod.ts";
 
 /** Everything the proxy needs to know about one client request. */
 export interface ProxyRequest {
@@ -26,7 +27,7 @@ export interface ProxyRequest {
   signal: AbortSignal;
   affinity?: string;
   agentId?: string;
-  /** The client's API key id, for fair queueing between keys. */
+  /** The client's API key id: its quotas, its turns in the queue, its row in the request log. */
   tenant?: string;
   /** Puts the alias the client asked for back in the answer's `model` (the body names the real one). */
   echo?: ModelEcho;
@@ -39,6 +40,8 @@ export interface ProxyDeps extends
     "scheduler" | "registry" | "config" | "now" | "upstream" | "watchdog" | "instanceId"
   > {
   log?: RequestLog;
+  /** Per-key limits; without them nothing is limited. */
+  quotas?: Quotas;
 }
 
 /** A request's one request-log record: the agents tried so far, written once when it ends. */
@@ -49,6 +52,7 @@ export class LogEntry {
   readonly tried: Set<string> = new Set();
   readonly #deps: ProxyDeps;
   readonly #req: ProxyRequest;
+  #ticket?: Ticket;
 
   constructor(deps: ProxyDeps, req: ProxyRequest) {
     this.#deps = deps;
@@ -56,8 +60,22 @@ export class LogEntry {
     this.started = deps.now();
   }
 
-  /** Writes the record: what is not given is null, the latency and attempts are filled in. */
+  /** Ties the request's quota admission to this record: writing it ends the admission. */
+  admitted(ticket: Ticket): void {
+    this.#ticket = ticket;
+  }
+
+  /** Ends the quota admission without a record (the request failed in an unforeseen way). */
+  abandon(): void {
+    this.#ticket?.end(0);
+  }
+
+  /**
+   * Writes the record: what is not given is null, the latency and attempts are filled in. The
+   * request's tokens count against its key's quota from now on.
+   */
   write(r: Partial<RequestRecord> & { status: number }): void {
+    this.#ticket?.end((r.tokens_in ?? 0) + (r.tokens_out ?? 0));
     this.#deps.log?.add({
       id: this.#req.requestId,
       client_request_id: this.#req.clientRequestId ?? null,
@@ -74,6 +92,7 @@ export class LogEntry {
       tokens_per_second: null,
       attempts: this.tried.size,
       error: null,
+      key_id: this.#req.tenant ?? null,
       ...r,
     });
   }

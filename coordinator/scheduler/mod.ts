@@ -17,6 +17,7 @@ import { SpeedTable } from "./speeds.ts";
 import { ModelPins } from "./pins.ts";
 import { NoAgentError } from "./no_agent.ts";
 import { Placement } from "./placement.ts";
+import { FairShare } from "./fair.ts";
 import { MESSAGES } from "../http/messages.ts";
 
 /** How agents are chosen. */
@@ -35,6 +36,8 @@ export interface SchedulerOptions {
   random?: () => number;
   /** Admin rules pinning models to agent labels. */
   pins?: ModelPins;
+  /** An API key's weight: its share of turns and queue places against other keys (`fair.ts`). */
+  weightOf?: (tenant: string) => number;
 }
 
 export { NoAgentError };
@@ -67,7 +70,7 @@ export interface AcquireOptions {
   affinity?: string;
   /** A specific agent (X-Coordinator-Agent). */
   agentId?: string;
-  /** Who is asking (the API key's id): queued requests are shared fairly between keys. */
+  /** Who is asking (the API key's id): turns and queue places are shared fairly between keys. */
   tenant?: string;
 }
 
@@ -90,6 +93,8 @@ const LOAD_PENALTY_SECONDS = 1;
 /** Completion estimates within this factor of the best count as a tie. */
 const NEAR_TIE = 1.05;
 const BUSY_BACKOFF_MS = 1_000;
+/** Seconds a request refused for its key's share of the queue is told to wait. */
+const SHARE_RETRY_S = 2;
 /** Flags per candidate in {@linkcode Scheduler.choose}. */
 const FREE = 1;
 const LOADED = 2;
@@ -120,9 +125,8 @@ export class Scheduler {
   readonly #affinity = new Map<string, string>();
   readonly #busyUntil = new Map<string, number>();
   #rr = 0;
-  /** The turn at which each API key was last given a slot from a queue (for fairness). */
-  readonly #served = new Map<string, number>();
-  #turn = 0;
+  /** Turns and queue places between API keys. */
+  readonly #fair: FairShare;
   #scratch: Scratch = {
     costs: new Float64Array(0),
     flags: new Uint8Array(0),
@@ -140,6 +144,7 @@ export class Scheduler {
     this.#queueTimeoutMs = options.queueTimeoutMs ?? 60_000;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
+    this.#fair = new FairShare({ weightOf: options.weightOf });
     this.breakers = new Breakers({
       failureThreshold: options.failureThreshold ?? 3,
       cooldownMs: options.cooldownMs ?? 10_000,
@@ -357,7 +362,7 @@ export class Scheduler {
     if (!queue?.length) {
       const agent = this.choose(model, candidates, opts.affinity, 0);
       if (agent) {
-        if (opts.tenant !== undefined) this.#served.set(opts.tenant, ++this.#turn);
+        this.#fair.served(opts.tenant);
         return Promise.resolve(this.#lease(agent, model, 0));
       }
     }
@@ -396,7 +401,23 @@ export class Scheduler {
     const key = normalizeModelName(model);
     const queue = this.#queues.get(key) ?? [];
     if (queue.length >= this.#queueMax) {
-      return Promise.reject(new NoAgentError(MESSAGES.queueFull(model), 503, 2));
+      const verdict = this.#fair.whenFull(
+        queue.map((w) => w.opts.tenant),
+        opts.tenant,
+        this.#queueMax,
+      );
+      if (verdict.kind === "full") {
+        return Promise.reject(new NoAgentError(MESSAGES.queueFull(model), 503, 2));
+      }
+      if (verdict.kind === "over_share") {
+        return Promise.reject(
+          new NoAgentError(MESSAGES.queueShare(model, verdict.places), 429, SHARE_RETRY_S),
+        );
+      }
+      // A key under its share takes the place of the newest request of the key most over it.
+      const out = queue.findLast((w) => w.opts.tenant === verdict.victim)!;
+      out.cleanup();
+      out.reject(new NoAgentError(MESSAGES.queueShare(model, verdict.places), 429, SHARE_RETRY_S));
     }
     this.#queues.set(key, queue);
     return new Promise<Lease>((resolve, reject) => {
@@ -448,7 +469,7 @@ export class Scheduler {
           const agent = this.choose(w.model, candidates, w.opts.affinity, ahead);
           if (!agent) continue;
           w.cleanup();
-          if (w.opts.tenant !== undefined) this.#served.set(w.opts.tenant, ++this.#turn);
+          this.#fair.served(w.opts.tenant);
           w.resolve(this.#lease(agent, w.model, this.#now() - w.enqueuedAt));
           placed = true;
           break;
@@ -458,15 +479,11 @@ export class Scheduler {
   }
 
   /**
-   * Waiters in the order they get free slots: round robin over API keys (the key served longest
-   * ago first), first come first served within a key and when there are no keys.
+   * Waiters in the order they get free slots: weighted fair turns between API keys
+   * (`fair.ts`), first come first served within a key and when there are no keys.
    */
   #byTurn(queue: Waiter[]): Waiter[] {
-    const turn = (w: Waiter) =>
-      w.opts.tenant === undefined ? -1 : this.#served.get(w.opts.tenant) ?? -1;
-    return queue.map((w, i) => ({ w, i, t: turn(w) }))
-      .sort((a, b) => a.t - b.t || a.i - b.i)
-      .map((x) => x.w);
+    return this.#fair.order(queue, (w) => w.opts.tenant);
   }
 
   /** Ends an attempt: frees the slot, feeds the breaker and the speed table, wakes the queue. */

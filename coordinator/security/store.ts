@@ -5,7 +5,15 @@
  * so memory and the database never disagree.
  */
 import { timingSafeEqual } from "node:crypto";
-import type { ApiKeyRecord, SessionRecord, Store, StoreSnapshot } from "../store/mod.ts";
+import {
+  type ApiKeyRecord,
+  type KeyChange,
+  type KeyLimits,
+  NO_LIMITS,
+  type SessionRecord,
+  type Store,
+  type StoreSnapshot,
+} from "../store/mod.ts";
 import {
   hashPassword,
   randomToken,
@@ -72,6 +80,8 @@ export class SecurityStore {
   readonly #verified = new Map<string, VerifiedSecret>();
   /** sha256(api key) → key. */
   readonly #keys = new Map<string, ApiKeyView>();
+  /** Key id → the same active key (quotas look keys up by id on every request). */
+  readonly #keysById = new Map<string, ApiKeyView>();
   /** sha256(session cookie) → session. */
   readonly #sessions = new Map<string, Session>();
   /** Uses not yet written, flushed in batches so counting never slows a request. */
@@ -87,8 +97,27 @@ export class SecurityStore {
       if (a.secret_hash) this.rememberAgentSecret(a.id, a.secret_hash);
     }
     this.#clientAuth = snapshot.clientKeysEver;
-    for (const k of snapshot.keys) this.#keys.set(k.hash, view(k));
+    for (const k of snapshot.keys) this.#rememberKey(k);
     for (const s of snapshot.sessions) this.#rememberSession(s);
+  }
+
+  #rememberKey(k: ApiKeyRecord): ApiKeyView {
+    const v = view(k);
+    this.#keys.set(k.hash, v);
+    this.#keysById.set(k.id, v);
+    return v;
+  }
+
+  #forgetKey(id: string): void {
+    const v = this.#keysById.get(id);
+    if (!v) return;
+    this.#keysById.delete(id);
+    for (const [hash, k] of this.#keys) {
+      if (k === v) {
+        this.#keys.delete(hash);
+        break;
+      }
+    }
   }
 
   #rememberSession(s: SessionRecord): void {
@@ -214,6 +243,7 @@ export class SecurityStore {
   async createKey(
     name: string,
     scope: "client" | "admin",
+    options: { limits?: KeyLimits } = {},
   ): Promise<{ key: string; view: ApiKeyView }> {
     const key = randomToken(32, scope === "admin" ? "oc_admin_" : "oc_");
     const record: ApiKeyRecord = {
@@ -226,12 +256,41 @@ export class SecurityStore {
       last_used_at: null,
       uses: 0,
       revoked_at: null,
+      limits: { ...(options.limits ?? NO_LIMITS) },
     };
     await this.#store.insertKey(record);
-    const v = view(record);
-    this.#keys.set(record.hash, v);
+    const v = this.#rememberKey(record);
     if (scope === "client") this.#clientAuth = true;
     return { key, view: v };
+  }
+
+  /**
+   * Renames an active key or replaces its limits, stored first; resolves to the key as it is
+   * now, or undefined when there is no such active key.
+   */
+  async updateKey(id: string, change: KeyChange): Promise<ApiKeyView | undefined> {
+    if (!await this.#store.updateKey(id, change)) return undefined;
+    const v = this.#keysById.get(id);
+    if (!v) return undefined;
+    if (change.name !== undefined) v.name = change.name;
+    if (change.limits !== undefined) v.limits = { ...change.limits };
+    return v;
+  }
+
+  /**
+   * How metrics and logs name the key a request came with (never the key itself): a created
+   * key's name and prefix, `API_KEYS` and a hash prefix for a key from the environment.
+   */
+  describeKey(tenant: string): { name: string; prefix: string } {
+    const v = this.#keysById.get(tenant);
+    if (v) return { name: v.name, prefix: v.prefix };
+    if (tenant.startsWith("env:")) return { name: "API_KEYS", prefix: tenant };
+    return { name: "revoked", prefix: tenant.slice(0, 8) };
+  }
+
+  /** The active key with this id (its limits apply to every request it makes). */
+  keyById(id: string): ApiKeyView | undefined {
+    return this.#keysById.get(id);
   }
 
   /** Every key, newest first, with usage counts. */
@@ -243,7 +302,7 @@ export class SecurityStore {
   /** Revokes a key at once. Resolves to false when there was no such active key. */
   async revokeKey(id: string): Promise<boolean> {
     const changed = await this.#store.revokeKey(id, new Date(this.#now()).toISOString());
-    for (const [hash, k] of this.#keys) if (k.id === id) this.#keys.delete(hash);
+    this.#forgetKey(id);
     return changed;
   }
 
@@ -338,7 +397,8 @@ export class SecurityStore {
     this.#settings.clear();
     for (const [k, v] of Object.entries(snapshot.settings)) this.#settings.set(k, v);
     this.#keys.clear();
-    for (const k of snapshot.keys) this.#keys.set(k.hash, view(k));
+    this.#keysById.clear();
+    for (const k of snapshot.keys) this.#rememberKey(k);
     this.#clientAuth ||= snapshot.clientKeysEver;
     this.#sessions.clear();
     for (const s of snapshot.sessions) this.#rememberSession(s);
@@ -349,11 +409,21 @@ export class SecurityStore {
     }
   }
 
-  /** Applies a key as another coordinator stored it (created, or revoked: `revoked_at` set). */
+  /**
+   * Applies a key as another coordinator stored it (created, renamed, limited, or revoked:
+   * `revoked_at` set). Uses counted here and not yet written are kept.
+   */
   applyRemoteKey(id: string, record: ApiKeyRecord | undefined): void {
-    for (const [hash, k] of this.#keys) if (k.id === id) this.#keys.delete(hash);
+    const before = this.#keysById.get(id);
+    this.#forgetKey(id);
     if (!record || record.revoked_at !== null) return;
-    this.#keys.set(record.hash, view(record));
+    const v = this.#rememberKey(record);
+    if (before) {
+      v.uses = Math.max(v.uses, before.uses);
+      if ((before.last_used_at ?? "") > (v.last_used_at ?? "")) {
+        v.last_used_at = before.last_used_at;
+      }
+    }
     if (record.scope === "client") this.#clientAuth = true;
   }
 

@@ -40,6 +40,8 @@ export interface RequestRecord {
   tokens_per_second: number | null;
   attempts: number;
   error: string | null;
+  /** The API key that made the request (its id; `env:…` for a key from `API_KEYS`), if any. */
+  key_id?: string | null;
 }
 
 /** An agent as stored: identity, admin settings and last known state. Times are epoch ms. */
@@ -94,6 +96,8 @@ export interface RequestQuery {
   /** Only records before this time (ISO), for paging back. */
   until?: string;
   route?: string;
+  /** Only the requests one API key made. */
+  keyId?: string;
 }
 
 /**
@@ -106,6 +110,45 @@ export interface Page<T> {
   next: number;
 }
 
+/** Filters for {@linkcode Store.keyUsage}. */
+export interface KeyUsageQuery {
+  /** Requests from this time on (ISO). */
+  since: string;
+  /** Width of a bucket in milliseconds (buckets start at multiples of it since the epoch). */
+  bucketMs: number;
+}
+
+/** One API key's requests in one time bucket. */
+export interface KeyUsageRow {
+  key_id: string;
+  /** Start of the bucket (epoch ms). */
+  t: number;
+  requests: number;
+  tokens_in: number;
+  tokens_out: number;
+  /** Requests refused with 429 (a limit, or the key's share of the queue). */
+  limited: number;
+}
+
+/** What an API key may use; null means no limit. */
+export interface KeyLimits {
+  requests_per_minute: number | null;
+  /** Input and output tokens a minute, counted when each request ends. */
+  tokens_per_minute: number | null;
+  /** Requests in flight at once. */
+  concurrent: number | null;
+  /** The key's share of turns and of places in the queue against other keys (default 1). */
+  weight: number;
+}
+
+/** The limits of a key nobody limited. */
+export const NO_LIMITS: KeyLimits = Object.freeze({
+  requests_per_minute: null,
+  tokens_per_minute: null,
+  concurrent: null,
+  weight: 1,
+});
+
 /** An API key as stored (never the key itself, only its hash). */
 export interface ApiKeyRecord {
   id: string;
@@ -117,6 +160,13 @@ export interface ApiKeyRecord {
   last_used_at: string | null;
   uses: number;
   revoked_at: string | null;
+  limits: KeyLimits;
+}
+
+/** A change to a stored key (only what is given is written). */
+export interface KeyChange {
+  name?: string;
+  limits?: KeyLimits;
 }
 
 /** An admin session as stored. */
@@ -298,6 +348,10 @@ export interface Store {
   addKeyUses(uses: { id: string; uses: number; at: string }[]): Promise<void>;
   /** Every key, newest first. */
   listKeys(): Promise<ApiKeyRecord[]>;
+  /** Renames a key or replaces its limits; false when there was no such active key. */
+  updateKey(id: string, change: KeyChange): Promise<boolean>;
+  /** Requests, tokens and 429s per API key and time bucket, oldest first. */
+  keyUsage(query: KeyUsageQuery): Promise<KeyUsageRow[]>;
 
   insertSession(session: SessionRecord): Promise<void>;
   deleteSession(idHash: string): Promise<void>;

@@ -3,8 +3,8 @@
  * a file (in its worker), and, where the machine has it, PostgreSQL.
  */
 import assert from "node:assert/strict";
-import type { AgentRecord, RequestRecord, Store } from "./mod.ts";
-import { StoreError } from "./mod.ts";
+import type { AgentRecord, ApiKeyRecord, RequestRecord, Store } from "./mod.ts";
+import { NO_LIMITS, StoreError } from "./mod.ts";
 import { openStore, redactUrl } from "./open.ts";
 import { fillDisk, smallDisk } from "../testing/abuse.ts";
 import { postgresTestsEnabled, startPostgres } from "../testing/postgres.ts";
@@ -98,6 +98,23 @@ function request(id: string, at: string, overrides: Partial<RequestRecord> = {})
     attempts: 1,
     error: null,
     client_request_id: null,
+    key_id: null,
+    ...overrides,
+  };
+}
+
+function apiKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return {
+    id: "k1",
+    name: "laptop",
+    prefix: "oc_abcd",
+    hash: "h1",
+    scope: "client",
+    created_at: "2026-01-01T00:00:00.000Z",
+    last_used_at: null,
+    uses: 0,
+    revoked_at: null,
+    limits: { ...NO_LIMITS },
     ...overrides,
   };
 }
@@ -199,17 +216,7 @@ for (const subject of SUBJECTS) {
   });
 
   test("API keys are revoked once, count uses and stay listed", async (store) => {
-    const key = {
-      id: "k1",
-      name: "laptop",
-      prefix: "oc_abcd",
-      hash: "h1",
-      scope: "client" as const,
-      created_at: "2026-01-01T00:00:00.000Z",
-      last_used_at: null,
-      uses: 0,
-      revoked_at: null,
-    };
+    const key = apiKey();
     await store.insertKey(key);
     await store.addKeyUses([{ id: "k1", uses: 3, at: "2026-01-02T00:00:00.000Z" }]);
     await store.addKeyUses([{ id: "k1", uses: 2, at: "2026-01-01T12:00:00.000Z" }]);
@@ -222,6 +229,63 @@ for (const subject of SUBJECTS) {
     assert.deepEqual(after.keys, []);
     assert.equal(after.clientKeysEver, true);
     assert.equal((await store.listKeys())[0].revoked_at, "2026-01-03T00:00:00.000Z");
+  });
+
+  test("API key limits round-trip, change and stay with a revoked key", async (store) => {
+    const limits = {
+      requests_per_minute: 60,
+      tokens_per_minute: 10_000,
+      concurrent: 2,
+      weight: 0.5,
+    };
+    await store.insertKey(apiKey({ limits }));
+    await store.insertKey(apiKey({ id: "k2", hash: "h2", name: "free" }));
+    const loaded = Object.fromEntries((await store.load()).keys.map((k) => [k.id, k]));
+    assert.deepEqual(loaded.k1.limits, limits);
+    assert.deepEqual(loaded.k2.limits, NO_LIMITS);
+    // Limits replace limits whole; a rename leaves them alone.
+    const next = { requests_per_minute: null, tokens_per_minute: 500, concurrent: null, weight: 3 };
+    assert.equal(await store.updateKey("k1", { limits: next }), true);
+    assert.equal(await store.updateKey("k1", { name: "laptop 2" }), true);
+    const k1 = (await store.load()).keys.find((k) => k.id === "k1")!;
+    assert.equal(k1.name, "laptop 2");
+    assert.deepEqual(k1.limits, next);
+    assert.equal(await store.updateKey("nope", { name: "x" }), false);
+    await store.revokeKey("k2", "2026-01-03T00:00:00.000Z");
+    assert.equal(await store.updateKey("k2", { limits: next }), false);
+    assert.deepEqual((await store.listKeys()).find((k) => k.id === "k2")!.limits, NO_LIMITS);
+  });
+
+  test("the request log keeps each request's key and sums usage per key and bucket", async (store) => {
+    await store.addRequests([
+      request("a1", "2026-01-01T00:00:05.000Z", { key_id: "ka", tokens_in: 10, tokens_out: 20 }),
+      request("a2", "2026-01-01T00:00:59.999Z", { key_id: "ka", tokens_in: 1, tokens_out: 2 }),
+      request("a3", "2026-01-01T00:01:00.000Z", {
+        key_id: "ka",
+        status: 429,
+        tokens_in: null,
+        tokens_out: null,
+      }),
+      request("b1", "2026-01-01T00:00:30.000Z", { key_id: "kb", tokens_in: 5, tokens_out: 5 }),
+      request("n1", "2026-01-01T00:00:30.000Z"),
+      request("old", "2025-12-31T23:59:00.000Z", { key_id: "ka" }),
+    ]);
+    assert.deepEqual((await store.requests({ keyId: "ka" })).map((r) => r.id), [
+      "a3",
+      "a2",
+      "a1",
+      "old",
+    ]);
+    assert.equal((await store.requests({ keyId: "kb" }))[0].key_id, "kb");
+    const minute = Date.parse("2026-01-01T00:00:00Z");
+    assert.deepEqual(
+      await store.keyUsage({ since: "2026-01-01T00:00:00.000Z", bucketMs: 60_000 }),
+      [
+        { key_id: "ka", t: minute, requests: 2, tokens_in: 11, tokens_out: 22, limited: 0 },
+        { key_id: "kb", t: minute, requests: 1, tokens_in: 5, tokens_out: 5, limited: 0 },
+        { key_id: "ka", t: minute + 60_000, requests: 1, tokens_in: 0, tokens_out: 0, limited: 1 },
+      ],
+    );
   });
 
   test("sessions load until they expire and end on demand", async (store) => {
@@ -293,7 +357,11 @@ for (const subject of SUBJECTS) {
     // Stored in an order their times do not follow: the export keeps the stored order.
     const times = [5, 1, 9, 3, 7];
     const records = times.map((t, i) =>
-      request(`r${i}`, `2026-01-01T00:00:0${t}.000Z`, { ttft_ms: i, error: i === 2 ? "x" : null })
+      request(`r${i}`, `2026-01-01T00:00:0${t}.000Z`, {
+        ttft_ms: i,
+        error: i === 2 ? "x" : null,
+        key_id: i === 3 ? "k1" : null,
+      })
     );
     await store.addRequests(records.slice(0, 2));
     await store.addRequests(records.slice(2));
@@ -309,8 +377,8 @@ for (const subject of SUBJECTS) {
     assert.deepEqual(rows, records);
   });
 
-  test("a key copied in whole keeps its uses, last use and revocation", async (store) => {
-    const revoked = {
+  test("a key copied in whole keeps its uses, last use, revocation and limits", async (store) => {
+    const revoked: ApiKeyRecord = {
       id: "k-old",
       name: "old laptop",
       prefix: "oc_old1",
@@ -320,8 +388,9 @@ for (const subject of SUBJECTS) {
       last_used_at: "2025-12-24T10:00:00.000Z",
       uses: 1234,
       revoked_at: "2025-12-25T00:00:00.000Z",
+      limits: { requests_per_minute: 10, tokens_per_minute: null, concurrent: 1, weight: 2 },
     };
-    const admin = {
+    const admin: ApiKeyRecord = {
       ...revoked,
       id: "k-admin",
       name: "ops",
@@ -331,6 +400,7 @@ for (const subject of SUBJECTS) {
       created_at: "2025-12-02T00:00:00.000Z",
       uses: 7,
       revoked_at: null,
+      limits: { ...NO_LIMITS },
     };
     await store.insertKey(revoked);
     await store.insertKey(admin);

@@ -8,6 +8,7 @@ import type { Bus } from "./bus.ts";
 import type { Registry } from "../fleet/registry.ts";
 import type { Scheduler } from "../scheduler/mod.ts";
 import type { RequestRecord } from "./request_log.ts";
+import { LIMIT_NAMES, type Quotas } from "../quotas/mod.ts";
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 /** Distinct label sets per metric; past this, new ones are folded into `other`. */
@@ -188,6 +189,13 @@ export interface ClusterHealth {
   peers: number;
 }
 
+/** Where the per-key series come from: the quotas' counts, and how to name a key. */
+export interface KeyMetricsSource {
+  quotas: Quotas;
+  /** A key's name and prefix by id (never the key itself). */
+  describe(tenant: string): { name: string; prefix: string };
+}
+
 /** The coordinator's metrics. */
 export class Metrics {
   readonly requests = new Counter(
@@ -216,11 +224,21 @@ export class Metrics {
     "ollama_coordinator_circuit_breaker_trips_total",
     "Times an agent was taken out after repeated failures",
   );
+  readonly keyRequests = new Counter(
+    "ollama_coordinator_key_requests_total",
+    "Client requests per API key (by name and prefix) and status; 429s were refused by a limit",
+  );
+  readonly keyTokens = new Counter(
+    "ollama_coordinator_key_tokens_total",
+    "Tokens in (prompt) and out (generated) per API key",
+  );
   readonly eventLoop = new EventLoopDelay();
   /** Where the store's series come from (set by whoever assembles the coordinator). */
   store?: () => StoreHealth;
   /** Where the cluster's series come from (set once the coordinator runs). */
   cluster?: () => ClusterHealth;
+  /** Where the per-key series come from (set by whoever assembles the coordinator). */
+  keys?: KeyMetricsSource;
   readonly #registry: Registry;
   readonly #scheduler: Scheduler;
   readonly #now: () => number;
@@ -257,6 +275,44 @@ export class Metrics {
     if (r.ttft_ms !== null) this.ttft.observe({ route: r.route }, r.ttft_ms / 1000);
     if (r.tokens_in) this.tokens.inc({ direction: "in", model }, r.tokens_in);
     if (r.tokens_out) this.tokens.inc({ direction: "out", model }, r.tokens_out);
+    if (r.key_id && this.keys) {
+      const key = this.#keyLabels(r.key_id);
+      this.keyRequests.inc({ ...key, status: String(r.status) });
+      if (r.tokens_in) this.keyTokens.inc({ ...key, direction: "in" }, r.tokens_in);
+      if (r.tokens_out) this.keyTokens.inc({ ...key, direction: "out" }, r.tokens_out);
+    }
+  }
+
+  #keyLabels(tenant: string): Labels {
+    const { name, prefix } = this.keys!.describe(tenant);
+    return { key: name, key_prefix: prefix };
+  }
+
+  /** Refusals and requests in flight per key, as the quotas count them now. */
+  #renderKeys(out: string[]): void {
+    if (!this.keys) return;
+    const limited: [Labels, number][] = [];
+    const inFlight: [Labels, number][] = [];
+    for (const [tenant, c] of this.keys.quotas.counts()) {
+      const key = this.#keyLabels(tenant);
+      for (const limit of LIMIT_NAMES) {
+        if (c.limited[limit]) limited.push([{ ...key, limit }, c.limited[limit]]);
+      }
+      inFlight.push([key, c.inFlight]);
+    }
+    out.push(
+      "# HELP ollama_coordinator_key_limited_total Requests refused with 429 per API key and limit",
+      "# TYPE ollama_coordinator_key_limited_total counter",
+    );
+    for (const [labels, v] of limited) {
+      out.push(`ollama_coordinator_key_limited_total${labelText(labels)} ${v}`);
+    }
+    gauge(
+      out,
+      "ollama_coordinator_key_in_flight",
+      "Requests in flight per API key on this coordinator",
+      inFlight,
+    );
   }
 
   /** Starts sampling the event loop's delay; returns the function that stops it. */
@@ -270,6 +326,9 @@ export class Metrics {
     for (
       const m of [this.requests, this.latency, this.ttft, this.tokens, this.retries, this.trips]
     ) m.render(out);
+    this.keyRequests.render(out);
+    this.keyTokens.render(out);
+    this.#renderKeys(out);
     const agents = this.#registry.all();
     const name = (a: (typeof agents)[number]) => ({ agent: this.#registry.label(a), id: a.id });
     gauge(

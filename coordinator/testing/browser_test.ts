@@ -104,6 +104,7 @@ Deno.test({
           ["/dashboard/models", "Models"],
           ["/dashboard/placement", "Placement"],
           ["/dashboard/requests", "Requests"],
+          ["/dashboard/keys", "API keys"],
           ["/dashboard/events", "Events"],
         ];
         for (const [path, title] of pages) {
@@ -356,6 +357,49 @@ Deno.test({
         await notReloaded(page);
         await page.close();
       });
+
+      await t.step(
+        "a key made with limits shows its refused requests live; limits change",
+        async () => {
+          await using fleet = await startFleet([{ name: "gpu-a" }]);
+          const context = await signIn(browser, fleet.url);
+          const { page, errors } = await open(context, `${fleet.url}/dashboard/keys`);
+          const form = page.getByRole("form", { name: "New key" });
+          await form.getByLabel("Name").fill("browser-key");
+          await form.getByLabel("Requests per minute").fill("1");
+          await form.getByLabel("Weight").fill("2");
+          await form.getByRole("button", { name: "Create key" }).click();
+          const key = await page.locator("[data-new-key] code").innerText();
+          assert.match(key, /^oc_/);
+          const row = page.locator("tr[data-key-id]", { hasText: "browser-key" });
+          assert.match(await row.locator("[data-limits]").innerText(), /^1 req\/min$/);
+          const use = () =>
+            post(`${fleet.url}/api/generate`, { model: "llama3.2", prompt: "x", stream: false }, {
+              authorization: `Bearer ${key}`,
+            });
+          const [first, second] = [await use(), await use()];
+          assert.deepEqual([first.status, second.status], [200, 429]);
+          await Promise.all([first.body?.cancel(), second.body?.cancel()]);
+          // The request log's figures arrive without a reload, a moment after the requests end.
+          await row.locator("[data-limited]", { hasText: /^1$/ }).waitFor({ timeout: 10_000 });
+          assert.equal(await row.locator("[data-requests]").innerText(), "2");
+          await page.screenshot({
+            path: `${Deno.makeTempDirSync({ prefix: "oc-keys-" })}/keys.png`,
+          });
+          // Lifting the limit lets the key in again.
+          await row.getByRole("button", { name: "Limits" }).click();
+          const limits = page.getByRole("form", { name: "Limits of browser-key" });
+          await limits.getByLabel("Requests per minute").fill("");
+          await limits.getByRole("button", { name: "Save" }).click();
+          await row.locator("[data-limits]", { hasText: "no limits" }).waitFor({ timeout: 5000 });
+          const third = await use();
+          assert.equal(third.status, 200);
+          await third.body?.cancel();
+          await notReloaded(page);
+          assert.deepEqual(errors, []);
+          await page.close();
+        },
+      );
 
       await t.step("the live stream reconnects after a coordinator restart", async () => {
         const dir = await Deno.makeTempDir({ prefix: "oc-browser-" });

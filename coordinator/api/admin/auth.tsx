@@ -1,16 +1,14 @@
 /**
- * Admin login and logout, the session's CSRF token, and client/admin API keys.
+ * Admin login and logout, and the session's CSRF token. API keys are in `keys.ts`.
  */
 import { type Context, Hono } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { renderToString } from "preact-render-to-string";
-import { z } from "zod";
-import { ollamaError } from "@oc/shared";
 import type { AppContext } from "../../context.ts";
 import { access, adminOf, clientAddressOf, SESSION_COOKIE } from "../../http/access.ts";
 import type { AppEnv } from "../../http/env.ts";
 import { type HostPolicy, hostPolicy, ownOrigin } from "../../http/hosts.ts";
-import { json, readJson } from "../../http/json.ts";
+import { json } from "../../http/json.ts";
 import { BodyError, readBody } from "../../http/body.ts";
 import { FailureLimit } from "../../security/failure_limit.ts";
 import { Gate } from "../../security/gate.ts";
@@ -34,11 +32,6 @@ const CHECKS = {
   concurrency: Math.max(1, Math.min(2, navigator.hardwareConcurrency - 1)),
   queue: 4,
 };
-
-const KeyRequest = z.object({
-  name: z.string().trim().min(1).max(64),
-  scope: z.enum(["client", "admin"]).default("client"),
-}).strict();
 
 /**
  * Where to go after signing in: a path on this site, else the dashboard. The value is resolved
@@ -108,7 +101,7 @@ function page(c: Context, body: preact.JSX.Element, status = 200): Response {
   return c.html("<!doctype html>" + renderToString(body), status as 200);
 }
 
-/** Login, logout, session and key routes. */
+/** Login, logout and session routes. */
 export function authRoutes(
   ctx: AppContext,
   options: { hosts?: HostPolicy } = {},
@@ -191,19 +184,5 @@ export function authRoutes(
     return json(admin?.kind === "session" ? { csrf: admin.csrf } : { csrf: null });
   });
 
-  app.get("/api/keys", access.admin, async () => json(await ctx.security.listKeys()));
-  app.post("/api/keys", access.admin, async (c) => {
-    const body = await readJson(c.req.raw, KeyRequest);
-    if (!body.ok) return body.response;
-    const { key, view } = await ctx.security.createKey(body.data.name, body.data.scope);
-    ctx.registry.recordEvent("key_created", null, `API key "${view.name}" (${view.scope}) created`);
-    return json({ ...view, key }, 201);
-  });
-  app.delete("/api/keys/:id", access.admin, async (c) => {
-    const id = c.req.param("id");
-    if (!await ctx.security.revokeKey(id)) return ollamaError(404, `API key "${id}" not found`);
-    ctx.registry.recordEvent("key_revoked", null, `API key ${id} revoked`);
-    return c.body(null, 204);
-  });
   return app;
 }

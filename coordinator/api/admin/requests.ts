@@ -18,6 +18,7 @@ export const RequestFilter = z.object({
   agent_id: z.string().trim().min(1).max(128).optional(),
   status: z.enum(["ok", "error"]).optional(),
   route: z.string().trim().min(1).max(128).optional(),
+  key_id: z.string().trim().min(1).max(128).optional(),
   since: time.optional(),
   until: time.optional(),
   format: z.enum(["json", "csv"]).optional(),
@@ -42,6 +43,7 @@ export function toQuery(f: RequestFilter): RequestQuery {
     agentId: f.agent_id,
     status: f.status,
     route: f.route,
+    keyId: f.key_id,
     since: f.since,
     until: f.until,
   };
@@ -65,6 +67,7 @@ export const CSV_COLUMNS: (keyof RequestRecord)[] = [
   "attempts",
   "error",
   "client_request_id",
+  "key_id",
 ];
 
 function csvCell(v: unknown): string {

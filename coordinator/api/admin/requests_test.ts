@@ -29,7 +29,7 @@ Deno.test("requests API - newest first, with filters", async () => {
   t.ctx.log.add(rec(1));
   t.ctx.log.add(rec(2, { model: "qwen2.5:7b", agent_id: "a2" }));
   t.ctx.log.add(rec(3, { status: 503, error: "All agents failed" }));
-  t.ctx.log.add(rec(4, { route: "/v1/chat/completions" }));
+  t.ctx.log.add(rec(4, { route: "/v1/chat/completions", key_id: "k1" }));
   const all = await (await t.admin("/api/requests")).json();
   assert.deepEqual(all.map((r: RequestRecord) => r.id), ["r4", "r3", "r2", "r1"]);
   const ids = async (q: string) =>
@@ -38,6 +38,7 @@ Deno.test("requests API - newest first, with filters", async () => {
   assert.deepEqual(await ids("agent_id=a2"), ["r2"]);
   assert.deepEqual(await ids("status=error"), ["r3"]);
   assert.deepEqual(await ids("route=/v1/chat/completions"), ["r4"]);
+  assert.deepEqual(await ids("key_id=k1"), ["r4"]);
   assert.deepEqual(await ids("limit=2"), ["r4", "r3"]);
   assert.deepEqual(await ids("since=2026-01-01T00:00:02Z&until=2026-01-01T00:00:04Z"), [
     "r3",

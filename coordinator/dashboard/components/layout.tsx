@@ -11,6 +11,7 @@ export const NAV = [
   ["/dashboard/models", "Models"],
   ["/dashboard/placement", "Placement"],
   ["/dashboard/requests", "Requests"],
+  ["/dashboard/keys", "Keys"],
   ["/dashboard/events", "Events"],
 ] as const;
 

@@ -17,6 +17,10 @@ import type {
   ClusterMessage,
   EventQuery,
   FleetEvent,
+  KeyChange,
+  KeyLimits,
+  KeyUsageQuery,
+  KeyUsageRow,
   NewEvent,
   Page,
   Pruned,
@@ -186,7 +190,18 @@ function keyFromRow(r: Row): ApiKeyRecord {
     last_used_at: iso(r.last_used_at),
     uses: Number(r.uses),
     revoked_at: iso(r.revoked_at),
+    limits: {
+      requests_per_minute: r.requests_per_minute == null ? null : Number(r.requests_per_minute),
+      tokens_per_minute: r.tokens_per_minute == null ? null : Number(r.tokens_per_minute),
+      concurrent: r.concurrent_requests == null ? null : Number(r.concurrent_requests),
+      weight: Number(r.weight ?? 1),
+    },
   };
+}
+
+/** A key's limits as the values of its four columns, in table order. */
+function limitColumns(l: KeyLimits): (number | null)[] {
+  return [l.requests_per_minute, l.tokens_per_minute, l.concurrent, l.weight];
 }
 
 function eventFromRow(r: Row): FleetEvent {
@@ -216,6 +231,7 @@ const REQUEST_COLUMNS: { name: keyof RequestRecord; type: string }[] = [
   { name: "attempts", type: "integer" },
   { name: "error", type: "text" },
   { name: "client_request_id", type: "text" },
+  { name: "key_id", type: "text" },
 ];
 
 function requestFromRow(r: Row): RequestRecord {
@@ -755,7 +771,7 @@ class PostgresStore implements Store {
        WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR agent_id = $2)
          AND ($3::text IS NULL OR ($3 = 'ok' AND status < 400) OR ($3 = 'error' AND status >= 400))
          AND ($4::timestamptz IS NULL OR at >= $4) AND ($6::timestamptz IS NULL OR at < $6)
-         AND ($7::text IS NULL OR route = $7)
+         AND ($7::text IS NULL OR route = $7) AND ($8::text IS NULL OR key_id = $8)
        ORDER BY at DESC LIMIT $5`,
       [
         q.model ?? null,
@@ -765,6 +781,7 @@ class PostgresStore implements Store {
         limit,
         q.until ?? null,
         q.route ?? null,
+        q.keyId ?? null,
       ],
     );
     return r.rows.map(requestFromRow);
@@ -785,7 +802,8 @@ class PostgresStore implements Store {
     await this.#transaction("save an API key", async (c) => {
       await c.query(
         `INSERT INTO api_keys (id, name, prefix, hash, scope, created_at, last_used_at, uses,
-         revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+         revoked_at, requests_per_minute, tokens_per_minute, concurrent_requests, weight)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
         [
           k.id,
           k.name,
@@ -796,6 +814,7 @@ class PostgresStore implements Store {
           k.last_used_at,
           k.uses,
           k.revoked_at,
+          ...limitColumns(k.limits),
         ],
       );
       await this.#notify(c, { t: "key", id: k.id });
@@ -826,6 +845,51 @@ class PostgresStore implements Store {
        WHERE api_keys.id = v.id`,
       [uses.map((u) => u.id), uses.map((u) => u.uses), uses.map((u) => u.at)],
     );
+  }
+
+  updateKey(id: string, change: KeyChange): Promise<boolean> {
+    return this.#transaction("change an API key", async (c) => {
+      const r = await c.query(
+        `UPDATE api_keys SET name = coalesce($2, name),
+           requests_per_minute = CASE WHEN $3 THEN $4 ELSE requests_per_minute END,
+           tokens_per_minute = CASE WHEN $3 THEN $5 ELSE tokens_per_minute END,
+           concurrent_requests = CASE WHEN $3 THEN $6 ELSE concurrent_requests END,
+           weight = CASE WHEN $3 THEN $7 ELSE weight END
+         WHERE id = $1 AND revoked_at IS NULL`,
+        [
+          id,
+          change.name ?? null,
+          change.limits !== undefined,
+          ...(change.limits ? limitColumns(change.limits) : [null, null, null, 1]),
+        ],
+      );
+      if (!r.rowCount) return false;
+      // The others read the key back: its new limits apply there as they do here.
+      await this.#notify(c, { t: "key", id });
+      return true;
+    });
+  }
+
+  async keyUsage(q: KeyUsageQuery): Promise<KeyUsageRow[]> {
+    const bucket = Math.max(1000, Math.round(q.bucketMs));
+    const r = await this.#query(
+      "read API key usage",
+      `SELECT key_id, floor(extract(epoch FROM at) * 1000 / $2::bigint)::bigint * $2::bigint AS t,
+         count(*) AS requests, coalesce(sum(tokens_in), 0) AS tokens_in,
+         coalesce(sum(tokens_out), 0) AS tokens_out,
+         count(*) FILTER (WHERE status = 429) AS limited
+       FROM requests WHERE at >= $1 AND key_id IS NOT NULL
+       GROUP BY key_id, t ORDER BY t, key_id`,
+      [q.since, bucket],
+    );
+    return r.rows.map((row) => ({
+      key_id: String(row.key_id),
+      t: Number(row.t),
+      requests: Number(row.requests),
+      tokens_in: Number(row.tokens_in),
+      tokens_out: Number(row.tokens_out),
+      limited: Number(row.limited),
+    }));
   }
 
   async listKeys(): Promise<ApiKeyRecord[]> {

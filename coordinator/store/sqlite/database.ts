@@ -10,6 +10,10 @@ import type {
   ApiKeyRecord,
   EventQuery,
   FleetEvent,
+  KeyChange,
+  KeyLimits,
+  KeyUsageQuery,
+  KeyUsageRow,
   NewEvent,
   Page,
   Pruned,
@@ -45,6 +49,7 @@ export const REQUEST_COLUMNS = [
   "attempts",
   "error",
   "client_request_id",
+  "key_id",
 ] as const satisfies readonly (keyof RequestRecord)[];
 
 /** How each agent field is written to its column. */
@@ -103,6 +108,8 @@ function agentFromRow(r: Row): AgentRecord {
   };
 }
 
+const limit = (v: unknown) => (v == null ? null : Number(v));
+
 function keyFromRow(r: Row): ApiKeyRecord {
   return {
     id: String(r.id),
@@ -114,7 +121,18 @@ function keyFromRow(r: Row): ApiKeyRecord {
     last_used_at: text(r.last_used_at),
     uses: Number(r.uses),
     revoked_at: text(r.revoked_at),
+    limits: {
+      requests_per_minute: limit(r.requests_per_minute),
+      tokens_per_minute: limit(r.tokens_per_minute),
+      concurrent: limit(r.concurrent_requests),
+      weight: Number(r.weight ?? 1),
+    },
   };
+}
+
+/** A key's limits as the values of its four columns, in table order. */
+function limitColumns(l: KeyLimits): (number | null)[] {
+  return [l.requests_per_minute, l.tokens_per_minute, l.concurrent, l.weight];
 }
 
 function eventFromRow(r: Row): FleetEvent {
@@ -180,11 +198,27 @@ export class SqliteDatabase {
          WHERE (?1 IS NULL OR model = ?1) AND (?2 IS NULL OR agent_id = ?2)
            AND (?3 IS NULL OR (?3 = 'ok' AND status < 400) OR (?3 = 'error' AND status >= 400))
            AND (?4 IS NULL OR at >= ?4) AND (?6 IS NULL OR at < ?6) AND (?7 IS NULL OR route = ?7)
+         AND (?8 IS NULL OR key_id = ?8)
          ORDER BY at DESC LIMIT ?5`,
       ),
       insertKey: db.prepare(
         `INSERT INTO api_keys (id, name, prefix, hash, scope, created_at, last_used_at, uses,
-         revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         revoked_at, requests_per_minute, tokens_per_minute, concurrent_requests, weight)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      renameKey: db.prepare("UPDATE api_keys SET name = ? WHERE id = ? AND revoked_at IS NULL"),
+      limitKey: db.prepare(
+        `UPDATE api_keys SET requests_per_minute = ?, tokens_per_minute = ?,
+         concurrent_requests = ?, weight = ? WHERE id = ? AND revoked_at IS NULL`,
+      ),
+      // Buckets from the epoch seconds of the ISO text (unixepoch keeps the milliseconds).
+      keyUsage: db.prepare(
+        `SELECT key_id, CAST(unixepoch(at, 'subsec') * 1000 / ?2 AS INTEGER) * ?2 AS t,
+           COUNT(*) AS requests, COALESCE(SUM(tokens_in), 0) AS tokens_in,
+           COALESCE(SUM(tokens_out), 0) AS tokens_out,
+           SUM(CASE WHEN status = 429 THEN 1 ELSE 0 END) AS limited
+         FROM requests WHERE at >= ?1 AND key_id IS NOT NULL
+         GROUP BY key_id, t ORDER BY t, key_id`,
       ),
       revokeKey: db.prepare(
         "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
@@ -324,6 +358,7 @@ export class SqliteDatabase {
       limit,
       q.until ?? null,
       q.route ?? null,
+      q.keyId ?? null,
     ).map((r) => ({ ...r }) as unknown as RequestRecord);
   }
 
@@ -347,7 +382,37 @@ export class SqliteDatabase {
       k.last_used_at,
       k.uses,
       k.revoked_at,
+      ...limitColumns(k.limits),
     );
+  }
+
+  updateKey(id: string, change: KeyChange): boolean {
+    return this.#transaction(() => {
+      let found = true;
+      if (change.name !== undefined) {
+        found &&= Number(this.#stmt.renameKey.run(change.name, id).changes) > 0;
+      }
+      if (change.limits !== undefined) {
+        found &&= Number(this.#stmt.limitKey.run(...limitColumns(change.limits), id).changes) > 0;
+      }
+      if (change.name === undefined && change.limits === undefined) {
+        found = this.#db.prepare("SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+          .get(id) !== undefined;
+      }
+      return found;
+    });
+  }
+
+  keyUsage(q: KeyUsageQuery): KeyUsageRow[] {
+    const bucket = Math.max(1000, Math.round(q.bucketMs));
+    return this.#stmt.keyUsage.all(q.since, bucket).map((r) => ({
+      key_id: String(r.key_id),
+      t: Number(r.t),
+      requests: Number(r.requests),
+      tokens_in: Number(r.tokens_in),
+      tokens_out: Number(r.tokens_out),
+      limited: Number(r.limited),
+    }));
   }
 
   revokeKey(id: string, at: string): boolean {

@@ -58,6 +58,8 @@ export async function openSqliteStore(url: string): Promise<Store> {
     revokeKey: op("revokeKey"),
     addKeyUses: op("addKeyUses"),
     listKeys: op("listKeys"),
+    updateKey: op("updateKey"),
+    keyUsage: op("keyUsage"),
     insertSession: op("insertSession"),
     deleteSession: op("deleteSession"),
     deleteAllSessions: op("deleteAllSessions"),
