@@ -8,6 +8,8 @@ import { type Coordinator, startCoordinator } from "../server.ts";
 import { postgresTestsEnabled, startPostgres } from "../testing/postgres.ts";
 import { registration } from "../testing/app.ts";
 import type { BusMessage } from "../telemetry/bus.ts";
+import { openStore } from "../store/open.ts";
+import { type Store, type StoreCluster, StoreError } from "../store/mod.ts";
 
 const postgres = postgresTestsEnabled() ? await startPostgres() : undefined;
 let databases = 0;
@@ -433,6 +435,55 @@ Deno.test({
       }
     } finally {
       await Promise.all(nodes.map((n) => n.stop()));
+    }
+  },
+});
+
+/** The store at `url` with some of its cluster's reads replaced (to inject faults). */
+async function wrappedStore(
+  url: string,
+  overrides: (real: Store) => Partial<StoreCluster>,
+): Promise<Store> {
+  const real = await openStore(url);
+  const cluster = { ...real.cluster!, ...overrides(real) };
+  return new Proxy(real, {
+    get(target, key) {
+      if (key === "cluster") return cluster;
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test({
+  name: "cluster - a reload that fails after the feed connects is tried again",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(1);
+    const [a] = c.nodes;
+    // B's database refuses the reload's first reads, as a server busy or just back may.
+    let refusals = 2;
+    const store = await wrappedStore(c.url, (real) => ({
+      lastEventId: () =>
+        refusals-- > 0
+          ? Promise.reject(
+            new StoreError("Cannot read events: timeout exceeded when trying to connect", true),
+          )
+          : real.cluster!.lastEventId(),
+    }));
+    const b = await startCoordinator(testConfig({ databaseUrl: c.url }), { store });
+    try {
+      await within(5000, "B's reload retried", () => refusals < 0);
+      const events: BusMessage[] = [];
+      b.ctx.bus.subscribe((m) => events.push(m), ["event"]);
+      await c.register(a, "gpu-09");
+      await within(
+        1000,
+        "A's event on B",
+        () => events.some((m) => m.type === "event" && /gpu-09/.test(m.event.message)),
+      );
+    } finally {
+      await b.stop();
     }
   },
 });

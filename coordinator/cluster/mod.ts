@@ -103,8 +103,13 @@ class ClusterSync {
   #readingEvents: Promise<void> | undefined;
   #eventsAgain = false;
   /** Work started from the others' messages, awaited before the store closes. */
-  readonly #running = new Set<Promise<void>>();
+  readonly #running = new Set<Promise<boolean>>();
   #stopped = false;
+  /** Ends the reload's pauses between attempts when this coordinator leaves. */
+  readonly #stop = new AbortController();
+  /** One reload at a time; a reconnection meanwhile asks for one more. */
+  #reloading: Promise<void> | undefined;
+  #reloadAgain = false;
 
   constructor(ctx: AppContext, cluster: StoreCluster, load: ClusterLoad) {
     this.#ctx = ctx;
@@ -115,6 +120,7 @@ class ClusterSync {
   /** Takes no more messages; resolves when what is being applied is done. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stop.abort();
     while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
   }
 
@@ -167,23 +173,26 @@ class ClusterSync {
     }
   }
 
-  async #apply(what: string, fn: () => Promise<void>): Promise<void> {
-    if (this.#stopped) return;
+  /** Runs `fn`; false (and a log line unless `quiet`) when it failed. */
+  async #apply(what: string, fn: () => Promise<void>, quiet = false): Promise<boolean> {
+    if (this.#stopped) return false;
     const running = (async () => {
       try {
         await fn();
+        return true;
       } catch (e) {
         // The feed reconnects and reloads everything after an outage: nothing is lost for good.
-        if (this.#stopped) return;
+        if (this.#stopped || quiet) return false;
         console.error(
           `Cannot apply another coordinator's change to ${what}:`,
           (e as Error).message,
         );
+        return false;
       }
     })();
     this.#running.add(running);
     try {
-      await running;
+      return await running;
     } finally {
       this.#running.delete(running);
     }
@@ -242,25 +251,64 @@ class ClusterSync {
     return this.#readingEvents;
   }
 
-  /** After the feed (re)connected: everything again, as notices may have been missed. */
-  async reload(): Promise<void> {
-    if (this.#stopped) return;
-    const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
-    await this.#apply("the fleet", async () => {
-      const [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
-      const stored = new Set(ids);
-      for (const a of [...ctx.registry.all()]) {
-        if (!stored.has(a.id)) this.message({ t: "agent_removed", id: a.id }, cluster.id);
-      }
-      ctx.security.applySnapshot(snapshot);
-      ctx.scheduler.pins.reload();
-      ctx.aliases.reload();
-      this.#agentsSeen = 0;
-      await this.#readAgents();
-      // Events from before this coordinator listened are history, not news: start at the newest;
-      // after a reconnect, publish what came meanwhile.
-      if (this.#lastEvent === undefined) this.#lastEvent = await cluster.lastEventId();
-      else await this.#readEvents();
-    });
+  /**
+   * After the feed (re)connected: everything again, as notices may have been missed. Tried
+   * again until it succeeds: a database just back or busy may refuse the reads, and what a
+   * reload brings (a key revoked meanwhile, where the event feed starts) would otherwise wait
+   * for the next reconnection.
+   */
+  reload(): Promise<void> {
+    if (this.#reloading) {
+      this.#reloadAgain = true;
+      return this.#reloading;
+    }
+    this.#reloading = (async () => {
+      do {
+        this.#reloadAgain = false;
+        let delay = RELOAD_RETRY_MS;
+        for (let attempt = 0; !this.#stopped; attempt++) {
+          if (await this.#apply("the fleet", () => this.#reloadOnce(), attempt > 0)) break;
+          await abortableSleep(delay, this.#stop.signal);
+          delay = Math.min(delay * 2, RELOAD_RETRY_MAX_MS);
+        }
+      } while (this.#reloadAgain && !this.#stopped);
+    })().finally(() => this.#reloading = undefined);
+    return this.#reloading;
   }
+
+  async #reloadOnce(): Promise<void> {
+    const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
+    const [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
+    const stored = new Set(ids);
+    for (const a of [...ctx.registry.all()]) {
+      if (!stored.has(a.id)) this.message({ t: "agent_removed", id: a.id }, cluster.id);
+    }
+    ctx.security.applySnapshot(snapshot);
+    ctx.scheduler.pins.reload();
+    ctx.aliases.reload();
+    this.#agentsSeen = 0;
+    await this.#readAgents();
+    // Events from before this coordinator listened are history, not news: start at the newest;
+    // after a reconnect, publish what came meanwhile.
+    if (this.#lastEvent === undefined) this.#lastEvent = await cluster.lastEventId();
+    else await this.#readEvents();
+  }
+}
+
+/** First pause before a failed reload is tried again; it doubles up to the maximum. */
+const RELOAD_RETRY_MS = 250;
+const RELOAD_RETRY_MAX_MS = 5000;
+
+/** Resolves after `ms`, or at once when `signal` aborts (leaving no timer behind). */
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
