@@ -11,7 +11,7 @@
  * On a store of its own (SQLite) a coordinator simply leads.
  */
 import type { AppContext } from "../context.ts";
-import type { AgentRecord, ClusterMessage, StoreCluster } from "../store/mod.ts";
+import type { AgentRecord, ClusterMessage, StoreCluster, StoreSnapshot } from "../store/mod.ts";
 import { ClusterLoad } from "./load.ts";
 import { ModelPins } from "../scheduler/pins.ts";
 import { ModelAliases } from "../aliases/mod.ts";
@@ -278,7 +278,15 @@ class ClusterSync {
 
   async #reloadOnce(): Promise<void> {
     const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
-    const [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
+    // A sign-in, key, revocation or registration here (or a notice applied) while the snapshot
+    // was read may be newer than it: read again rather than undo it.
+    let snapshot: StoreSnapshot;
+    let ids: string[];
+    for (let attempt = 1;; attempt++) {
+      const before = ctx.security.changes;
+      [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
+      if (ctx.security.changes === before || attempt === SNAPSHOT_ATTEMPTS) break;
+    }
     const stored = new Set(ids);
     for (const a of [...ctx.registry.all()]) {
       if (!stored.has(a.id)) this.message({ t: "agent_removed", id: a.id }, cluster.id);
@@ -294,6 +302,9 @@ class ClusterSync {
     else await this.#readEvents();
   }
 }
+
+/** Reads of the snapshot while this coordinator's own state keeps changing, before giving up. */
+const SNAPSHOT_ATTEMPTS = 5;
 
 /** First pause before a failed reload is tried again; it doubles up to the maximum. */
 const RELOAD_RETRY_MS = 250;

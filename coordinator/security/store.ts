@@ -78,6 +78,7 @@ export class SecurityStore {
   #pendingUses = new Map<string, { uses: number; at: string }>();
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #clientAuth: boolean;
+  #changes = 0;
 
   constructor(store: Store, snapshot: StoreSnapshot, now: () => number = Date.now) {
     this.#store = store;
@@ -89,6 +90,15 @@ export class SecurityStore {
     this.#clientAuth = snapshot.clientKeysEver;
     for (const k of snapshot.keys) this.#keys.set(k.hash, view(k));
     for (const s of snapshot.sessions) this.#rememberSession(s);
+  }
+
+  /**
+   * Counts the changes to what {@linkcode applySnapshot} replaces (settings, keys, sessions,
+   * agent secrets), made here or applied from elsewhere: a snapshot read while it moved may be
+   * older than what it would replace.
+   */
+  get changes(): number {
+    return this.#changes;
   }
 
   #rememberSession(s: SessionRecord): void {
@@ -104,6 +114,7 @@ export class SecurityStore {
   async setSetting(key: string, value: string): Promise<void> {
     await this.#store.setSetting(key, value);
     this.#settings.set(key, value);
+    this.#changes++;
   }
 
   /**
@@ -118,6 +129,7 @@ export class SecurityStore {
     // is the one, and they print it.
     const stored = await this.#store.addSetting("agent_token_hash", hash);
     this.#settings.set("agent_token_hash", stored);
+    this.#changes++;
     return stored === hash ? { generated: token } : {};
   }
 
@@ -140,6 +152,7 @@ export class SecurityStore {
         // A new password ends every session signed in with the old one.
         await this.#store.deleteAllSessions();
         this.#sessions.clear();
+        this.#changes++;
       }
       return {};
     }
@@ -148,6 +161,7 @@ export class SecurityStore {
     const hash = hashPassword(password);
     const kept = await this.#store.addSetting("admin_password_hash", hash);
     this.#settings.set("admin_password_hash", kept);
+    this.#changes++;
     return kept === hash ? { generated: password } : {};
   }
 
@@ -169,6 +183,7 @@ export class SecurityStore {
     this.revokeAgentSecret(agentId);
     this.#agentSecrets.set(hash, agentId);
     this.#secretHashOf.set(agentId, hash);
+    this.#changes++;
   }
 
   /** Whether `hash` is the agent's current secret. */
@@ -201,6 +216,7 @@ export class SecurityStore {
   revokeAgentSecret(agentId: string): void {
     const hash = this.#secretHashOf.get(agentId);
     if (hash === undefined) return;
+    this.#changes++;
     this.#secretHashOf.delete(agentId);
     if (this.#agentSecrets.get(hash) === agentId) this.#agentSecrets.delete(hash);
     const verified = this.#verifiedOf.get(agentId);
@@ -231,6 +247,7 @@ export class SecurityStore {
     const v = view(record);
     this.#keys.set(record.hash, v);
     if (scope === "client") this.#clientAuth = true;
+    this.#changes++;
     return { key, view: v };
   }
 
@@ -244,6 +261,7 @@ export class SecurityStore {
   async revokeKey(id: string): Promise<boolean> {
     const changed = await this.#store.revokeKey(id, new Date(this.#now()).toISOString());
     for (const [hash, k] of this.#keys) if (k.id === id) this.#keys.delete(hash);
+    this.#changes++;
     return changed;
   }
 
@@ -307,6 +325,7 @@ export class SecurityStore {
     };
     await this.#store.insertSession(record);
     this.#rememberSession(record);
+    this.#changes++;
     return { id, csrf: record.csrf };
   }
 
@@ -324,7 +343,13 @@ export class SecurityStore {
   async deleteSession(id: string): Promise<void> {
     const hash = sha256(id);
     this.#sessions.delete(hash);
-    await this.#store.deleteSession(hash);
+    this.#changes++;
+    try {
+      await this.#store.deleteSession(hash);
+    } finally {
+      // Counted again once stored: a snapshot read meanwhile may still hold the session.
+      this.#changes++;
+    }
   }
 
   /** Forgets sessions that expired (their rows go with the retention job). */
@@ -352,6 +377,7 @@ export class SecurityStore {
   /** Applies a key as another coordinator stored it (created, or revoked: `revoked_at` set). */
   applyRemoteKey(id: string, record: ApiKeyRecord | undefined): void {
     for (const [hash, k] of this.#keys) if (k.id === id) this.#keys.delete(hash);
+    this.#changes++;
     if (!record || record.revoked_at !== null) return;
     this.#keys.set(record.hash, view(record));
     if (record.scope === "client") this.#clientAuth = true;
@@ -361,17 +387,20 @@ export class SecurityStore {
   applyRemoteSession(idHash: string, record: SessionRecord | undefined): void {
     if (record) this.#rememberSession(record);
     else this.#sessions.delete(idHash);
+    this.#changes++;
   }
 
   /** Ends every session here (another coordinator's password change). */
   clearSessions(): void {
     this.#sessions.clear();
+    this.#changes++;
   }
 
   /** Applies a setting another coordinator stored. */
   applyRemoteSetting(key: string, value: string | undefined): void {
     if (value === undefined) this.#settings.delete(key);
     else this.#settings.set(key, value);
+    this.#changes++;
   }
 
   /** Writes what is pending (on shutdown). */
