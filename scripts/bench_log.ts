@@ -3,10 +3,10 @@
  * rate? One coordinator on a throwaway PostgreSQL (as the tests start it, with synchronous
  * commit on for its database), the bench's prepared-bytes upstream registered as one agent with
  * 512 slots, and `wrk -t1 -c32` posting the bench's small chat for `--seconds`. Every second it
- * reads how many requests the coordinator has answered (its `/metrics` counter, which counts a
- * request when it hands the row to the request log) and how many rows PostgreSQL holds; the
- * difference is what waits in the coordinator's buffer. Flat after warm-up means the database
- * keeps up; growing means the buffer would fill and drop rows. Asserts nothing.
+ * reads from the coordinator's `/metrics` how many requests it answered (counted when the row is
+ * handed to the request log) and how many rows wait in its write-behind buffer, and counts the
+ * rows in PostgreSQL. Flat after warm-up means the database keeps up; growing means the buffer
+ * would fill and drop rows (the dropped count is printed too). Asserts nothing.
  *
  * Usage: deno task bench:log [--seconds 30] [--warmup 5]
  */
@@ -63,14 +63,20 @@ try {
   if (!reg.ok) throw new Error(`Cannot register the upstream: ${await reg.text()}`);
   await reg.body?.cancel();
 
-  /** Requests the coordinator has answered (and handed to the request log). */
-  const answered = async () => {
+  /** From /metrics: requests answered (and handed to the request log), rows buffered, dropped. */
+  const metrics = async () => {
     const text = await (await fetch(`${co.url}/metrics`)).text();
-    let n = 0;
+    let answered = 0;
     for (const m of text.matchAll(/^ollama_coordinator_requests_total\{[^}]*\} (\d+)/gm)) {
-      n += Number(m[1]);
+      answered += Number(m[1]);
     }
-    return n;
+    const value = (name: string) =>
+      Number(new RegExp(`^ollama_coordinator_${name}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text)?.[1]);
+    return {
+      answered,
+      buffered: value("request_log_buffered_rows"),
+      dropped: value("request_log_dropped_rows_total"),
+    };
   };
   const rows = async () => (await store.counts()).requests;
 
@@ -81,7 +87,7 @@ try {
   );
   const total = WARMUP + SECONDS;
   const load = wrk(`${co.url}/api/chat`, { connections: 32, seconds: total, body: SMALL });
-  const samples: { t: number; answered: number; rows: number }[] = [];
+  const samples: { t: number; answered: number; buffered: number; rows: number }[] = [];
   const t0 = performance.now();
   const cpuNow = () => ({
     at: performance.now(),
@@ -91,23 +97,27 @@ try {
   let cpuAtWarm = cpuNow();
   for (let s = 1; s <= total; s++) {
     await sleep(t0 + s * 1000 - performance.now());
-    const [a, r] = await Promise.all([answered(), rows()]);
-    samples.push({ t: s, answered: a, rows: r });
+    const [m, r] = await Promise.all([metrics(), rows()]);
+    samples.push({ t: s, answered: m.answered, buffered: m.buffered, rows: r });
     if (s === WARMUP) cpuAtWarm = cpuNow();
   }
   const cpuEnd = cpuNow();
   const result = await load;
   // Let the coordinator write what it buffered, then count once more.
   await sleep(1500);
-  const [finalAnswered, finalRows] = await Promise.all([answered(), rows()]);
+  const [final, finalRows] = await Promise.all([metrics(), rows()]);
 
-  console.log("\n| s | answered | rows in PostgreSQL | buffered (answered − rows) |");
-  console.log("| --- | --- | --- | --- |");
+  console.log(
+    "\n| s | answered | buffered (/metrics) | rows in PostgreSQL | answered − rows (buffered or being written) |",
+  );
+  console.log("| --- | --- | --- | --- | --- |");
   for (const x of samples) {
-    console.log(`| ${x.t} | ${x.answered} | ${x.rows} | ${x.answered - x.rows} |`);
+    console.log(
+      `| ${x.t} | ${x.answered} | ${x.buffered} | ${x.rows} | ${x.answered - x.rows} |`,
+    );
   }
   const measured = samples.filter((x) => x.t > WARMUP);
-  const lag = measured.map((x) => x.answered - x.rows);
+  const lag = measured.map((x) => x.buffered);
   const third = Math.max(1, Math.floor(lag.length / 3));
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const first = measured[0];
@@ -120,7 +130,9 @@ try {
   );
   console.log(
     `after warm-up: ${fmt((last.answered - first.answered) / span, 0)} requests/s answered, ` +
-      `${fmt((last.rows - first.rows) / span, 0)} rows/s written; buffered rows: first third ` +
+      `${
+        fmt((last.rows - first.rows) / span, 0)
+      } rows/s written; buffered rows (/metrics): first third ` +
       `mean ${fmt(mean(lag.slice(0, third)), 0)}, last third mean ${
         fmt(mean(lag.slice(-third)), 0)
       }, max ${Math.max(...lag)}`,
@@ -131,8 +143,8 @@ try {
       `PostgreSQL ${fmt(((cpuEnd.pg - cpuAtWarm.pg) / wall) * 100, 0)}% of one core`,
   );
   console.log(
-    `after the load: ${finalAnswered} answered, ${finalRows} rows in PostgreSQL ` +
-      `(${finalAnswered - finalRows} missing)`,
+    `after the load: ${final.answered} answered, ${finalRows} rows in PostgreSQL ` +
+      `(${final.answered - finalRows} missing), ${final.dropped} dropped`,
   );
 } finally {
   await store.close();

@@ -46,6 +46,11 @@ export interface NginxOptions {
    */
   maxFails?: number;
   /**
+   * Answer nginx's own 502 and 504 (no upstream answered) in the API's error shape, as the
+   * README's example does: `{"error":"No coordinator answered; try again"}`.
+   */
+  jsonErrors?: boolean;
+  /**
    * Log each request: the client's `X-Test-Id` header, nginx's status, the upstreams tried and
    * their statuses (read with `accessLog()`); and tell the client in an `X-Upstream` header
    * which upstreams served it.
@@ -118,11 +123,17 @@ http {
       proxy_pass http://ollama;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      ${single ? `proxy_set_header Host 127.0.0.1:${upstreamPorts[0]};` : ""}
+      proxy_set_header Host ${single ? `127.0.0.1:${upstreamPorts[0]}` : "$host"};
       proxy_buffering off;
       proxy_read_timeout 300s;
       ${options.nextUpstream ? `proxy_next_upstream ${options.nextUpstream};` : ""}
       ${options.accessLog ? "add_header X-Upstream $upstream_addr always;" : ""}
+      ${options.jsonErrors ? "error_page 502 504 = @unreachable;" : ""}
+    }
+    location @unreachable {
+      default_type application/json;
+      ${options.accessLog ? "add_header X-Upstream $upstream_addr always;" : ""}
+      return 502 '{"error":"No coordinator answered; try again"}';
     }
   }
 }`,
