@@ -233,7 +233,12 @@ export interface Coordinator {
 /** Starts the HTTP server and the background tasks. */
 export async function startCoordinator(
   config: Config,
-  options: { now?: () => number; quiet?: boolean } = {},
+  options: {
+    now?: () => number;
+    quiet?: boolean;
+    /** An opened store to run on instead of opening `config.databaseUrl` (tests). */
+    store?: Store;
+  } = {},
 ): Promise<Coordinator> {
   const ctx = await createContext(config, options);
   const app = createApp(ctx);

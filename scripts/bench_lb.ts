@@ -6,25 +6,35 @@
  * capacity with mixed prompt and answer lengths (seeded, identical for every policy). Prints p50
  * and p95 end-to-end latency, p95 time to first token, throughput and failures per policy.
  * Loopback only; asserts nothing.
+ *
+ * `--coordinators N` (N > 1) runs each policy twice on one throwaway PostgreSQL behind nginx
+ * (round robin): through one coordinator, then through N sharing the database, with the agents
+ * given every coordinator's URL. The rows compare what splitting the traffic over coordinators
+ * costs the scheduling (aim for smart: p95 within 1.2× of one coordinator's).
  */
 import { parseArgs } from "node:util";
 import {
   adminCookie,
+  type Child,
   freePort,
   spawnAgent,
   spawnCoordinator,
 } from "../coordinator/testing/process.ts";
 import { fmt, median } from "./bench/procs.ts";
+import { startNginx } from "../coordinator/testing/nginx.ts";
+import { startPostgres, type TestPostgres } from "../coordinator/testing/postgres.ts";
 
 const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "20" },
     load: { type: "string", default: "0.8" },
     policies: { type: "string", default: "smart,least_connections,round_robin" },
+    coordinators: { type: "string", default: "1" },
   },
 });
 const SECONDS = Number(values.seconds);
 const LOAD = Number(values.load);
+const COORDINATORS = Math.max(1, Math.floor(Number(values.coordinators)));
 
 const AGENTS = [
   { name: "fast", tps: 600, models: ["llama3.2", "qwen3:8b"] },
@@ -74,18 +84,37 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor(s.length * p))];
 }
 
-async function run(policy: string, jobs: Job[]) {
+/** Where the workload goes: one coordinator on SQLite, or `count` on PostgreSQL behind nginx. */
+interface Setup {
+  count: number;
+  postgres?: TestPostgres;
+}
+
+let databases = 0;
+
+async function run(policy: string, jobs: Job[], setup: Setup = { count: 1 }) {
   const dir = await Deno.makeTempDir();
-  const co = await spawnCoordinator({
-    DATABASE_URL: `sqlite://${dir}/c.db`,
-    SCHEDULER_POLICY: policy,
-    AGENT_HEARTBEAT_INTERVAL: "1",
-    QUEUE_MAX_LENGTH: "10000",
-    QUEUE_TIMEOUT: "120",
-    LOG_LEVEL: "error",
-  });
+  const databaseUrl = setup.postgres
+    ? await setup.postgres.createDatabase(`bench_lb_${++databases}`)
+    : `sqlite://${dir}/c.db`;
+  const coordinators: Child[] = [];
+  for (let i = 0; i < setup.count; i++) {
+    coordinators.push(
+      await spawnCoordinator({
+        DATABASE_URL: databaseUrl,
+        SCHEDULER_POLICY: policy,
+        AGENT_HEARTBEAT_INTERVAL: "1",
+        QUEUE_MAX_LENGTH: "10000",
+        QUEUE_TIMEOUT: "120",
+        LOG_LEVEL: "error",
+      }),
+    );
+  }
+  const nginx = setup.postgres ? await startNginx(coordinators.map((c) => c.port)) : undefined;
+  if (setup.postgres && !nginx) throw new Error("Cannot run through nginx: it is not installed");
+  const url = nginx?.url ?? coordinators[0].url;
   const agents = AGENTS.map((a) =>
-    spawnAgent(co.url, a.name, freePort(), {
+    spawnAgent(coordinators.map((c) => c.url).join(","), a.name, freePort(), {
       SIM_MODELS: a.models.join(","),
       SIM_TPS: String(a.tps),
       SIM_TTFT_MS: "20",
@@ -93,13 +122,17 @@ async function run(policy: string, jobs: Job[]) {
       OLLAMA_NUM_PARALLEL: String(PARALLEL),
     })
   );
-  const cookie = await adminCookie(co.url);
-  for (let i = 0; i < 300; i++) {
-    const list = await (await fetch(`${co.url}/api/agents`, { headers: { cookie } })).json();
-    if (
-      list.length === AGENTS.length && list.every((a: { status: string }) => a.status === "online")
-    ) break;
-    await new Promise((r) => setTimeout(r, 100));
+  // Every coordinator must see every agent online before the clock starts.
+  for (const co of coordinators) {
+    const cookie = await adminCookie(co.url);
+    for (let i = 0; i < 300; i++) {
+      const list = await (await fetch(`${co.url}/api/agents`, { headers: { cookie } })).json();
+      if (
+        list.length === AGENTS.length &&
+        list.every((a: { status: string }) => a.status === "online")
+      ) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
   const latencies: number[] = [];
   const ttfts: number[] = [];
@@ -111,7 +144,7 @@ async function run(policy: string, jobs: Job[]) {
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const start = performance.now();
     try {
-      const res = await fetch(`${co.url}/api/chat`, {
+      const res = await fetch(`${url}/api/chat`, {
         method: "POST",
         body: JSON.stringify({
           model: job.model,
@@ -141,10 +174,11 @@ async function run(policy: string, jobs: Job[]) {
   }));
   const wall = (performance.now() - t0) / 1000;
   await Promise.all(agents.map((a) => a.stop()));
-  await co.stop();
+  await nginx?.stop();
+  await Promise.all(coordinators.map((c) => c.stop()));
   await Deno.remove(dir, { recursive: true });
   return {
-    policy,
+    policy: setup.postgres ? `${policy} (${setup.count} on PostgreSQL via nginx)` : policy,
     requests: latencies.length,
     failures,
     p50: median(latencies),
@@ -163,20 +197,43 @@ console.log(
 );
 console.log("| policy | ok | failed | latency p50 (ms) | p95 (ms) | TTFT p95 (ms) | tokens/s |");
 console.log("| --- | --- | --- | --- | --- | --- | --- |");
-const rows: Record<string, Awaited<ReturnType<typeof run>>> = {};
-for (const policy of values.policies!.split(",")) {
-  const r = await run(policy, jobs);
-  rows[policy] = r;
+type Result = Awaited<ReturnType<typeof run>>;
+const printRow = (r: Result) =>
   console.log(
     `| ${r.policy} | ${r.requests} | ${r.failures} | ${fmt(r.p50, 0)} | ${fmt(r.p95, 0)} | ${
       fmt(r.ttft95, 0)
     } | ${fmt(r.throughput, 0)} |`,
   );
-}
-const s = rows.smart;
-if (s && rows.round_robin && rows.least_connections) {
-  console.log(
-    `smart p95 = ${fmt(s.p95 / rows.round_robin.p95)}× round robin's (aim ≤ 0.6), ` +
-      `${fmt(s.p95 / rows.least_connections.p95)}× least connections' (aim ≤ 0.8)`,
-  );
+const rows: Record<string, Result> = {};
+if (COORDINATORS === 1) {
+  for (const policy of values.policies!.split(",")) {
+    const r = await run(policy, jobs);
+    rows[policy] = r;
+    printRow(r);
+  }
+  const s = rows.smart;
+  if (s && rows.round_robin && rows.least_connections) {
+    console.log(
+      `smart p95 = ${fmt(s.p95 / rows.round_robin.p95)}× round robin's (aim ≤ 0.6), ` +
+        `${fmt(s.p95 / rows.least_connections.p95)}× least connections' (aim ≤ 0.8)`,
+    );
+  }
+} else {
+  const postgres = await startPostgres();
+  try {
+    const ratios: string[] = [];
+    for (const policy of values.policies!.split(",")) {
+      const one = await run(policy, jobs, { count: 1, postgres });
+      printRow(one);
+      const many = await run(policy, jobs, { count: COORDINATORS, postgres });
+      printRow(many);
+      ratios.push(
+        `${policy} p95 through ${COORDINATORS} coordinators = ${fmt(many.p95 / one.p95)}× ` +
+          `one coordinator's${policy === "smart" ? " (aim ≤ 1.2)" : ""}`,
+      );
+    }
+    for (const line of ratios) console.log(line);
+  } finally {
+    await postgres.stop();
+  }
 }

@@ -3,9 +3,14 @@
  * 1. 1,000 simulated agents heartbeating every 5 s: the coordinator's CPU share and memory.
  * 2. The time one scheduling decision takes with 1,000 agents (in process).
  * 3. 2,000 concurrent slow streams: resident memory per stream.
- * Prints figures; asserts nothing. Aims: < 5% of one core, < 50 µs, < 150 MB with 2,000 streams.
- * `--only heartbeats,decisions` runs some parts; `--runs 5` measures part 1 in five windows in a
- * row and prints their median (the machine may be busy with other work: one window can mislead).
+ * 4. (cluster) The same 1,000 agents spread over two coordinators sharing one PostgreSQL (a
+ *    throwaway server, as the tests start): each coordinator's CPU share and PostgreSQL's own
+ *    (every postgres process's CPU time from /proc, the server's exited backends included).
+ * Prints figures; asserts nothing. Aims: < 5% of one core, < 50 µs, < 150 MB with 2,000 streams;
+ * in the cluster, < 10% of one core per coordinator.
+ * `--only heartbeats,decisions` runs some parts; `--runs 5` measures parts 1 and 4 in five windows
+ * in a row and prints their median (the machine may be busy with other work: one window can
+ * mislead).
  */
 import { parseArgs } from "node:util";
 import {
@@ -19,7 +24,8 @@ import { openStore } from "../coordinator/store/open.ts";
 import { EventLog } from "../coordinator/telemetry/event_log.ts";
 import { Registry } from "../coordinator/fleet/registry.ts";
 import { Scheduler } from "../coordinator/scheduler/mod.ts";
-import { cpuSeconds, fmt, median, rssBytes } from "./bench/procs.ts";
+import { cpuSeconds, fmt, median, rssBytes, treeCpuSeconds } from "./bench/procs.ts";
+import { startPostgres } from "../coordinator/testing/postgres.ts";
 import { TEST_AGENT_TOKEN } from "../coordinator/config.ts";
 
 const { values } = parseArgs({
@@ -29,15 +35,15 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "30" },
     // Heartbeat measuring windows, one after the other on the same fleet (median reported).
     runs: { type: "string", default: "1" },
-    // Parts to run, comma-separated: heartbeats, decisions, streams (all by default).
-    only: { type: "string", default: "heartbeats,decisions,streams" },
+    // Parts to run, comma-separated: heartbeats, decisions, streams, cluster (all by default).
+    only: { type: "string", default: "heartbeats,decisions,streams,cluster" },
   },
 });
 const ONLY = new Set(values.only.split(",").map((p) => p.trim()));
 for (const part of ONLY) {
-  if (!["heartbeats", "decisions", "streams"].includes(part)) {
+  if (!["heartbeats", "decisions", "streams", "cluster"].includes(part)) {
     throw new RangeError(
-      `Cannot run part "${part}": known parts are heartbeats, decisions, streams`,
+      `Cannot run part "${part}": known parts are heartbeats, decisions, streams, cluster`,
     );
   }
 }
@@ -54,25 +60,24 @@ const MODELS = [
 ];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function heartbeats() {
-  const sim = await spawnSimulator(["--models", MODELS.join(",")]);
-  const co = await spawnCoordinator({
-    DATABASE_URL: "sqlite::memory:",
-    LOG_LEVEL: "error",
-    HEALTH_CHECK_INTERVAL: Deno.env.get("HCI") ?? "5",
-  });
+/**
+ * Registers `AGENTS` agents spread over `urls` (agent i with coordinator i mod n) and returns
+ * the loop that makes each heartbeat every 5 s to its coordinator, spread evenly.
+ */
+async function fleet(urls: string[], simPort: number) {
   const models = MODELS.map((name, i) => ({ name, size: (i + 1) * 1e9, digest: `sha256:${i}` }));
   const ids: string[] = [];
   const secrets: string[] = [];
   const beats: number[] = [];
+  const home = (i: number) => urls[i % urls.length];
   for (let i = 0; i < AGENTS; i++) {
-    const res = await fetch(`${co.url}/api/agents`, {
+    const res = await fetch(`${home(i)}/api/agents`, {
       method: "POST",
       headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
       body: JSON.stringify({
         machine_name: `node-${i}`,
         ip_address: "127.0.0.1",
-        ollama_port: sim.port,
+        ollama_port: simPort,
         ollama_version: "0.12.6",
         parallel: 4,
         models,
@@ -83,7 +88,7 @@ async function heartbeats() {
     secrets.push(agent_secret);
   }
   const beat = (id: string, i: number) =>
-    fetch(`${co.url}/api/health`, {
+    fetch(`${home(i)}/api/health`, {
       method: "POST",
       headers: { authorization: `Bearer ${secrets[i]}` },
       body: JSON.stringify({
@@ -106,41 +111,56 @@ async function heartbeats() {
           : {}),
       }),
     }).then((r) => r.body?.cancel());
-  // Warm up one round, then measure: each agent beats every 5 s, spread evenly. With --runs N
-  // the beating goes on without a break through N windows, each measured on its own.
+  // Warm up one round, then measure: each agent beats every 5 s, spread evenly. The beating goes
+  // on without a break through the windows; `measure` runs at the end of each.
   await Promise.all(ids.map(beat));
-  const t0 = performance.now();
-  const interval = 5000 / AGENTS;
-  const shares: number[] = [];
-  let sent = 0;
-  for (let run = 0; run < RUNS; run++) {
-    const cpu0 = cpuSeconds(co.process.pid);
-    const start = performance.now();
-    const sent0 = sent;
-    const until = t0 + (run + 1) * SECONDS * 1000;
-    while (performance.now() < until) {
-      const i = sent % AGENTS;
-      void beat(ids[i], i);
-      sent++;
-      const due = t0 + sent * interval;
-      const wait = due - performance.now();
-      if (wait > 1) await sleep(wait);
+  return async (measure: (window: { wall: number; heartbeats: number }) => void) => {
+    const t0 = performance.now();
+    const interval = 5000 / AGENTS;
+    let sent = 0;
+    for (let run = 0; run < RUNS; run++) {
+      const start = performance.now();
+      const sent0 = sent;
+      const until = t0 + (run + 1) * SECONDS * 1000;
+      while (performance.now() < until) {
+        const i = sent % AGENTS;
+        void beat(ids[i], i);
+        sent++;
+        const due = t0 + sent * interval;
+        const wait = due - performance.now();
+        if (wait > 1) await sleep(wait);
+      }
+      if (run === RUNS - 1) await sleep(200);
+      measure({ wall: (performance.now() - start) / 1000, heartbeats: sent - sent0 });
     }
-    if (run === RUNS - 1) await sleep(200);
-    const cpu = cpuSeconds(co.process.pid) - cpu0;
-    const wall = (performance.now() - start) / 1000;
-    shares.push((cpu / wall) * 100);
+  };
+}
+
+async function heartbeats() {
+  const sim = await spawnSimulator(["--models", MODELS.join(",")]);
+  const co = await spawnCoordinator({
+    DATABASE_URL: "sqlite::memory:",
+    LOG_LEVEL: "error",
+    HEALTH_CHECK_INTERVAL: Deno.env.get("HCI") ?? "5",
+  });
+  const beat = await fleet([co.url], sim.port);
+  const shares: number[] = [];
+  let cpu0 = cpuSeconds(co.process.pid);
+  await beat(({ wall, heartbeats }) => {
+    const cpu = cpuSeconds(co.process.pid);
+    shares.push(((cpu - cpu0) / wall) * 100);
+    cpu0 = cpu;
     console.log(
-      `1. ${AGENTS} agents heartbeating every 5 s for ${fmt(wall, 0)} s (${
-        sent - sent0
-      } heartbeats, probes included):`,
+      `1. ${AGENTS} agents heartbeating every 5 s for ${
+        fmt(wall, 0)
+      } s (${heartbeats} heartbeats, probes included):`,
     );
     console.log(
       `   coordinator CPU ${fmt(shares.at(-1)!, 1)}% of one core, resident ${
         fmt(rssBytes(co.process.pid) / 1e6, 1)
       } MB`,
     );
-  }
+  });
   if (RUNS > 1) {
     console.log(
       `   median of ${RUNS} windows: ${fmt(median(shares), 1)}% of one core (${
@@ -150,6 +170,58 @@ async function heartbeats() {
   }
   await co.stop();
   await sim.stop();
+}
+
+/** Part 4: the fleet of part 1 over two coordinators on one PostgreSQL. */
+async function cluster() {
+  const postgres = await startPostgres();
+  const sim = await spawnSimulator(["--models", MODELS.join(",")]);
+  const url = await postgres.createDatabase("bench_scale");
+  const env = {
+    DATABASE_URL: url,
+    LOG_LEVEL: "error",
+    HEALTH_CHECK_INTERVAL: Deno.env.get("HCI") ?? "5",
+  };
+  const coordinators = [await spawnCoordinator(env), await spawnCoordinator(env)];
+  try {
+    const beat = await fleet(coordinators.map((c) => c.url), sim.port);
+    const pids = coordinators.map((c) => c.process.pid);
+    const shares: number[][] = pids.map(() => []);
+    const pgShares: number[] = [];
+    let cpu0 = pids.map(cpuSeconds);
+    let pg0 = treeCpuSeconds(postgres.pid!);
+    await beat(({ wall, heartbeats }) => {
+      const cpu = pids.map(cpuSeconds);
+      const pg = treeCpuSeconds(postgres.pid!);
+      cpu.forEach((c, i) => shares[i].push(((c - cpu0[i]) / wall) * 100));
+      pgShares.push(((pg - pg0) / wall) * 100);
+      cpu0 = cpu;
+      pg0 = pg;
+      console.log(
+        `4. ${AGENTS} agents heartbeating every 5 s over 2 coordinators on PostgreSQL for ${
+          fmt(wall, 0)
+        } s (${heartbeats} heartbeats):`,
+      );
+      console.log(
+        `   coordinator CPU ${
+          shares.map((s) => `${fmt(s.at(-1)!, 1)}%`).join(" and ")
+        } of one core (resident ${
+          pids.map((p) => `${fmt(rssBytes(p) / 1e6, 1)} MB`).join(", ")
+        }), PostgreSQL ${fmt(pgShares.at(-1)!, 1)}% of one core`,
+      );
+    });
+    if (RUNS > 1) {
+      console.log(
+        `   medians of ${RUNS} windows: coordinators ${
+          shares.map((s) => `${fmt(median(s), 1)}%`).join(" and ")
+        }, PostgreSQL ${fmt(median(pgShares), 1)}% of one core`,
+      );
+    }
+  } finally {
+    await Promise.all(coordinators.map((c) => c.stop()));
+    await sim.stop();
+    await postgres.stop();
+  }
 }
 
 async function decisions() {
@@ -307,3 +379,4 @@ if (ONLY.has("streams")) {
   await streams();
   await streamFloor();
 }
+if (ONLY.has("cluster")) await cluster();

@@ -8,6 +8,8 @@ import { type Coordinator, startCoordinator } from "../server.ts";
 import { postgresTestsEnabled, startPostgres } from "../testing/postgres.ts";
 import { registration } from "../testing/app.ts";
 import type { BusMessage } from "../telemetry/bus.ts";
+import { openStore } from "../store/open.ts";
+import { type Store, type StoreCluster, StoreError } from "../store/mod.ts";
 
 const postgres = postgresTestsEnabled() ? await startPostgres() : undefined;
 let databases = 0;
@@ -51,7 +53,7 @@ async function cluster(n: number, overrides = {}) {
     await ollama.shutdown();
   };
   const register = (c: Coordinator, name: string) => registerOn(c, name, ollama.addr.port);
-  return { url, nodes, admin, register, close, [Symbol.asyncDispose]: close };
+  return { url, nodes, keys, admin, register, close, [Symbol.asyncDispose]: close };
 }
 
 async function registerOn(c: Coordinator, name: string, ollamaPort: number) {
@@ -497,5 +499,115 @@ Deno.test({
     );
     assert.equal((await ask(b)).status, 503);
     console.log(`cluster: a key's new limits applied on the other after ${seen.toFixed(0)} ms`);
+  },
+});
+
+/** The store at `url` with some of its cluster's reads replaced (to inject faults). */
+async function wrappedStore(
+  url: string,
+  overrides: (real: Store) => Partial<StoreCluster>,
+): Promise<Store> {
+  const real = await openStore(url);
+  const cluster = { ...real.cluster!, ...overrides(real) };
+  return new Proxy(real, {
+    get(target, key) {
+      if (key === "cluster") return cluster;
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test({
+  name: "cluster - a reload that fails after the feed connects is tried again",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(1);
+    const [a] = c.nodes;
+    // B's database refuses the reload's first reads, as a server busy or just back may.
+    let refusals = 2;
+    const store = await wrappedStore(c.url, (real) => ({
+      lastEventId: () =>
+        refusals-- > 0
+          ? Promise.reject(
+            new StoreError("Cannot read events: timeout exceeded when trying to connect", true),
+          )
+          : real.cluster!.lastEventId(),
+    }));
+    const b = await startCoordinator(testConfig({ databaseUrl: c.url }), { store });
+    try {
+      await within(5000, "B's reload retried", () => refusals < 0);
+      const events: BusMessage[] = [];
+      b.ctx.bus.subscribe((m) => events.push(m), ["event"]);
+      await c.register(a, "gpu-09");
+      await within(
+        1000,
+        "A's event on B",
+        () => events.some((m) => m.type === "event" && /gpu-09/.test(m.event.message)),
+      );
+    } finally {
+      await b.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "cluster - what changes on a coordinator while it reloads survives the reload",
+  ignore: !postgres,
+  async fn() {
+    await using c = await cluster(1);
+    const [a] = c.nodes;
+    const created = await (await fetch(`${a.url}/api/keys`, {
+      method: "POST",
+      headers: c.admin(0),
+      body: JSON.stringify({ name: "laptop" }),
+    })).json();
+    // B's first reload reads the stored state, then waits until the test has changed things on
+    // B.
+    let reads = 0;
+    let opened!: () => void;
+    const gate = new Promise<void>((r) => opened = r);
+    let reloaded = false;
+    const store = await wrappedStore(c.url, (real) => ({
+      async agentIds() {
+        const ids = await real.cluster!.agentIds();
+        if (++reads === 1) await gate;
+        return ids;
+      },
+      // The first reload ends by asking where the event feed starts.
+      lastEventId: () => real.cluster!.lastEventId().finally(() => reloaded = true),
+    }));
+    const b = await startCoordinator(testConfig({ databaseUrl: c.url }), { store });
+    try {
+      await within(5000, "B's reload reading", () => reads === 1);
+      const admin = { authorization: `Bearer ${c.keys[0]}` };
+      const login = await fetch(`${b.url}/login`, {
+        method: "POST",
+        body: new URLSearchParams({ password: "test-admin-password" }),
+        redirect: "manual",
+      });
+      await login.body?.cancel();
+      const cookie = login.headers.get("set-cookie")!.split(";")[0];
+      const revoked = await fetch(`${b.url}/api/keys/${created.id}`, {
+        method: "DELETE",
+        headers: admin,
+      });
+      assert.equal(revoked.status, 204);
+      const reg = await c.register(b, "gpu-07");
+      opened();
+      await within(5000, "B's reload done", () => reloaded);
+      const agents = await fetch(`${b.url}/api/agents`, { headers: { cookie } });
+      await agents.body?.cancel();
+      assert.equal(agents.status, 200, "the session made during the reload");
+      const tags = await fetch(`${b.url}/api/tags`, {
+        headers: { authorization: `Bearer ${created.key}` },
+      });
+      await tags.body?.cancel();
+      assert.equal(tags.status, 401, "the key revoked during the reload");
+      assert.ok(b.ctx.registry.get(reg.agent_id), "the agent registered during the reload");
+    } finally {
+      opened();
+      await b.stop();
+    }
   },
 });

@@ -12,7 +12,7 @@
  * On a store of its own (SQLite) a coordinator simply leads.
  */
 import type { AppContext } from "../context.ts";
-import type { AgentRecord, ClusterMessage, StoreCluster } from "../store/mod.ts";
+import type { AgentRecord, ClusterMessage, StoreCluster, StoreSnapshot } from "../store/mod.ts";
 import { ClusterLoad } from "./load.ts";
 import { ModelPins } from "../scheduler/pins.ts";
 import { ModelAliases } from "../aliases/mod.ts";
@@ -107,8 +107,13 @@ class ClusterSync {
   #readingEvents: Promise<void> | undefined;
   #eventsAgain = false;
   /** Work started from the others' messages, awaited before the store closes. */
-  readonly #running = new Set<Promise<void>>();
+  readonly #running = new Set<Promise<boolean>>();
   #stopped = false;
+  /** Ends the reload's pauses between attempts when this coordinator leaves. */
+  readonly #stop = new AbortController();
+  /** One reload at a time; a reconnection meanwhile asks for one more. */
+  #reloading: Promise<void> | undefined;
+  #reloadAgain = false;
 
   constructor(ctx: AppContext, cluster: StoreCluster, load: ClusterLoad) {
     this.#ctx = ctx;
@@ -119,6 +124,7 @@ class ClusterSync {
   /** Takes no more messages; resolves when what is being applied is done. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stop.abort();
     while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
   }
 
@@ -175,23 +181,26 @@ class ClusterSync {
     }
   }
 
-  async #apply(what: string, fn: () => Promise<void>): Promise<void> {
-    if (this.#stopped) return;
+  /** Runs `fn`; false (and a log line unless `quiet`) when it failed. */
+  async #apply(what: string, fn: () => Promise<void>, quiet = false): Promise<boolean> {
+    if (this.#stopped) return false;
     const running = (async () => {
       try {
         await fn();
+        return true;
       } catch (e) {
         // The feed reconnects and reloads everything after an outage: nothing is lost for good.
-        if (this.#stopped) return;
+        if (this.#stopped || quiet) return false;
         console.error(
           `Cannot apply another coordinator's change to ${what}:`,
           (e as Error).message,
         );
+        return false;
       }
     })();
     this.#running.add(running);
     try {
-      await running;
+      return await running;
     } finally {
       this.#running.delete(running);
     }
@@ -250,26 +259,76 @@ class ClusterSync {
     return this.#readingEvents;
   }
 
-  /** After the feed (re)connected: everything again, as notices may have been missed. */
-  async reload(): Promise<void> {
-    if (this.#stopped) return;
-    const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
-    await this.#apply("the fleet", async () => {
-      const [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
-      const stored = new Set(ids);
-      for (const a of [...ctx.registry.all()]) {
-        if (!stored.has(a.id)) this.message({ t: "agent_removed", id: a.id }, cluster.id);
-      }
-      ctx.security.applySnapshot(snapshot);
-      ctx.scheduler.pins.reload();
-      ctx.aliases.reload();
-      ctx.placement.rules.reload();
-      this.#agentsSeen = 0;
-      await this.#readAgents();
-      // Events from before this coordinator listened are history, not news: start at the newest;
-      // after a reconnect, publish what came meanwhile.
-      if (this.#lastEvent === undefined) this.#lastEvent = await cluster.lastEventId();
-      else await this.#readEvents();
-    });
+  /**
+   * After the feed (re)connected: everything again, as notices may have been missed. Tried
+   * again until it succeeds: a database just back or busy may refuse the reads, and what a
+   * reload brings (a key revoked meanwhile, where the event feed starts) would otherwise wait
+   * for the next reconnection.
+   */
+  reload(): Promise<void> {
+    if (this.#reloading) {
+      this.#reloadAgain = true;
+      return this.#reloading;
+    }
+    this.#reloading = (async () => {
+      do {
+        this.#reloadAgain = false;
+        let delay = RELOAD_RETRY_MS;
+        for (let attempt = 0; !this.#stopped; attempt++) {
+          if (await this.#apply("the fleet", () => this.#reloadOnce(), attempt > 0)) break;
+          await abortableSleep(delay, this.#stop.signal);
+          delay = Math.min(delay * 2, RELOAD_RETRY_MAX_MS);
+        }
+      } while (this.#reloadAgain && !this.#stopped);
+    })().finally(() => this.#reloading = undefined);
+    return this.#reloading;
   }
+
+  async #reloadOnce(): Promise<void> {
+    const { ctx, cluster } = { ctx: this.#ctx, cluster: this.#cluster };
+    // A sign-in, key, revocation or registration here (or a notice applied) while the snapshot
+    // was read may be newer than it: read again rather than undo it.
+    let snapshot: StoreSnapshot;
+    let ids: string[];
+    for (let attempt = 1;; attempt++) {
+      const before = ctx.security.changes;
+      [snapshot, ids] = await Promise.all([ctx.store.load(), cluster.agentIds()]);
+      if (ctx.security.changes === before || attempt === SNAPSHOT_ATTEMPTS) break;
+    }
+    const stored = new Set(ids);
+    for (const a of [...ctx.registry.all()]) {
+      if (!stored.has(a.id)) this.message({ t: "agent_removed", id: a.id }, cluster.id);
+    }
+    ctx.security.applySnapshot(snapshot);
+    ctx.scheduler.pins.reload();
+    ctx.aliases.reload();
+    ctx.placement.rules.reload();
+    this.#agentsSeen = 0;
+    await this.#readAgents();
+    // Events from before this coordinator listened are history, not news: start at the newest;
+    // after a reconnect, publish what came meanwhile.
+    if (this.#lastEvent === undefined) this.#lastEvent = await cluster.lastEventId();
+    else await this.#readEvents();
+  }
+}
+
+/** Reads of the snapshot while this coordinator's own state keeps changing, before giving up. */
+const SNAPSHOT_ATTEMPTS = 5;
+
+/** First pause before a failed reload is tried again; it doubles up to the maximum. */
+const RELOAD_RETRY_MS = 250;
+const RELOAD_RETRY_MAX_MS = 5000;
+
+/** Resolves after `ms`, or at once when `signal` aborts (leaving no timer behind). */
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }

@@ -88,6 +88,7 @@ export class SecurityStore {
   #pendingUses = new Map<string, { uses: number; at: string }>();
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   #clientAuth: boolean;
+  #changes = 0;
 
   constructor(store: Store, snapshot: StoreSnapshot, now: () => number = Date.now) {
     this.#store = store;
@@ -120,6 +121,15 @@ export class SecurityStore {
     }
   }
 
+  /**
+   * Counts the changes to what {@linkcode applySnapshot} replaces (settings, keys, sessions,
+   * agent secrets), made here or applied from elsewhere: a snapshot read while it moved may be
+   * older than what it would replace.
+   */
+  get changes(): number {
+    return this.#changes;
+  }
+
   #rememberSession(s: SessionRecord): void {
     this.#sessions.set(s.id_hash, { csrf: s.csrf, expiresAt: Date.parse(s.expires_at) });
   }
@@ -133,6 +143,7 @@ export class SecurityStore {
   async setSetting(key: string, value: string): Promise<void> {
     await this.#store.setSetting(key, value);
     this.#settings.set(key, value);
+    this.#changes++;
   }
 
   /**
@@ -147,6 +158,7 @@ export class SecurityStore {
     // is the one, and they print it.
     const stored = await this.#store.addSetting("agent_token_hash", hash);
     this.#settings.set("agent_token_hash", stored);
+    this.#changes++;
     return stored === hash ? { generated: token } : {};
   }
 
@@ -169,6 +181,7 @@ export class SecurityStore {
         // A new password ends every session signed in with the old one.
         await this.#store.deleteAllSessions();
         this.#sessions.clear();
+        this.#changes++;
       }
       return {};
     }
@@ -177,6 +190,7 @@ export class SecurityStore {
     const hash = hashPassword(password);
     const kept = await this.#store.addSetting("admin_password_hash", hash);
     this.#settings.set("admin_password_hash", kept);
+    this.#changes++;
     return kept === hash ? { generated: password } : {};
   }
 
@@ -198,6 +212,7 @@ export class SecurityStore {
     this.revokeAgentSecret(agentId);
     this.#agentSecrets.set(hash, agentId);
     this.#secretHashOf.set(agentId, hash);
+    this.#changes++;
   }
 
   /** Whether `hash` is the agent's current secret. */
@@ -230,6 +245,7 @@ export class SecurityStore {
   revokeAgentSecret(agentId: string): void {
     const hash = this.#secretHashOf.get(agentId);
     if (hash === undefined) return;
+    this.#changes++;
     this.#secretHashOf.delete(agentId);
     if (this.#agentSecrets.get(hash) === agentId) this.#agentSecrets.delete(hash);
     const verified = this.#verifiedOf.get(agentId);
@@ -261,6 +277,7 @@ export class SecurityStore {
     await this.#store.insertKey(record);
     const v = this.#rememberKey(record);
     if (scope === "client") this.#clientAuth = true;
+    this.#changes++;
     return { key, view: v };
   }
 
@@ -274,6 +291,7 @@ export class SecurityStore {
     if (!v) return undefined;
     if (change.name !== undefined) v.name = change.name;
     if (change.limits !== undefined) v.limits = { ...change.limits };
+    this.#changes++;
     return v;
   }
 
@@ -303,6 +321,7 @@ export class SecurityStore {
   async revokeKey(id: string): Promise<boolean> {
     const changed = await this.#store.revokeKey(id, new Date(this.#now()).toISOString());
     this.#forgetKey(id);
+    this.#changes++;
     return changed;
   }
 
@@ -366,6 +385,7 @@ export class SecurityStore {
     };
     await this.#store.insertSession(record);
     this.#rememberSession(record);
+    this.#changes++;
     return { id, csrf: record.csrf };
   }
 
@@ -383,7 +403,13 @@ export class SecurityStore {
   async deleteSession(id: string): Promise<void> {
     const hash = sha256(id);
     this.#sessions.delete(hash);
-    await this.#store.deleteSession(hash);
+    this.#changes++;
+    try {
+      await this.#store.deleteSession(hash);
+    } finally {
+      // Counted again once stored: a snapshot read meanwhile may still hold the session.
+      this.#changes++;
+    }
   }
 
   /** Forgets sessions that expired (their rows go with the retention job). */
@@ -416,6 +442,7 @@ export class SecurityStore {
   applyRemoteKey(id: string, record: ApiKeyRecord | undefined): void {
     const before = this.#keysById.get(id);
     this.#forgetKey(id);
+    this.#changes++;
     if (!record || record.revoked_at !== null) return;
     const v = this.#rememberKey(record);
     if (before) {
@@ -431,17 +458,20 @@ export class SecurityStore {
   applyRemoteSession(idHash: string, record: SessionRecord | undefined): void {
     if (record) this.#rememberSession(record);
     else this.#sessions.delete(idHash);
+    this.#changes++;
   }
 
   /** Ends every session here (another coordinator's password change). */
   clearSessions(): void {
     this.#sessions.clear();
+    this.#changes++;
   }
 
   /** Applies a setting another coordinator stored. */
   applyRemoteSetting(key: string, value: string | undefined): void {
     if (value === undefined) this.#settings.delete(key);
     else this.#settings.set(key, value);
+    this.#changes++;
   }
 
   /** Writes what is pending (on shutdown). */

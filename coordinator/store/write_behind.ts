@@ -1,8 +1,8 @@
 /**
  * A bounded write-behind buffer for append-only rows (the request log, events): rows are
  * written in batches a moment after they arrive, one batch at a time, and kept for the next try
- * when the store cannot take them. When the buffer is full the oldest rows are dropped and
- * counted, so a database that stays away costs bounded memory, never the process.
+ * when the store cannot take them. When the buffer is full the oldest rows are dropped, counted
+ * and logged, so a database that stays away costs bounded memory, never the process.
  */
 import { StoreError } from "./mod.ts";
 
@@ -22,6 +22,8 @@ export interface WriteBehindOptions<T, R> {
   maxBuffered?: number;
   /** Milliseconds before retrying after a failed write. */
   retryMs?: number;
+  /** Where the buffer's troubles are told (console.error by default). */
+  log?: (line: string) => void;
 }
 
 /** See the module documentation. */
@@ -34,6 +36,8 @@ export class WriteBehind<T, R = T> {
   #next: Promise<void> | undefined;
   #failing = false;
   #closed = false;
+  /** `dropped` when the buffer last started dropping rows, until it has room again. */
+  #droppedBefore: number | undefined;
   /** Rows dropped because the buffer was full while the store was unavailable. */
   dropped = 0;
   /** Rows written since start. */
@@ -45,6 +49,7 @@ export class WriteBehind<T, R = T> {
       batchSize: 500,
       maxBuffered: 50_000,
       retryMs: 1000,
+      log: (line) => console.error(line),
       ...options,
     };
   }
@@ -61,6 +66,12 @@ export class WriteBehind<T, R = T> {
     if (this.#pending.length > this.#o.maxBuffered) {
       const excess = this.#pending.length - this.#o.maxBuffered;
       this.#pending.splice(0, excess);
+      if (this.#droppedBefore === undefined) {
+        this.#droppedBefore = this.dropped;
+        this.#o.log(
+          `The ${this.#o.what} buffer is full (${this.#o.maxBuffered} rows): dropping the oldest`,
+        );
+      }
       this.dropped += excess;
     }
     // A write in progress goes on with the rows that came meanwhile; a store that is failing is
@@ -107,7 +118,7 @@ export class WriteBehind<T, R = T> {
       } catch (e) {
         if (!this.#failing) {
           const why = e instanceof StoreError ? e.message : String(e);
-          console.error(`Cannot write the ${this.#o.what}, keeping it to retry: ${why}`);
+          this.#o.log(`Cannot write the ${this.#o.what}, keeping it to retry: ${why}`);
         }
         this.#failing = true;
         this.#schedule(this.#o.retryMs);
@@ -119,7 +130,17 @@ export class WriteBehind<T, R = T> {
       this.written += batch.length;
       if (this.#failing) {
         this.#failing = false;
-        console.error(`The ${this.#o.what} is written again`);
+        this.#o.log(`The ${this.#o.what} is written again`);
+      }
+      // Told once the buffer is half empty, so a buffer that stays about full (a database slower
+      // than the traffic) is not told of with every batch.
+      if (this.#droppedBefore !== undefined && this.#pending.length <= this.#o.maxBuffered / 2) {
+        this.#o.log(
+          `The ${this.#o.what} buffer has room again: ${
+            this.dropped - this.#droppedBefore
+          } rows were dropped`,
+        );
+        this.#droppedBefore = undefined;
       }
       this.#o.onWritten?.(rows);
     }

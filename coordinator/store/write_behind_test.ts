@@ -90,3 +90,58 @@ Deno.test("write behind - past the bound the oldest rows go, counted; the newest
     assert.equal(wb.buffered, 0);
   });
 });
+
+/** A write-behind buffer in front of a store that is up or down, as the test says. */
+function logged(options: { maxBuffered?: number; batchSize?: number } = {}) {
+  const stored: number[] = [];
+  const lines: string[] = [];
+  const state = { up: false };
+  const buffer = new WriteBehind<number>({
+    what: "request log",
+    write: (batch) => {
+      if (!state.up) {
+        return Promise.reject(new StoreError("Cannot add requests: connect ECONNREFUSED", true));
+      }
+      stored.push(...batch);
+      return Promise.resolve(batch);
+    },
+    // Writes happen when the test flushes: no timer runs out during it.
+    delayMs: 60_000,
+    retryMs: 60_000,
+    log: (line) => lines.push(line),
+    ...options,
+  });
+  return { buffer, stored, lines, state };
+}
+
+Deno.test("write behind - a full buffer says when it starts dropping rows and how many it dropped", async () => {
+  const { buffer, stored, lines, state } = logged({ maxBuffered: 4, batchSize: 2 });
+  buffer.add(1);
+  await buffer.flush(); // fails: the store is away
+  for (let i = 2; i <= 10; i++) buffer.add(i);
+  assert.equal(buffer.dropped, 6);
+  assert.equal(buffer.buffered, 4);
+  state.up = true;
+  await buffer.flush();
+  assert.deepEqual(stored, [7, 8, 9, 10]);
+  assert.deepEqual(lines, [
+    "Cannot write the request log, keeping it to retry: Cannot add requests: connect ECONNREFUSED",
+    "The request log buffer is full (4 rows): dropping the oldest",
+    "The request log is written again",
+    "The request log buffer has room again: 6 rows were dropped",
+  ]);
+  // A later overflow is told of again, with its own count.
+  state.up = false;
+  for (let i = 11; i <= 16; i++) buffer.add(i);
+  await buffer.flush();
+  assert.equal(buffer.dropped, 8);
+  state.up = true;
+  await buffer.flush();
+  assert.deepEqual(lines.slice(4), [
+    "The request log buffer is full (4 rows): dropping the oldest",
+    "Cannot write the request log, keeping it to retry: Cannot add requests: connect ECONNREFUSED",
+    "The request log is written again",
+    "The request log buffer has room again: 2 rows were dropped",
+  ]);
+  await buffer.close();
+});

@@ -36,22 +36,55 @@ export interface Child {
   stop(): Promise<void>;
 }
 
+/** A child this module started: it can also tell what it printed and whether it is still up. */
+export interface Spawned extends Child {
+  /** What it printed (stdout and stderr) so far, when started with `capture`; else "". */
+  output(): string;
+  /** Whether it has exited. */
+  exited(): boolean;
+}
+
+/** Options of the `spawn*` helpers. */
+export interface SpawnOptions {
+  /** Keep what the process prints (its last 1 MB) for `output()` instead of passing it on. */
+  capture?: boolean;
+}
+
+/** Most text kept of a captured child's output. */
+const CAPTURE_MAX_CHARS = 1_000_000;
+
 function child(
   cmd: string[],
   port: number,
   env: Record<string, string> = {},
-  quiet = false,
-  /** Stop with SIGTERM first (an agent then stops the Ollama it started), SIGKILL after this. */
-  graceMs = 0,
-): Child {
+  options: {
+    quiet?: boolean;
+    capture?: boolean;
+    /** Stop with SIGTERM first (an agent then stops the Ollama it started), SIGKILL after this. */
+    graceMs?: number;
+  } = {},
+): Spawned {
+  const { quiet = false, capture = false, graceMs = 0 } = options;
   const process = new Deno.Command(Deno.execPath(), {
     args: cmd,
     cwd: ROOT,
     env,
     stdin: "null",
-    stdout: "null",
-    stderr: quiet ? "null" : "inherit",
+    stdout: capture ? "piped" : "null",
+    stderr: capture ? "piped" : quiet ? "null" : "inherit",
   }).spawn();
+  let output = "";
+  if (capture) {
+    // Read both pipes to the end, or a chatty child would block on a full pipe.
+    for (const stream of [process.stdout, process.stderr]) {
+      void (async () => {
+        for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+          output += text;
+          if (output.length > CAPTURE_MAX_CHARS) output = output.slice(-CAPTURE_MAX_CHARS / 2);
+        }
+      })().catch(() => {});
+    }
+  }
   let exited = false;
   const status = process.status.then((s) => {
     exited = true;
@@ -61,6 +94,8 @@ function child(
     url: `http://127.0.0.1:${port}`,
     port,
     process,
+    output: () => output,
+    exited: () => exited,
     kill(signal: Deno.Signal = "SIGKILL") {
       if (!exited) {
         try {
@@ -88,7 +123,7 @@ function child(
 }
 
 /** Starts the simulator as its own process and waits until it answers. */
-export async function spawnSimulator(args: string[] = [], port = freePort()): Promise<Child> {
+export async function spawnSimulator(args: string[] = [], port = freePort()): Promise<Spawned> {
   const c = child([
     "run",
     "-A",
@@ -106,7 +141,8 @@ export async function spawnSimulator(args: string[] = [], port = freePort()): Pr
 export async function spawnCoordinator(
   env: Record<string, string> = {},
   port = freePort(),
-): Promise<Child> {
+  options: SpawnOptions = {},
+): Promise<Spawned> {
   // Without a database named, a file of its own in a temporary folder (as users run it, and never
   // a coordinator.db left in the checkout); removed when the child is stopped.
   const dir = env.DATABASE_URL ? undefined : await Deno.makeTempDir({ prefix: "oc_coordinator_" });
@@ -119,7 +155,7 @@ export async function spawnCoordinator(
     ADMIN_PASSWORD: TEST_ADMIN_PASSWORD,
     ...(dir ? { DATABASE_URL: `sqlite://${dir}/c.db` } : {}),
     ...env,
-  });
+  }, options);
   if (dir) {
     const stop = c.stop.bind(c);
     c.stop = async () => {
@@ -197,7 +233,7 @@ export function spawnAgent(
   name: string,
   ollamaPort = freePort(),
   env: Record<string, string> = {},
-): Child {
+): Spawned {
   return child(
     ["run", "-A", "agent/main.ts"],
     ollamaPort,
@@ -217,8 +253,7 @@ export function spawnAgent(
       PATH: Deno.env.get("PATH") ?? "",
       ...env,
     },
-    true,
-    3000,
+    { quiet: true, graceMs: 3000 },
   );
 }
 

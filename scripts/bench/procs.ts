@@ -22,6 +22,39 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * CPU seconds a process tree has used so far (Linux): the process with the children it has
+ * waited for (exited ones, such as PostgreSQL's ended backends), and every live descendant.
+ */
+export function treeCpuSeconds(pid: number): number {
+  const stats = new Map<number, { ppid: number; self: number; waited: number }>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      stats.set(Number(entry.name), {
+        ppid: Number(f[1]),
+        self: (Number(f[11]) + Number(f[12])) / 100,
+        waited: (Number(f[13]) + Number(f[14])) / 100,
+      });
+    } catch { /* exited while we looked */ }
+  }
+  const root = stats.get(pid);
+  if (!root) return NaN;
+  let total = root.self + root.waited;
+  const queue = [pid];
+  while (queue.length) {
+    const parent = queue.pop()!;
+    for (const [child, s] of stats) {
+      if (s.ppid !== parent) continue;
+      total += s.self;
+      queue.push(child);
+    }
+  }
+  return total;
+}
+
 /** The median of numbers. */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -285,6 +285,11 @@ export function createPool(url: string, options: PostgresOptions = {}): pg.Pool 
   });
   // Without a listener, an idle connection that dies (a restart) would end the process.
   pool.on("error", (e) => console.error("PostgreSQL connection lost:", e.message));
+  // A connection that dies while lent out emits "error" on its client too. The pool listens only
+  // while the client is idle or inside pool.query(); after pool.connect() there is a moment
+  // before the borrower can listen, and an "error" then would end the process. Whoever holds
+  // the client learns of the failure from its queries anyway.
+  pool.on("connect", (client) => client.on("error", () => {}));
   return pool;
 }
 
@@ -307,10 +312,8 @@ function loadMigrations(): { version: number; name: string; sql: string }[] {
  * Applies the migrations not yet recorded, holding a transaction-level advisory lock: the
  * coordinators that start together take turns, and each migration runs once.
  */
-export async function migrate(pool: pg.Pool): Promise<number[]> {
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
+export function migrate(pool: pg.Pool): Promise<number[]> {
+  return inTransaction(pool, async (client) => {
     await client.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)`);
@@ -333,13 +336,43 @@ export async function migrate(pool: pg.Pool): Promise<number[]> {
       );
       applied.push(m.version);
     }
-    await client.query("COMMIT");
     return applied;
+  });
+}
+
+/**
+ * Runs `fn` in a transaction on a connection lent by the pool (ROLLBACK when it throws).
+ *
+ * pg reports a connection that dies while lent out (a restart, a crash, a reset) as an "error"
+ * event on the client, on top of failing the query in flight; an "error" event nobody listens to
+ * ends the process. So the client is listened to while lent, and one that failed is discarded
+ * rather than handed back to the pool.
+ */
+export async function inTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (e: Error) => {
+    broken = e;
+  };
+  client.on("error", onError);
+  try {
+    await client.query("BEGIN");
+    const result = await fn(client);
+    await client.query("COMMIT");
+    return result;
   } catch (e) {
-    await client.query("ROLLBACK").catch(() => {});
+    if (!broken) {
+      await client.query("ROLLBACK").catch((r: Error) => {
+        broken = r;
+      });
+    }
     throw e;
   } finally {
-    client.release();
+    client.off("error", onError);
+    client.release(broken);
   }
 }
 
@@ -579,22 +612,10 @@ class PostgresStore implements Store {
 
   async #transaction<T>(op: string, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     if (this.#closed) throw new StoreError(`Cannot ${op}: the store is closed`, true);
-    let client: pg.PoolClient;
     try {
-      client = await this.pool.connect();
+      return await inTransaction(this.pool, fn);
     } catch (e) {
       throw storeError(op, e);
-    }
-    try {
-      await client.query("BEGIN");
-      const result = await fn(client);
-      await client.query("COMMIT");
-      return result;
-    } catch (e) {
-      await client.query("ROLLBACK").catch(() => {});
-      throw storeError(op, e);
-    } finally {
-      client.release();
     }
   }
 

@@ -1,13 +1,15 @@
 /**
  * What only the PostgreSQL store has to get right: its change feed, read by the other
  * coordinators as "everything numbered above what I saw", must never skip a change that
- * committed after a higher-numbered one.
+ * committed after a higher-numbered one; and a connection that dies while the store holds it
+ * fails that call, never the process.
  */
 import assert from "node:assert/strict";
 // @ts-types="@types/pg"
 import pg from "pg";
 import type { AgentRecord, Store } from "../mod.ts";
 import { EVENTS_WRITE_LOCK, openPostgresStore } from "./store.ts";
+import type { CrashOutcome } from "../../testing/postgres_crash.ts";
 import { postgresTestsEnabled, startPostgres, type TestPostgres } from "../../testing/postgres.ts";
 
 const postgres = postgresTestsEnabled() ? await startPostgres() : undefined;
@@ -133,6 +135,41 @@ Deno.test({
     } finally {
       await blocker.end();
       await Promise.all([one.close(), two.close()]);
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres store - a server crash during a transaction fails that call, not the process",
+  ignore: !postgres,
+  async fn() {
+    // A server of its own: this test crashes it.
+    const server = await startPostgres();
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../../testing/postgres_crash.ts", import.meta.url).pathname,
+          server.url,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
+      }).output();
+      const stdout = new TextDecoder().decode(out.stdout);
+      const stderr = new TextDecoder().decode(out.stderr);
+      // pg reports a connection that dies while lent out as an "error" event on it. Unheard, it
+      // escapes as uncaught: reported when the program ends (as here, for a connection that
+      // closed) or ending it at once (for a connection reset, as a coordinator saw).
+      assert.doesNotMatch(stdout + stderr, /Uncaught/);
+      assert.equal(out.code, 0, stderr);
+      const outcome: CrashOutcome = JSON.parse(stdout.split("\n")[0]);
+      assert.equal(outcome.error.name, "StoreError", outcome.error.message);
+      assert.equal(outcome.error.unavailable, true);
+      assert.equal(outcome.recovered, true);
+    } finally {
+      await server.stop();
     }
   },
 });
