@@ -36,7 +36,7 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
         latencies.push(performance.now() - t0);
       } catch (e) {
         probeFailures++;
-        note(`probe: ${(e as Error).message}`);
+        note(`probe: ${failure(e)}`);
       }
       await sleep(50);
     }
@@ -63,7 +63,7 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
         }
       } catch (e) {
         heartbeatFailures++;
-        note(`heartbeat: ${(e as Error).message}`);
+        note(`heartbeat: ${failure(e)}`);
       }
       await sleep(250);
     }
@@ -100,4 +100,10 @@ if (import.meta.main) {
   // Waits for standard input to close.
   for await (const _ of Deno.stdin.readable) { /* nothing is sent */ }
   console.log(JSON.stringify(await stop()));
+}
+
+/** A failed fetch in words, with its cause (`fetch failed` alone does not say what failed). */
+function failure(e: unknown): string {
+  const error = e as Error;
+  return error.cause ? `${error.message} (${String(error.cause)})` : error.message;
 }
