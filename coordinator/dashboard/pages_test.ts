@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { registration, testApp } from "../testing/app.ts";
 import { islandNames, islandsHash } from "./components/island_bundle.ts";
 import type { RequestRecord } from "../telemetry/request_log.ts";
+import { requestRecord } from "../testing/records.ts";
 
 async function html(
   t: Awaited<ReturnType<typeof testApp>>,
@@ -39,24 +40,13 @@ Deno.test("dashboard - every page renders on the server with its data and island
   const key = await t.ctx.security.createKey("open-webui", "client", {
     limits: { requests_per_minute: 60, tokens_per_minute: null, concurrent: 4, weight: 2 },
   });
-  t.ctx.log.add({
-    id: "req-2",
-    at: new Date().toISOString(),
-    route: "/api/chat",
+  t.ctx.log.add(requestRecord("req-2", {
     model: "llama3.2",
-    agent_id: null,
-    agent_name: null,
     status: 429,
-    latency_ms: 1,
-    ttft_ms: null,
-    queued_ms: null,
-    tokens_in: null,
-    tokens_out: null,
-    tokens_per_second: null,
     attempts: 0,
     error: "Rate limit reached",
     key_id: key.view.id,
-  });
+  }));
   const pages: [string, string[]][] = [
     ["/dashboard", ["<title>Overview", 'data-island="overview"', "Requests per second"]],
     ["/dashboard/agents", ["gpu-01", "mac-mini", 'data-island="agents_table"', "2 of 2 agents"]],
@@ -158,23 +148,12 @@ Deno.test("dashboard - static files: the stylesheet, and island bundles built on
 });
 
 function failed(agent_id: string | null, id = "req-bad"): RequestRecord {
-  return {
-    id,
-    at: new Date().toISOString(),
-    route: "/api/chat",
+  return requestRecord(id, {
     model: "mistral:7b",
     agent_id,
-    agent_name: null,
     status: 404,
-    latency_ms: 1,
-    ttft_ms: null,
-    queued_ms: null,
-    tokens_in: null,
-    tokens_out: null,
-    tokens_per_second: null,
-    attempts: 1,
     error: 'model "mistral:7b" not found, try pulling it first',
-  };
+  });
 }
 
 Deno.test("dashboard - the overview's headline and cards say what they cover", async () => {

@@ -6,7 +6,7 @@ import { closeContext, createContext } from "../server.ts";
 import { createApp } from "../http/app.ts";
 import { openStore } from "../store/open.ts";
 import { type Store, StoreError } from "../store/mod.ts";
-import type { RequestRecord } from "../telemetry/request_log.ts";
+import { requestRecord } from "../testing/records.ts";
 
 Deno.test("metrics - /metrics exposes requests, latency, tokens and agent gauges", async () => {
   await using fleet = await startFleet([{ name: "gpu-01", models: ["llama3.2"] }], {
@@ -161,23 +161,7 @@ Deno.test("metrics - the store's health: rows buffered, written and dropped, age
       headers: { authorization: `Bearer ${TEST_AGENT_TOKEN}` },
       body: JSON.stringify(registration()),
     })).json();
-    const record = (id: string): RequestRecord => ({
-      id,
-      at: new Date().toISOString(),
-      route: "/api/chat",
-      model: null,
-      agent_id: null,
-      agent_name: null,
-      status: 200,
-      latency_ms: 1,
-      ttft_ms: null,
-      queued_ms: null,
-      tokens_in: null,
-      tokens_out: null,
-      tokens_per_second: null,
-      attempts: 1,
-      error: null,
-    });
+    const record = (id: string) => requestRecord(id);
     ctx.log.add(record("before"));
     await Promise.all([ctx.log.flush(), ctx.events.flush()]);
     const eventsBefore = ctx.events.counts.written;

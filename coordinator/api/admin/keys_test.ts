@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { FakeClock, testApp } from "../../testing/app.ts";
 import type { RequestRecord } from "../../telemetry/request_log.ts";
+import { requestRecord } from "../../testing/records.ts";
 
 Deno.test("keys API - limits are set at creation, changed field by field and lifted with null", async () => {
   await using t = await testApp();
@@ -76,24 +77,8 @@ Deno.test("keys API - bad limits are a 400; an unknown or revoked key is a 404",
 Deno.test("keys API - usage per key and minute comes from the request log", async () => {
   const clock = new FakeClock(Date.parse("2026-01-01T10:30:20Z"));
   await using t = await testApp({}, { now: clock.now });
-  const record = (id: string, at: string, over: Partial<RequestRecord>): RequestRecord => ({
-    id,
-    at,
-    route: "/api/chat",
-    model: "llama3.2",
-    agent_id: null,
-    agent_name: null,
-    status: 200,
-    latency_ms: 1,
-    ttft_ms: null,
-    queued_ms: null,
-    tokens_in: 1,
-    tokens_out: 2,
-    tokens_per_second: null,
-    attempts: 1,
-    error: null,
-    ...over,
-  });
+  const record = (id: string, at: string, over: Partial<RequestRecord>) =>
+    requestRecord(id, { at, model: "llama3.2", tokens_in: 1, tokens_out: 2, ...over });
   t.ctx.log.add(record("a", "2026-01-01T10:29:10.000Z", { key_id: "k1" }));
   t.ctx.log.add(record("b", "2026-01-01T10:30:01.000Z", { key_id: "k1", status: 429 }));
   t.ctx.log.add(record("c", "2026-01-01T10:30:02.000Z", { key_id: "k2", tokens_out: 40 }));

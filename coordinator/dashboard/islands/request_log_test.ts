@@ -1,25 +1,10 @@
 import assert from "node:assert/strict";
 import type { RequestRecord } from "../../telemetry/request_log.ts";
 import { mergeByStart } from "./request_log.tsx";
+import { requestRecord } from "../../testing/records.ts";
 
 function rec(id: string, at: string): RequestRecord {
-  return {
-    id,
-    at: `2026-01-01T00:00:${at}.000Z`,
-    route: "/api/chat",
-    model: "llama3.2",
-    agent_id: null,
-    agent_name: null,
-    status: 200,
-    latency_ms: 1,
-    ttft_ms: null,
-    queued_ms: null,
-    tokens_in: null,
-    tokens_out: null,
-    tokens_per_second: null,
-    attempts: 1,
-    error: null,
-  };
+  return requestRecord(id, { at: `2026-01-01T00:00:${at}.000Z`, model: "llama3.2" });
 }
 
 Deno.test("request log view - live records join in start-time order, newest first", () => {
