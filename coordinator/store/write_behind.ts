@@ -26,6 +26,13 @@ export interface WriteBehindOptions<T, R> {
   log?: (line: string) => void;
 }
 
+/** What a write-behind buffer has done so far. */
+export interface WriteCounts {
+  buffered: number;
+  written: number;
+  dropped: number;
+}
+
 /** See the module documentation. */
 export class WriteBehind<T, R = T> {
   readonly #o: Required<Omit<WriteBehindOptions<T, R>, "onWritten">> & WriteBehindOptions<T, R>;
@@ -57,6 +64,11 @@ export class WriteBehind<T, R = T> {
   /** Rows waiting to be written. */
   get buffered(): number {
     return this.#pending.length;
+  }
+
+  /** Rows waiting, written since start and dropped, as the logs' `counts` and `/metrics` show them. */
+  get counts(): WriteCounts {
+    return { buffered: this.#pending.length, written: this.written, dropped: this.dropped };
   }
 
   /** Queues a row. */

@@ -5,7 +5,7 @@
  */
 import type { Bus } from "./bus.ts";
 import type { EventQuery, FleetEvent, NewEvent, Store } from "../store/mod.ts";
-import { WriteBehind } from "../store/write_behind.ts";
+import { WriteBehind, type WriteCounts } from "../store/write_behind.ts";
 
 export type { EventQuery, FleetEvent };
 
@@ -53,12 +53,8 @@ export class EventLog {
   }
 
   /** Events waiting to be written, written since start, and dropped (the store stayed away). */
-  get counts(): { buffered: number; written: number; dropped: number } {
-    return {
-      buffered: this.#writes.buffered,
-      written: this.#writes.written,
-      dropped: this.#writes.dropped,
-    };
+  get counts(): WriteCounts {
+    return this.#writes.counts;
   }
 
   /** The most recent events, newest first (what is buffered is written first). */

@@ -4,7 +4,7 @@
  */
 import type { Bus } from "./bus.ts";
 import type { RequestQuery, RequestRecord, Store } from "../store/mod.ts";
-import { WriteBehind } from "../store/write_behind.ts";
+import { WriteBehind, type WriteCounts } from "../store/write_behind.ts";
 
 export type { RequestQuery, RequestRecord };
 
@@ -42,12 +42,8 @@ export class RequestLog {
   }
 
   /** Records waiting to be written, written and dropped (the store was away too long). */
-  get counts(): { buffered: number; written: number; dropped: number } {
-    return {
-      buffered: this.#writes.buffered,
-      written: this.#writes.written,
-      dropped: this.#writes.dropped,
-    };
+  get counts(): WriteCounts {
+    return this.#writes.counts;
   }
 
   /** Recent records, newest first (writes what is buffered first so the answer is complete). */
