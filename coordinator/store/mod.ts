@@ -44,6 +44,33 @@ export interface RequestRecord {
   key_id?: string | null;
 }
 
+/**
+ * The request log's columns, in the order both stores declare and read them, with what each
+ * holds: one list, so a field added to {@linkcode RequestRecord} is added to every statement.
+ */
+export const REQUEST_COLUMN_KINDS = {
+  id: "text",
+  at: "time",
+  route: "text",
+  model: "text",
+  agent_id: "text",
+  agent_name: "text",
+  status: "integer",
+  latency_ms: "real",
+  ttft_ms: "real",
+  queued_ms: "real",
+  tokens_in: "integer",
+  tokens_out: "integer",
+  tokens_per_second: "real",
+  attempts: "integer",
+  error: "text",
+  client_request_id: "text",
+  key_id: "text",
+} as const satisfies Record<keyof RequestRecord, "text" | "time" | "integer" | "real">;
+
+/** The request log's column names, in order. */
+export const REQUEST_COLUMN_NAMES = Object.keys(REQUEST_COLUMN_KINDS) as (keyof RequestRecord)[];
+
 /** An agent as stored: identity, admin settings and last known state. Times are epoch ms. */
 export interface AgentRecord {
   id: string;

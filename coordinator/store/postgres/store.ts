@@ -33,7 +33,7 @@ import type {
   StoreCounts,
   StoreSnapshot,
 } from "../mod.ts";
-import { StoreError } from "../mod.ts";
+import { REQUEST_COLUMN_KINDS, REQUEST_COLUMN_NAMES, StoreError } from "../mod.ts";
 
 /** Key of the advisory lock that serialises migrations between coordinators. */
 const MIGRATION_LOCK = 7_422_001;
@@ -214,25 +214,19 @@ function eventFromRow(r: Row): FleetEvent {
   };
 }
 
-const REQUEST_COLUMNS: { name: keyof RequestRecord; type: string }[] = [
-  { name: "id", type: "text" },
-  { name: "at", type: "timestamptz" },
-  { name: "route", type: "text" },
-  { name: "model", type: "text" },
-  { name: "agent_id", type: "text" },
-  { name: "agent_name", type: "text" },
-  { name: "status", type: "integer" },
-  { name: "latency_ms", type: "double precision" },
-  { name: "ttft_ms", type: "double precision" },
-  { name: "queued_ms", type: "double precision" },
-  { name: "tokens_in", type: "integer" },
-  { name: "tokens_out", type: "integer" },
-  { name: "tokens_per_second", type: "double precision" },
-  { name: "attempts", type: "integer" },
-  { name: "error", type: "text" },
-  { name: "client_request_id", type: "text" },
-  { name: "key_id", type: "text" },
-];
+/** The PostgreSQL type of each kind of request-log column. */
+const PG_TYPES = {
+  text: "text",
+  time: "timestamptz",
+  integer: "integer",
+  real: "double precision",
+} as const;
+
+/** The request log's columns with their PostgreSQL types. */
+const REQUEST_COLUMNS = REQUEST_COLUMN_NAMES.map((name) => ({
+  name,
+  type: PG_TYPES[REQUEST_COLUMN_KINDS[name]],
+}));
 
 function requestFromRow(r: Row): RequestRecord {
   const out: Record<string, unknown> = {};

@@ -24,6 +24,7 @@ import type {
   StoreCounts,
   StoreSnapshot,
 } from "../mod.ts";
+import { REQUEST_COLUMN_NAMES } from "../mod.ts";
 import { openDatabase } from "./mod.ts";
 
 type Row = Record<string, unknown>;
@@ -32,26 +33,6 @@ const iso = (ms: number) => new Date(ms).toISOString();
 const text = (v: unknown) => (v == null ? null : String(v));
 
 /** The request-log columns, in table order. */
-export const REQUEST_COLUMNS = [
-  "id",
-  "at",
-  "route",
-  "model",
-  "agent_id",
-  "agent_name",
-  "status",
-  "latency_ms",
-  "ttft_ms",
-  "queued_ms",
-  "tokens_in",
-  "tokens_out",
-  "tokens_per_second",
-  "attempts",
-  "error",
-  "client_request_id",
-  "key_id",
-] as const satisfies readonly (keyof RequestRecord)[];
-
 /** How each agent field is written to its column. */
 const AGENT_COLUMNS: {
   [K in keyof Omit<AgentRecord, "id">]: (v: AgentRecord[K]) => string | number | null;
@@ -185,16 +166,16 @@ export class SqliteDatabase {
         "SELECT id, at, kind, agent_id, message FROM events WHERE id > ? ORDER BY id LIMIT ?",
       ),
       exportRequests: db.prepare(
-        `SELECT rowid AS position, ${REQUEST_COLUMNS.join(", ")} FROM requests
+        `SELECT rowid AS position, ${REQUEST_COLUMN_NAMES.join(", ")} FROM requests
          WHERE rowid > ? ORDER BY rowid LIMIT ?`,
       ),
       addRequest: db.prepare(
-        `INSERT OR IGNORE INTO requests (${REQUEST_COLUMNS.join(", ")}) VALUES (${
-          REQUEST_COLUMNS.map(() => "?").join(", ")
+        `INSERT OR IGNORE INTO requests (${REQUEST_COLUMN_NAMES.join(", ")}) VALUES (${
+          REQUEST_COLUMN_NAMES.map(() => "?").join(", ")
         })`,
       ),
       requests: db.prepare(
-        `SELECT ${REQUEST_COLUMNS.join(", ")} FROM requests
+        `SELECT ${REQUEST_COLUMN_NAMES.join(", ")} FROM requests
          WHERE (?1 IS NULL OR model = ?1) AND (?2 IS NULL OR agent_id = ?2)
            AND (?3 IS NULL OR (?3 = 'ok' AND status < 400) OR (?3 = 'error' AND status >= 400))
            AND (?4 IS NULL OR at >= ?4) AND (?6 IS NULL OR at < ?6) AND (?7 IS NULL OR route = ?7)
@@ -343,7 +324,7 @@ export class SqliteDatabase {
   addRequests(records: RequestRecord[]): void {
     this.#transaction(() => {
       for (const r of records) {
-        this.#stmt.addRequest.run(...REQUEST_COLUMNS.map((c) => r[c] ?? null));
+        this.#stmt.addRequest.run(...REQUEST_COLUMN_NAMES.map((c) => r[c] ?? null));
       }
     });
   }
