@@ -2,3 +2,4 @@
 export * from "./schemas.ts";
 export * from "./errors.ts";
 export * from "./model_name.ts";
+export * from "./sleep.ts";

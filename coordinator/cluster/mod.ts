@@ -13,6 +13,7 @@
  */
 import type { AppContext } from "../context.ts";
 import type { AgentRecord, ClusterMessage, StoreCluster, StoreSnapshot } from "../store/mod.ts";
+import { abortableSleep } from "@oc/shared";
 import { ClusterLoad } from "./load.ts";
 import { ModelPins } from "../scheduler/pins.ts";
 import { ModelAliases } from "../aliases/mod.ts";
@@ -318,17 +319,3 @@ const SNAPSHOT_ATTEMPTS = 5;
 /** First pause before a failed reload is tried again; it doubles up to the maximum. */
 const RELOAD_RETRY_MS = 250;
 const RELOAD_RETRY_MAX_MS = 5000;
-
-/** Resolves after `ms`, or at once when `signal` aborts (leaving no timer behind). */
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}

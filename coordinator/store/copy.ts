@@ -11,7 +11,7 @@
  */
 import type { Store, StoreCounts } from "./mod.ts";
 import { isPostgresUrl, openStore, redactUrl } from "./open.ts";
-import { checkCoordinatorDatabase, claimUnused } from "./sqlite/backup.ts";
+import { checkCoordinatorDatabase, claimUnused, exists } from "./sqlite/backup.ts";
 import { databasePath } from "./sqlite/mod.ts";
 
 /** How many rows of each kind a copy wrote. */
@@ -34,16 +34,6 @@ export interface CopyOptions {
 
 /** Connections of the copy name themselves so, never as a coordinator. */
 const APPLICATION_NAME = "ollama-coordinator db:copy";
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
 
 /**
  * Refuses a database that a coordinator has open. SQLite: an exclusive lock taken within a second

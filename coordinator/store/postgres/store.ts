@@ -9,6 +9,7 @@
  */
 // @ts-types="@types/pg"
 import pg from "pg";
+import { abortableSleep } from "@oc/shared";
 import type {
   AgentRecord,
   AgentUpdate,
@@ -86,20 +87,6 @@ export function isUnavailable(e: unknown): boolean {
   }
   return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|not queryable|Client has encountered a connection error/i
     .test(e.message);
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts (and leaves no timer behind). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Resolves when `ended` does or `signal` aborts, leaving no listener on the signal. */
@@ -558,7 +545,7 @@ class PostgresStore implements Store {
         await untilEndedOr(ended, signal);
       } catch { /* down: try again */ }
       await c.end().catch(() => {});
-      await sleep(delay, signal);
+      await abortableSleep(delay, signal);
       delay = Math.min(delay * 2, 2000);
     }
   }
@@ -576,7 +563,7 @@ class PostgresStore implements Store {
           // Asked only while not holding it: a second success would stack the lock.
           const r = await c.query("SELECT pg_try_advisory_lock($1) AS ok", [LEADER_LOCK]);
           if (r.rows[0].ok) break;
-          await sleep(1000, signal);
+          await abortableSleep(1000, signal);
         }
         if (!signal.aborted && !lost) {
           leading = true;
@@ -584,14 +571,14 @@ class PostgresStore implements Store {
           // A query a second notices a connection that died without a word.
           while (!signal.aborted && !lost) {
             await c.query("SELECT 1");
-            await sleep(1000, signal);
+            await abortableSleep(1000, signal);
           }
         }
       } catch { /* lost or down */ }
       if (leading) changed(false);
       // Closing the connection releases the lock.
       await c.end().catch(() => {});
-      await sleep(1000, signal);
+      await abortableSleep(1000, signal);
     }
   }
 

@@ -39,7 +39,8 @@ function isBusy(e: unknown): boolean {
   return code === SQLITE_BUSY || code === SQLITE_LOCKED;
 }
 
-function exists(path: string): boolean {
+/** Whether a file is at `path` (other errors than its absence are thrown). */
+export function exists(path: string): boolean {
   try {
     Deno.statSync(path);
     return true;
