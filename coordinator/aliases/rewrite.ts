@@ -6,6 +6,7 @@
  * the next one completes it.
  */
 import type { ChunkRewriter } from "../proxy/relay.ts";
+import type { AnswerRewrite } from "../proxy/request.ts";
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -119,7 +120,7 @@ function indexOfBytes(hay: Uint8Array, needle: Uint8Array, from: number): number
  * Puts the model name the client asked for (an alias) back into an answer: every
  * `"model":"<real>"` (as Ollama writes it: Go's JSON, no spaces) becomes `"model":"<asked>"`.
  */
-export class ModelEcho {
+export class ModelEcho implements AnswerRewrite {
   readonly #from: Uint8Array;
   readonly #to: Uint8Array;
 

@@ -1,7 +1,7 @@
 /** One inference request as the proxy sees it, what the proxy needs, and its request-log record. */
 import type { AppContext } from "../context.ts";
 import type { Flavor } from "../http/errors.ts";
-import type { ModelEcho } from "../aliases/rewrite.ts";
+import type { ChunkRewriter } from "./relay.ts";
 import type { RequestLog, RequestRecord } from "../telemetry/request_log.ts";
 import type { Quotas, Ticket } from "../quotas/mod.ts";
 
@@ -30,7 +30,15 @@ export interface ProxyRequest {
   /** The client's API key id: its quotas, its turns in the queue, its row in the request log. */
   tenant?: string;
   /** Puts the alias the client asked for back in the answer's `model` (the body names the real one). */
-  echo?: ModelEcho;
+  echo?: AnswerRewrite;
+}
+
+/** A byte rewrite of the answer (an alias's `ModelEcho`), whole or chunk by chunk. */
+export interface AnswerRewrite {
+  /** A whole answer rewritten (the same array when nothing changes). */
+  whole(bytes: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer>;
+  /** A rewriter for one streamed answer. */
+  stream(): ChunkRewriter;
 }
 
 /** Dependencies of the proxy. */
