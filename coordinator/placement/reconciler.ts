@@ -12,8 +12,11 @@
  *
  * Every coordinator has one, for the status view; only the one leading the fleet-wide chores acts.
  */
-import type { AppContext } from "../context.ts";
-import type { Agent } from "../fleet/registry.ts";
+import type { Config } from "../config.ts";
+import type { CommandQueue } from "../fleet/commands.ts";
+import type { Agent, Registry } from "../fleet/registry.ts";
+import type { SecurityStore } from "../security/store.ts";
+import type { Bus } from "../telemetry/bus.ts";
 import type { PlacementStatus } from "./status.ts";
 import { HOP_HEADER } from "../http/loop.ts";
 import { refreshModels } from "../proxy/local.ts";
@@ -22,15 +25,20 @@ import { keepAliveMs, PlacementRules } from "./rules.ts";
 import { type PullState, PullTracker, retryDelay } from "./tracker.ts";
 
 /** What the reconciler uses of the coordinator. */
-export type PlacementDeps =
-  & Pick<AppContext, "registry" | "bus" | "commands" | "security" | "config" | "instanceId" | "now">
-  & {
-    /**
-     * Starts the coordinator's own pull of a model onto an agent that runs no agent program (the
-     * admin API's pulls, `api/admin/models.ts`); its progress goes on the bus.
-     */
-    pull(agent: Agent, model: string): void;
-  };
+export interface PlacementDeps {
+  registry: Registry;
+  bus: Bus;
+  commands: CommandQueue;
+  security: SecurityStore;
+  config: Config;
+  instanceId: string;
+  now: () => number;
+  /**
+   * Starts the coordinator's own pull of a model onto an agent that runs no agent program (the
+   * admin API's pulls, `api/admin/models.ts`); its progress goes on the bus.
+   */
+  pull(agent: Agent, model: string): void;
+}
 
 /** Whether an agent runs our agent program, which carries out pull commands itself. */
 export function runsAgent(agent: Agent): boolean {

@@ -3,14 +3,19 @@
  * delete go to the agents the scheduler's placement chose rather than through the inference path.
  */
 import { ollamaErrorBody } from "@oc/shared";
-import type { AppContext } from "../context.ts";
-import type { Agent } from "../fleet/registry.ts";
+import type { Agent, Registry } from "../fleet/registry.ts";
+import type { Scheduler } from "../scheduler/mod.ts";
 import { HOP_HEADER, nextHops } from "../http/loop.ts";
 import { MESSAGES } from "../http/messages.ts";
 import { clientResponseHeaders } from "./headers.ts";
 
 /** What {@linkcode forwardTo} and the fan-outs need from the context. */
-export type LocalDeps = Pick<AppContext, "registry" | "scheduler" | "instanceId">;
+export interface LocalDeps {
+  registry: Registry;
+  scheduler: Scheduler;
+  /** This coordinator, named in the hop header so that a loop back to it is seen. */
+  instanceId: string;
+}
 
 /** One request for {@linkcode forwardTo}. */
 export interface ForwardRequest {
@@ -123,7 +128,7 @@ async function readText(res: Response, limit: number): Promise<string | null> {
 
 /** Sends the same request to several agents at once and collects their answers. */
 export function fanOut(
-  deps: Pick<AppContext, "instanceId">,
+  deps: Pick<LocalDeps, "instanceId">,
   agents: readonly Agent[],
   req: { path: string; method: string; body?: string; timeoutMs: number; incoming?: Headers },
 ): Promise<FanResult[]> {
@@ -152,7 +157,7 @@ export function fanOut(
 
 /** Asks an agent's Ollama what it has installed and loaded now, and records it. */
 export async function refreshModels(
-  deps: Pick<AppContext, "registry" | "instanceId">,
+  deps: Pick<LocalDeps, "registry" | "instanceId">,
   agent: Agent,
   timeoutMs = 5000,
 ): Promise<void> {
