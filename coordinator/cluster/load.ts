@@ -1,6 +1,6 @@
 /**
  * Requests in flight across coordinators: each tells the others, coalesced, how many requests it
- * has on each agent per model (at most every 250 ms when they change, and every second anyway),
+ * has on each agent per model (at most every 50 ms when they change, and every second anyway),
  * so `smart` and `least_connections` weigh the load the others put on an agent too. A
  * coordinator that goes silent for 3 s no longer counts.
  */
@@ -14,6 +14,12 @@ type Snapshot = Record<string, Record<string, number>>;
 const MAX_CHUNK_BYTES = 6000;
 /** A coordinator not heard from for this long no longer counts. */
 const EXPIRE_MS = 3000;
+/**
+ * How often a changed load is sent. Requests last a few hundred milliseconds: at 250 ms the others
+ * saw a burst too late and sent it to the agent this one had just filled (smart's p95 through two
+ * coordinators was 1.33× one's in `bench:lb --coordinators 2`).
+ */
+const SEND_EVERY_MS = 50;
 
 /** Splits a snapshot into messages small enough to send. */
 export function chunkSnapshot(seq: number, snapshot: Snapshot): LoadMessage[] {
@@ -135,14 +141,14 @@ export class ClusterLoad {
     this.#changed();
   }
 
-  /** Starts sending every 250 ms; returns the function that stops. */
+  /** Starts sending (every {@linkcode SEND_EVERY_MS} when changed); returns the function that stops. */
   start(): () => void {
     let running = false;
     const timer = setInterval(() => {
       if (running) return;
       running = true;
       this.tick().catch(() => {}).finally(() => running = false);
-    }, 250);
+    }, SEND_EVERY_MS);
     Deno.unrefTimer(timer);
     return () => clearInterval(timer);
   }
