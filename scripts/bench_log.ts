@@ -45,6 +45,7 @@ const url = await postgres.createDatabase("bench_log");
 await postgres.psql("ALTER DATABASE bench_log SET synchronous_commit = on");
 const co = await spawnCoordinator({ DATABASE_URL: url, LOG_LEVEL: "info", METRICS_PUBLIC: "true" });
 const store = await openPostgresStore(url, { max: 1 });
+let heartbeats: ReturnType<typeof setInterval> | undefined;
 
 try {
   const tags = await (await fetch(`http://127.0.0.1:${upstream.addr.port}/api/tags`)).json();
@@ -61,7 +62,16 @@ try {
     }),
   });
   if (!reg.ok) throw new Error(`Cannot register the upstream: ${await reg.text()}`);
-  await reg.body?.cancel();
+  const { agent_id, agent_secret } = await reg.json();
+  // Heartbeats keep it online past AGENT_TIMEOUT: without them the last seconds of a long run
+  // were fast 503s ("no agent online"), counted as answered requests.
+  heartbeats = setInterval(() => {
+    fetch(`${co.url}/api/health`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${agent_secret}` },
+      body: JSON.stringify({ agent_id, cpu_usage: 1, memory_usage: 1, active_requests: 0 }),
+    }).then((r) => r.body?.cancel(), () => {});
+  }, 5000);
 
   /** From /metrics: requests answered (and handed to the request log), rows buffered, dropped. */
   const metrics = async () => {
@@ -147,6 +157,7 @@ try {
       `(${final.answered - finalRows} missing), ${final.dropped} dropped`,
   );
 } finally {
+  clearInterval(heartbeats);
   await store.close();
   await co.stop();
   await postgres.stop();
