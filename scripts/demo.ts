@@ -201,6 +201,22 @@ function startTraffic(url: string, rps: number, maxInFlight = 8): () => Promise<
   };
 }
 
+/**
+ * A placement rule for the Placement page to show at work: phi3:mini, on one machine at start, is
+ * wanted on two and kept loaded on one, so the coordinator pulls it onto another (with progress).
+ */
+async function placeDemoModel(url: string): Promise<void> {
+  const rule = { model: "phi3:mini", on: { count: 2 }, warm: 1, keep_alive: "10m" };
+  const res = await fetch(`${url}/api/admin/placements`, {
+    method: "PUT",
+    headers: adminHeaders,
+    body: JSON.stringify(rule),
+  });
+  if (!res.ok) throw new Error(`Cannot set the demo's placement rule: ${await res.text()}`);
+  await res.body?.cancel();
+  console.log(`Placement rule: ${rule.model} on 2 machines, kept loaded on 1 (it starts on 1).`);
+}
+
 async function waitForAgents(url: string, n: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -217,7 +233,8 @@ async function waitForAgents(url: string, n: number, timeoutMs: number): Promise
 const adminHeaders: Record<string, string> = {};
 
 async function screenshots(url: string, dir: string, password: string): Promise<void> {
-  const { chromium } = await import("playwright-core");
+  // Loaded only for screenshots: the demo itself needs no browser driver.
+  const { chromium } = await import("../shared/test_clients.ts");
   await Deno.mkdir(dir, { recursive: true });
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
@@ -230,7 +247,9 @@ async function screenshots(url: string, dir: string, password: string): Promise<
       ["agents", "/dashboard/agents"],
       ["agent", `/dashboard/agents/${list[0].id}`],
       ["models", "/dashboard/models"],
+      ["placement", "/dashboard/placement"],
       ["requests", "/dashboard/requests"],
+      ["keys", "/dashboard/keys"],
       ["events", "/dashboard/events"],
     ];
     const sizes = [["laptop", 1366, 900], ["phone", 390, 844]] as const;
@@ -337,6 +356,7 @@ if (import.meta.main) {
     await stop();
     Deno.exit(1);
   }
+  await placeDemoModel(url);
   stopTraffic = startTraffic(url, rps);
   console.log(`\nDashboard: ${url}/dashboard (admin password: ${secrets.password})`);
   console.log(`Traffic: about ${rps} requests per second. Press Ctrl-C to stop.`);
