@@ -73,6 +73,15 @@ export const PlacementDelete = z.object({ model: modelName }).strict();
 
 const KEY = "placement_rules";
 
+/**
+ * Most rules kept: every round plans each rule over every agent, and every change stores the
+ * whole list, so the list is bounded like the aliases.
+ */
+export const MAX_RULES = 1000;
+
+/** Why a rule cannot be stored. */
+export class PlacementError extends Error {}
+
 /** The rules, by normalised model name, in the order they were first made. */
 export class PlacementRules {
   readonly #store?: SettingsStore;
@@ -106,10 +115,19 @@ export class PlacementRules {
     return this.#rules.get(key);
   }
 
-  /** Adds or replaces a model's rule; stored first (rejects, changing nothing, when it cannot be). */
+  /**
+   * Adds or replaces a model's rule; stored first (rejects, changing nothing, when it cannot be).
+   * Throws a {@linkcode PlacementError} for a new rule past {@linkcode MAX_RULES}.
+   */
   async set(rule: PlacementRule): Promise<void> {
+    const key = normalizeModelName(rule.model);
+    if (!this.#rules.has(key) && this.#rules.size >= MAX_RULES) {
+      throw new PlacementError(
+        `Cannot add a placement rule for "${rule.model}": there are ${MAX_RULES} already`,
+      );
+    }
     const next = new Map(this.#rules);
-    next.set(normalizeModelName(rule.model), { ...rule, model: displayModelName(rule.model) });
+    next.set(key, { ...rule, model: displayModelName(rule.model) });
     await this.#save(next);
   }
 
