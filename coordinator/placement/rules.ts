@@ -13,9 +13,11 @@ const label = z.string().trim().min(1).max(64).regex(
   "expected a label of letters, digits and . : / = - _",
 );
 
+// No `@digest`: agents list models by name only, so a rule naming a digest would never be met
+// and its model would be pulled again after every successful pull.
 const modelName = z.string().trim().min(1).max(253).regex(
-  /^[\w][\w.\-:/@+]*$/,
-  "expected a model name such as llama3.2 or library/llama3.2:latest",
+  /^[\w][\w.\-:/+]*$/,
+  "expected a model name such as llama3.2 or library/llama3.2:latest (no @digest)",
 );
 
 /** `30m`, `2h`, `600s`, or `-1` (loaded until Ollama needs the memory or restarts). */

@@ -41,6 +41,7 @@ Deno.test("placements API - bad rules are refused with the reason", async () => 
   assert.match(await put({ model: "x", on: {} }), /on needs a label/);
   assert.match(await put({ model: "x", on: { label: "gpu" }, warm: -1 }), /warm/);
   assert.match(await put({ model: "x y", on: { label: "gpu" } }), /model name/);
+  assert.match(await put({ model: "x@sha256:12ab", on: { label: "gpu" } }), /no @digest/);
   assert.match(await put({ model: "x", on: { label: "gpu" }, keep_alive: "10" }), /duration/);
   assert.match(await put("not json{"), /not valid JSON/);
   assert.deepEqual(await (await t.admin("/api/admin/placements")).json(), []);
