@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { displayModelName, normalizeModelName } from "@oc/shared";
-import type { SettingsStore } from "../scheduler/pins.ts";
+import { ModelSettingList, type SettingsStore } from "../scheduler/pins.ts";
 
 const label = z.string().trim().min(1).max(64).regex(
   /^[\w.:\/=-]+$/,
@@ -86,12 +86,10 @@ export class PlacementError extends Error {}
 
 /** The rules, by normalised model name, in the order they were first made. */
 export class PlacementRules {
-  readonly #store?: SettingsStore;
-  #rules = new Map<string, PlacementRule>();
+  readonly #rules: ModelSettingList<PlacementRule>;
 
   constructor(store?: SettingsStore) {
-    this.#store = store;
-    this.reload();
+    this.#rules = new ModelSettingList(KEY, { store, nameOf: (r) => r.model });
   }
 
   /** The setting the rules are kept in. */
@@ -99,17 +97,12 @@ export class PlacementRules {
 
   /** Reads the rules again from the settings (another coordinator changed them). */
   reload(): void {
-    const raw = this.#store?.setting(KEY);
-    const next = new Map<string, PlacementRule>();
-    for (const r of raw ? JSON.parse(raw) as PlacementRule[] : []) {
-      next.set(normalizeModelName(r.model), r);
-    }
-    this.#rules = next;
+    this.#rules.reload();
   }
 
   /** Every rule. */
   list(): PlacementRule[] {
-    return [...this.#rules.values()];
+    return this.#rules.list();
   }
 
   /** The rule of a model (a normalised name), if any. */
@@ -122,27 +115,16 @@ export class PlacementRules {
    * Throws a {@linkcode PlacementError} for a new rule past {@linkcode MAX_RULES}.
    */
   async set(rule: PlacementRule): Promise<void> {
-    const key = normalizeModelName(rule.model);
-    if (!this.#rules.has(key) && this.#rules.size >= MAX_RULES) {
+    if (!this.#rules.get(normalizeModelName(rule.model)) && this.#rules.size >= MAX_RULES) {
       throw new PlacementError(
         `Cannot add a placement rule for "${rule.model}": there are ${MAX_RULES} already`,
       );
     }
-    const next = new Map(this.#rules);
-    next.set(key, { ...rule, model: displayModelName(rule.model) });
-    await this.#save(next);
+    await this.#rules.put({ ...rule, model: displayModelName(rule.model) });
   }
 
   /** Removes a model's rule; false when there was none. Stored first, like {@linkcode set}. */
-  async remove(model: string): Promise<boolean> {
-    const next = new Map(this.#rules);
-    if (!next.delete(normalizeModelName(model))) return false;
-    await this.#save(next);
-    return true;
-  }
-
-  async #save(next: Map<string, PlacementRule>): Promise<void> {
-    await this.#store?.setSetting(KEY, JSON.stringify([...next.values()]));
-    this.#rules = next;
+  remove(model: string): Promise<boolean> {
+    return this.#rules.remove(model);
   }
 }
