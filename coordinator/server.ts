@@ -71,7 +71,12 @@ async function assemble(
     pins: new ModelPins(security),
     weightOf: (tenant) => security.keyById(tenant)?.limits.weight ?? 1,
   });
-  const quotas = new Quotas({ limitsOf: (tenant) => security.keyById(tenant)?.limits, now });
+  const quotas = new Quotas({
+    limitsOf: (tenant) => security.keyById(tenant)?.limits,
+    // Keys from API_KEYS (`env:…`, see http/access.ts) last as long as the process.
+    active: (tenant) => tenant.startsWith("env:") || security.keyById(tenant) !== undefined,
+    now,
+  });
   scheduler.onTrip = (agent) =>
     registry.recordEvent(
       "circuit_open",

@@ -5,7 +5,7 @@
  * Stored in the settings (like the model pins), so coordinators sharing a store share them.
  */
 import { normalizeModelName } from "@oc/shared";
-import type { SettingsStore } from "../scheduler/pins.ts";
+import { ModelSettingList, type SettingsStore } from "../scheduler/pins.ts";
 
 /** One alias: the name clients use, the model that serves it, whether the lists show it. */
 export interface Alias {
@@ -25,12 +25,14 @@ export class AliasError extends Error {}
 
 /** The aliases, by normalised alias name. */
 export class ModelAliases {
-  readonly #store?: SettingsStore;
-  readonly #aliases = new Map<string, Alias>();
+  readonly #aliases: ModelSettingList<Alias>;
 
   constructor(store?: SettingsStore) {
-    this.#store = store;
-    this.reload();
+    this.#aliases = new ModelSettingList(KEY, {
+      store,
+      nameOf: (a) => a.alias,
+      read: (a) => ({ ...a, listed: a.listed === true }),
+    });
   }
 
   /** The setting the aliases are kept in. */
@@ -38,12 +40,7 @@ export class ModelAliases {
 
   /** Reads the aliases again from the settings (another coordinator changed them). */
   reload(): void {
-    this.#aliases.clear();
-    const raw = this.#store?.setting(KEY);
-    if (!raw) return;
-    for (const a of JSON.parse(raw) as Alias[]) {
-      this.#aliases.set(normalizeModelName(a.alias), { ...a, listed: a.listed === true });
-    }
+    this.#aliases.reload();
   }
 
   /**
@@ -57,7 +54,7 @@ export class ModelAliases {
 
   /** Every alias, in the order they were made. */
   list(): Alias[] {
-    return [...this.#aliases.values()];
+    return this.#aliases.list();
   }
 
   /**
@@ -71,16 +68,16 @@ export class ModelAliases {
     if (key === target) {
       throw new AliasError(`Cannot alias "${alias}" to itself`);
     }
-    if (this.#aliases.has(target)) {
+    if (this.#aliases.get(target)) {
       throw new AliasError(`Cannot alias "${alias}" to "${model}": "${model}" is an alias itself`);
     }
-    const leading = [...this.#aliases.values()].find((a) => normalizeModelName(a.model) === key);
+    const leading = this.list().find((a) => normalizeModelName(a.model) === key);
     if (leading) {
       throw new AliasError(
         `Cannot make "${alias}" an alias: alias "${leading.alias}" leads to it`,
       );
     }
-    if (!this.#aliases.has(key) && this.#aliases.size >= MAX_ALIASES) {
+    if (!this.#aliases.get(key) && this.#aliases.size >= MAX_ALIASES) {
       throw new AliasError(`Cannot add alias "${alias}": there are ${MAX_ALIASES} already`);
     }
     const entry: Alias = {
@@ -88,24 +85,13 @@ export class ModelAliases {
       model: model.trim(),
       listed: options.listed === true,
     };
-    const next = new Map(this.#aliases);
-    next.set(key, entry);
-    await this.#save(next);
+    await this.#aliases.put(entry);
     return entry;
   }
 
   /** Removes an alias; false when there was none. Stored first, like {@linkcode set}. */
-  async remove(alias: string): Promise<boolean> {
-    const next = new Map(this.#aliases);
-    if (!next.delete(normalizeModelName(alias))) return false;
-    await this.#save(next);
-    return true;
-  }
-
-  async #save(next: Map<string, Alias>): Promise<void> {
-    await this.#store?.setSetting(KEY, JSON.stringify([...next.values()]));
-    this.#aliases.clear();
-    for (const [k, v] of next) this.#aliases.set(k, v);
+  remove(alias: string): Promise<boolean> {
+    return this.#aliases.remove(alias);
   }
 }
 

@@ -73,6 +73,8 @@ export interface Plan {
 }
 
 const GB = 1e9;
+/** Agent names in the reader's order; one collator, as `localeCompare` builds one per call. */
+const byName = new Intl.Collator();
 const fmtGb = (bytes: number) => `${(bytes / GB).toFixed(1)} GB`;
 
 /** `a, b, c` with at most five names, then how many more. */
@@ -89,19 +91,25 @@ export function plan(input: PlanInput): Plan {
   const perAgent = new Map<string, number>();
   for (const p of running) perAgent.set(p.agentId, (perAgent.get(p.agentId) ?? 0) + 1);
   const budget = { fleet: running.length };
-  const sizes = modelSizes(input.agents);
+  // Sizes of the models that rules name or pulls are fetching: only those are ever asked for.
+  const keys = new Set(input.rules.map((r) => normalizeModelName(r.model)));
+  for (const p of running) keys.add(p.key);
+  const sizes = modelSizes(input.agents, keys);
+  const byId = new Map(input.agents.map((a) => [a.id, a]));
   const actions: Action[] = [];
   const rules = input.rules.map((rule) =>
-    planRule(rule, { ...input, sizes, perAgent, budget, actions })
+    planRule(rule, { ...input, sizes, byId, running, perAgent, budget, actions })
   );
   return { rules, actions, running: running.length };
 }
 
-function modelSizes(agents: readonly Agent[]): Map<string, number> {
+/** The largest size an agent reports for each of `keys`. */
+function modelSizes(agents: readonly Agent[], keys: Set<string>): Map<string, number> {
   const sizes = new Map<string, number>();
   for (const a of agents) {
-    for (const [key, size] of a.modelSizes) {
-      if (size > (sizes.get(key) ?? 0)) sizes.set(key, size);
+    for (const key of keys) {
+      const size = a.modelSizes.get(key);
+      if (size !== undefined && size > (sizes.get(key) ?? 0)) sizes.set(key, size);
     }
   }
   return sizes;
@@ -109,14 +117,18 @@ function modelSizes(agents: readonly Agent[]): Map<string, number> {
 
 interface RuleInput extends PlanInput {
   sizes: Map<string, number>;
+  /** The agents by id: every rule looks agents up per cell, and a fleet has a thousand. */
+  byId: Map<string, Agent>;
+  /** The pulls running when the plan began (the tracker's list, read once). */
+  running: PullState[];
   perAgent: Map<string, number>;
   budget: { fleet: number };
   actions: Action[];
 }
 
-function findAgent(agents: readonly Agent[], ref: string): Agent | undefined {
-  return agents.find((a) => a.id === ref) ??
-    agents.find((a) => a.displayName === ref || a.machineName === ref);
+function findAgent(input: RuleInput, ref: string): Agent | undefined {
+  return input.byId.get(ref) ??
+    input.agents.find((a) => a.displayName === ref || a.machineName === ref);
 }
 
 function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
@@ -144,7 +156,7 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
   if (rule.on.agents) {
     targets = [];
     for (const ref of rule.on.agents) {
-      const a = findAgent(agents, ref);
+      const a = findAgent(input, ref);
       if (!a) drift.push(`agent "${ref}" is not registered`);
       else if (excluded(a)) {
         drift.push(`agent "${input.name(a)}" carries the never_on label "${forbidden}"`);
@@ -164,8 +176,9 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
       const holders = eligible.filter((a) => present(a) && alive(a));
       targets = holders;
       if (holders.length < count) {
+        const holding = new Set(holders);
         const candidates = eligible
-          .filter((a) => !holders.includes(a) && a.status === "online")
+          .filter((a) => !holding.has(a) && a.status === "online")
           .sort((a, b) =>
             Number(blocked(a)) - Number(blocked(b)) ||
             (b.metrics?.disk_free ?? Infinity) - (a.metrics?.disk_free ?? Infinity) ||
@@ -192,7 +205,7 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
   const warm = rule.warm ?? 0;
   let warmNow = 0;
   if (warm > 0) warmNow = planWarm(rule, key, warm, [...cells.values()], input);
-  else for (const c of cells.values()) markLoaded(c, agents, key);
+  else for (const c of cells.values()) markLoaded(c, input.byId.get(c.agent_id)!, key);
 
   const list = [...cells.values()];
   const wanted = list.filter((c) => c.wanted);
@@ -211,7 +224,7 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
     unwanted: "",
   };
   for (const [state, who] of byState) {
-    drift.push(`${words[state]} ${names(who.sort((a, b) => a.localeCompare(b)))}`);
+    drift.push(`${words[state]} ${names(who.sort(byName.compare))}`);
   }
   const unwanted = list.filter((c) => c.state === "unwanted");
   if (unwanted.length) {
@@ -235,7 +248,7 @@ function planRule(rule: PlacementRule, input: RuleInput): PlacementRuleStatus {
       unwanted: unwanted.length,
     },
     agents: list.sort((a, b) =>
-      Number(b.wanted) - Number(a.wanted) || a.agent_name.localeCompare(b.agent_name)
+      Number(b.wanted) - Number(a.wanted) || byName.compare(a.agent_name, b.agent_name)
     ),
   };
 }
@@ -250,7 +263,7 @@ function fits(agent: Agent, key: string, input: RuleInput): boolean {
 
 function reserved(agent: Agent, key: string, input: RuleInput): number {
   let bytes = 0;
-  for (const p of input.pulls.running()) {
+  for (const p of input.running) {
     if (p.agentId === agent.id && p.key !== key) bytes += input.sizes.get(p.key) ?? 0;
   }
   return bytes;
@@ -381,8 +394,7 @@ function loadedUntil(agent: Agent, key: string, input: PlanInput): number | unde
   return undefined;
 }
 
-function markLoaded(cell: PlacementCell, agents: readonly Agent[], key: string): void {
-  const agent = agents.find((a) => a.id === cell.agent_id)!;
+function markLoaded(cell: PlacementCell, agent: Agent, key: string): void {
   if (!agent.loadedKeys.has(key)) return;
   cell.loaded = true;
   const m = agent.loadedModels.find((l) => normalizeModelName(l.name) === key);
@@ -397,10 +409,9 @@ function planWarm(
   cells: PlacementCell[],
   input: RuleInput,
 ): number {
-  const { now, agents } = input;
+  const { now, byId } = input;
   const keepAlive = rule.keep_alive ?? DEFAULT_KEEP_ALIVE;
   const ms = keepAliveMs(keepAlive);
-  const byId = new Map(agents.map((a) => [a.id, a]));
   const pool: { agent: Agent; cell: PlacementCell; until?: number }[] = [];
   for (const cell of cells) {
     const agent = byId.get(cell.agent_id)!;

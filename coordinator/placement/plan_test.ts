@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { InstalledModel, LoadedModel } from "@oc/shared";
+import { type InstalledModel, type LoadedModel, normalizeModelName } from "@oc/shared";
 import { Bus } from "../telemetry/bus.ts";
 import { FakeClock, memoryRegistry, registration } from "../testing/app.ts";
 import type { Agent } from "../fleet/registry.ts";
@@ -358,4 +358,51 @@ Deno.test("placement rules - the schema says what is wrong in words", () => {
     PlacementRule.safeParse({ model: "m", on: { count: 2, label: "x" }, warm: 1, keep_alive: "-1" })
       .success,
   );
+});
+
+Deno.test("plan - its work grows with the agents, not with their square", () => {
+  const models = ["a", "b", "c"];
+  let reads = 0;
+  const fleet = (n: number) =>
+    Array.from({ length: n }, (_, i) =>
+      new Proxy({
+        id: `id${i}`,
+        machineName: `m${i}`,
+        displayName: null,
+        labels: ["gpu"],
+        status: "online",
+        modelKeys: new Set(models.map(normalizeModelName)),
+        loadedKeys: new Set(),
+        loadedModels: [],
+        modelSizes: new Map(models.map((m) => [normalizeModelName(m), GB])),
+        metrics: { disk_free: 1000 * GB },
+        registeredAt: i,
+        lastSeen: 0,
+      }, {
+        get(target, prop, receiver) {
+          reads++;
+          return Reflect.get(target, prop, receiver);
+        },
+      }) as unknown as Agent);
+  const readsFor = (agents: Agent[]) => {
+    reads = 0;
+    plan({
+      rules: [
+        PlacementRule.parse({ model: "a", on: { label: "gpu" } }),
+        PlacementRule.parse({ model: "b", on: { count: agents.length }, warm: 2 }),
+        PlacementRule.parse({ model: "c", on: { agents: [`m${agents.length - 1}`] } }),
+      ],
+      agents,
+      now: 0,
+      pulls: { get: () => undefined, running: () => [] },
+      chore: () => undefined,
+      limits: { maxPulls: 2, maxPullsPerAgent: 1 },
+      name: (a) => a.machineName,
+    });
+    return reads;
+  };
+  const small = readsFor(fleet(100));
+  const large = readsFor(fleet(400));
+  // Four times the agents: about four times the reads (sixteen times before agents were indexed).
+  assert.ok(large < small * 6, `${small} reads for 100 agents, ${large} for 400`);
 });

@@ -307,6 +307,9 @@ export class Placement {
           : `Pull of "${state.model}" onto agent "${name}" finished`,
       );
     }
+    // Every coordinator tracks every pull, and only the leader's rounds prune: the others
+    // forget here what no rule needs, or their trackers would keep every pull ever made.
+    this.#prune();
     this.#soon?.();
   }
 

@@ -388,6 +388,30 @@ Deno.test("placement - only the leading coordinator acts; the others still show 
   assert.equal(t.sims.a.stats.requests, before);
 });
 
+Deno.test("placement - a coordinator that does not lead forgets pulls no rule needs", async () => {
+  await using t = await setup();
+  await t.join({ name: "a", labels: ["gpu"] });
+  await t.rule({ model: "qwen3:0.6b", on: { label: "gpu" } });
+  t.placement.activate(false);
+  const id = t.agents.a.id;
+  // Pulls the others started (admins' pulls of any model) end here too, a hundred of them.
+  for (let i = 0; i < 100; i++) {
+    const model = `other-${i}`;
+    t.ctx.bus.publish({ type: "progress", progress: { agent_id: id, model, status: "pulling" } });
+    t.ctx.bus.publish({
+      type: "progress",
+      progress: { agent_id: id, model, status: "error", done: true, error: "refused" },
+    });
+  }
+  // A failed pull of a model with a rule is kept: it shows, with its back-off.
+  t.ctx.bus.publish({
+    type: "progress",
+    progress: { agent_id: id, model: "qwen3:0.6b", status: "error", done: true, error: "no" },
+  });
+  assert.deepEqual(t.placement.pulls.onAgent(id).map((p) => p.model), ["qwen3:0.6b"]);
+  assert.equal(t.cell(await t.status(), "a")!.state, "failed");
+});
+
 Deno.test("placement - a real agent pulls through its command, with progress, and reports its disk", async () => {
   const coordinator = await startCoordinator(testConfig({
     heartbeatInterval: 0.2,

@@ -6,16 +6,18 @@
  */
 import { z } from "zod";
 import { displayModelName, normalizeModelName } from "@oc/shared";
-import type { SettingsStore } from "../scheduler/pins.ts";
+import { ModelSettingList, type SettingsStore } from "../scheduler/pins.ts";
 
 const label = z.string().trim().min(1).max(64).regex(
   /^[\w.:\/=-]+$/,
   "expected a label of letters, digits and . : / = - _",
 );
 
+// No `@digest`: agents list models by name only, so a rule naming a digest would never be met
+// and its model would be pulled again after every successful pull.
 const modelName = z.string().trim().min(1).max(253).regex(
-  /^[\w][\w.\-:/@+]*$/,
-  "expected a model name such as llama3.2 or library/llama3.2:latest",
+  /^[\w][\w.\-:/+]*$/,
+  "expected a model name such as llama3.2 or library/llama3.2:latest (no @digest)",
 );
 
 /** `30m`, `2h`, `600s`, or `-1` (loaded until Ollama needs the memory or restarts). */
@@ -73,14 +75,21 @@ export const PlacementDelete = z.object({ model: modelName }).strict();
 
 const KEY = "placement_rules";
 
+/**
+ * Most rules kept: every round plans each rule over every agent, and every change stores the
+ * whole list, so the list is bounded like the aliases.
+ */
+export const MAX_RULES = 1000;
+
+/** Why a rule cannot be stored. */
+export class PlacementError extends Error {}
+
 /** The rules, by normalised model name, in the order they were first made. */
 export class PlacementRules {
-  readonly #store?: SettingsStore;
-  #rules = new Map<string, PlacementRule>();
+  readonly #rules: ModelSettingList<PlacementRule>;
 
   constructor(store?: SettingsStore) {
-    this.#store = store;
-    this.reload();
+    this.#rules = new ModelSettingList(KEY, { store, nameOf: (r) => r.model });
   }
 
   /** The setting the rules are kept in. */
@@ -88,17 +97,12 @@ export class PlacementRules {
 
   /** Reads the rules again from the settings (another coordinator changed them). */
   reload(): void {
-    const raw = this.#store?.setting(KEY);
-    const next = new Map<string, PlacementRule>();
-    for (const r of raw ? JSON.parse(raw) as PlacementRule[] : []) {
-      next.set(normalizeModelName(r.model), r);
-    }
-    this.#rules = next;
+    this.#rules.reload();
   }
 
   /** Every rule. */
   list(): PlacementRule[] {
-    return [...this.#rules.values()];
+    return this.#rules.list();
   }
 
   /** The rule of a model (a normalised name), if any. */
@@ -106,23 +110,21 @@ export class PlacementRules {
     return this.#rules.get(key);
   }
 
-  /** Adds or replaces a model's rule; stored first (rejects, changing nothing, when it cannot be). */
+  /**
+   * Adds or replaces a model's rule; stored first (rejects, changing nothing, when it cannot be).
+   * Throws a {@linkcode PlacementError} for a new rule past {@linkcode MAX_RULES}.
+   */
   async set(rule: PlacementRule): Promise<void> {
-    const next = new Map(this.#rules);
-    next.set(normalizeModelName(rule.model), { ...rule, model: displayModelName(rule.model) });
-    await this.#save(next);
+    if (!this.#rules.get(normalizeModelName(rule.model)) && this.#rules.size >= MAX_RULES) {
+      throw new PlacementError(
+        `Cannot add a placement rule for "${rule.model}": there are ${MAX_RULES} already`,
+      );
+    }
+    await this.#rules.put({ ...rule, model: displayModelName(rule.model) });
   }
 
   /** Removes a model's rule; false when there was none. Stored first, like {@linkcode set}. */
-  async remove(model: string): Promise<boolean> {
-    const next = new Map(this.#rules);
-    if (!next.delete(normalizeModelName(model))) return false;
-    await this.#save(next);
-    return true;
-  }
-
-  async #save(next: Map<string, PlacementRule>): Promise<void> {
-    await this.#store?.setSetting(KEY, JSON.stringify([...next.values()]));
-    this.#rules = next;
+  remove(model: string): Promise<boolean> {
+    return this.#rules.remove(model);
   }
 }

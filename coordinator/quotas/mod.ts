@@ -59,6 +59,11 @@ export interface QuotasOptions {
   now?: () => number;
   /** Coordinators sharing the limits, this one included (1 on a store of its own). */
   coordinators?: () => number;
+  /**
+   * Whether a key still exists (default: always): a revoked key's counts are dropped once its
+   * requests have ended, so neither memory nor `/metrics` keeps every key there ever was.
+   */
+  active?: (tenant: string) => boolean;
 }
 
 interface KeyState {
@@ -76,17 +81,21 @@ export class Quotas {
   readonly #limitsOf: (tenant: string) => KeyLimits | undefined;
   readonly #now: () => number;
   #coordinators: () => number;
+  readonly #active: (tenant: string) => boolean;
   readonly #keys = new Map<string, KeyState>();
 
   constructor(options: QuotasOptions) {
     this.#limitsOf = options.limitsOf;
     this.#now = options.now ?? Date.now;
     this.#coordinators = options.coordinators ?? (() => 1);
+    this.#active = options.active ?? (() => true);
   }
 
   #state(tenant: string): KeyState {
     let s = this.#keys.get(tenant);
     if (!s) {
+      // Once per key: a good moment to drop the keys revoked since the last one appeared.
+      this.#forgetRevoked();
       s = {
         inFlight: 0,
         requests: new MinuteWindow(),
@@ -196,8 +205,9 @@ export class Quotas {
     return this.#keys.get(tenant)?.inFlight ?? 0;
   }
 
-  /** Every key seen since the start, with its counts. */
+  /** Every key seen since the start and not revoked (or still running requests), with its counts. */
   counts(): Map<string, KeyCounts> {
+    this.#forgetRevoked();
     const now = this.#now();
     const out = new Map<string, KeyCounts>();
     for (const [tenant, s] of this.#keys) {
@@ -211,9 +221,11 @@ export class Quotas {
     return out;
   }
 
-  /** Forgets a revoked key's counts. */
-  forget(tenant: string): void {
-    this.#keys.delete(tenant);
+  /** Drops the counts of revoked keys with nothing in flight. */
+  #forgetRevoked(): void {
+    for (const [tenant, s] of this.#keys) {
+      if (s.inFlight === 0 && !this.#active(tenant)) this.#keys.delete(tenant);
+    }
   }
 }
 

@@ -99,3 +99,19 @@ Deno.test("quotas - limits change at once; with three coordinators each enforces
   ticket(other.admit("k"));
   refusal(other.admit("k"));
 });
+
+Deno.test("quotas - a revoked key's counts are dropped once its requests end", () => {
+  const active = new Set(["k", "other"]);
+  const quotas = new Quotas({
+    limitsOf: (t) => (active.has(t) ? NO_LIMITS : undefined),
+    active: (t) => active.has(t),
+  });
+  const running = ticket(quotas.admit("k"));
+  ticket(quotas.admit("other")).end(5);
+  active.delete("k");
+  active.delete("other");
+  // Revoked: "other" is idle and goes; "k" still has a request running and stays until it ends.
+  assert.deepEqual([...quotas.counts().keys()], ["k"]);
+  running.end(10);
+  assert.deepEqual([...quotas.counts().keys()], []);
+});

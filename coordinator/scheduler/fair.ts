@@ -51,6 +51,8 @@ export class FairShare {
   #vtime = 0;
   /** Each key's virtual finish time. */
   readonly #finish = new Map<string, number>();
+  /** Slots given since idle keys were last swept out of {@linkcode #finish}. */
+  #sinceSweep = 0;
 
   constructor(options: FairOptions = {}) {
     this.#weightOf = options.weightOf ?? (() => 1);
@@ -75,6 +77,24 @@ export class FairShare {
     const start = this.tag(tenant);
     if (start > this.#vtime) this.#vtime = start;
     this.#finish.set(tenant ?? NO_KEY, start + 1 / this.weight(tenant));
+    if (++this.#sinceSweep >= Math.max(64, this.#finish.size)) this.#forgetIdle();
+  }
+
+  /**
+   * Drops keys whose finish time the idle credit already covers: their tag is `vtime - burst`
+   * with or without an entry, and `vtime` only grows, so nothing changes but the map's size
+   * (revoked keys and keys idle for long would otherwise stay forever). A sweep comes after as
+   * many slots as keys are remembered, so it costs O(1) per slot given.
+   */
+  #forgetIdle(): void {
+    this.#sinceSweep = 0;
+    const floor = this.#vtime - this.#burst;
+    for (const [k, finish] of this.#finish) if (finish <= floor) this.#finish.delete(k);
+  }
+
+  /** Keys whose turns are remembered (the others start from the idle credit). */
+  get remembered(): number {
+    return this.#finish.size;
   }
 
   /** `items` in the order they get free slots: by their key's tag, then as they came. */

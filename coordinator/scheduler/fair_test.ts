@@ -151,6 +151,17 @@ Deno.test("fair share - weights give a key more places in a full queue", () => {
   assert.deepEqual(fair.whenFull([], "c", 0), { kind: "full" });
 });
 
+Deno.test("fair share - keys idle past the credit are forgotten, and their turns do not change", () => {
+  const fair = new FairShare({ burst: 8 });
+  // A thousand keys each served once (keys made and revoked over months), then one busy key.
+  for (let i = 0; i < 1000; i++) fair.served(`k${i}`);
+  for (let i = 0; i < 5000; i++) fair.served("busy");
+  assert.ok(fair.remembered < 100, `${fair.remembered} keys remembered`);
+  // An old key comes back with the idle credit, as one never seen does.
+  assert.equal(fair.tag("k1"), fair.tag("never-seen"));
+  assert.ok(fair.tag("k1") < fair.tag("busy"));
+});
+
 /** p95 of `xs` (the value below which 95 % fall). */
 function p95(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

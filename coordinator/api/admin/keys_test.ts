@@ -99,3 +99,16 @@ Deno.test("keys API - usage per key and minute comes from the request log", asyn
   ]);
   assert.equal((await t.admin("/api/keys/usage?range=1y")).status, 400);
 });
+
+Deno.test("keys API - a revoked key's quota counts go with it", async () => {
+  await using t = await testApp();
+  const key = await (await t.admin("/api/keys", { json: { name: "gone" } })).json();
+  const res = await t.request("/api/chat", {
+    json: { model: "m", messages: [] },
+    headers: { authorization: `Bearer ${key.key}` },
+  });
+  await res.body?.cancel();
+  assert.equal(t.ctx.quotas.counts().has(key.id), true);
+  assert.equal((await t.admin(`/api/keys/${key.id}`, { method: "DELETE" })).status, 204);
+  assert.equal(t.ctx.quotas.counts().has(key.id), false);
+});

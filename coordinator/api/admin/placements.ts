@@ -10,7 +10,7 @@ import type { AppContext } from "../../context.ts";
 import { access } from "../../http/access.ts";
 import { json, readJson } from "../../http/json.ts";
 import { MESSAGES } from "../../http/messages.ts";
-import { PlacementDelete, PlacementRule } from "../../placement/rules.ts";
+import { PlacementDelete, PlacementError, PlacementRule } from "../../placement/rules.ts";
 import { describeRule } from "../../dashboard/lib/placement.ts";
 
 /** The placement routes (a management API, for admins). */
@@ -25,7 +25,12 @@ export function placementRoutes(ctx: AppContext): Hono {
   app.put("/api/admin/placements", access.admin, async (c) => {
     const body = await readJson(c.req.raw, PlacementRule);
     if (!body.ok) return body.response;
-    await placement.rules.set(body.data);
+    try {
+      await placement.rules.set(body.data);
+    } catch (e) {
+      if (e instanceof PlacementError) return ollamaError(400, e.message);
+      throw e;
+    }
     registry.recordEvent(
       "placement",
       null,

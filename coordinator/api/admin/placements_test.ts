@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { registration, testApp } from "../../testing/app.ts";
-import { PlacementRules } from "../../placement/rules.ts";
+import { MAX_RULES, PlacementRules } from "../../placement/rules.ts";
 
 Deno.test("placements API - rules are set, replaced, listed, persisted and removed by admins", async () => {
   await using t = await testApp();
@@ -41,6 +41,7 @@ Deno.test("placements API - bad rules are refused with the reason", async () => 
   assert.match(await put({ model: "x", on: {} }), /on needs a label/);
   assert.match(await put({ model: "x", on: { label: "gpu" }, warm: -1 }), /warm/);
   assert.match(await put({ model: "x y", on: { label: "gpu" } }), /model name/);
+  assert.match(await put({ model: "x@sha256:12ab", on: { label: "gpu" } }), /no @digest/);
   assert.match(await put({ model: "x", on: { label: "gpu" }, keep_alive: "10" }), /duration/);
   assert.match(await put("not json{"), /not valid JSON/);
   assert.deepEqual(await (await t.admin("/api/admin/placements")).json(), []);
@@ -90,4 +91,18 @@ Deno.test("placements API - the status shows each agent's state and the drift", 
     ]),
     [["gpu-01", "missing"]],
   );
+});
+
+Deno.test("placements API - past the most rules a new one is a 400; existing ones still change", async () => {
+  await using t = await testApp();
+  for (let i = 0; i < MAX_RULES; i++) {
+    await t.ctx.placement.rules.set({ model: `m${i}`, on: { label: "gpu" } });
+  }
+  const put = (model: string) =>
+    t.admin("/api/admin/placements", { method: "PUT", json: { model, on: { count: 2 } } });
+  const refused = await put("one-more");
+  assert.equal(refused.status, 400);
+  assert.match((await refused.json()).error, /there are 1000 already/);
+  assert.equal((await put("m7")).status, 200);
+  assert.equal(t.ctx.placement.rules.list().length, MAX_RULES);
 });
