@@ -3,7 +3,9 @@
  * the props pages render islands with. Islands import these, never route modules.
  */
 import type { AgentView } from "@oc/shared";
-import type { ApiKeyRecord, KeyUsageRow } from "../store/mod.ts";
+import type { ApiKeyRecord, KeyLimits, KeyUsageRow } from "../store/mod.ts";
+
+export type { KeyLimits };
 import type {
   AgentFigures,
   AgentSeries,

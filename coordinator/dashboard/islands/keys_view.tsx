@@ -5,8 +5,7 @@
  */
 import { Fragment } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import type { KeyRow, KeyUsage, UsageRange } from "../wire.ts";
-import type { KeyLimits } from "../../store/mod.ts";
+import type { KeyLimits, KeyRow, KeyUsage, UsageRange } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { Chart } from "../lib/chart.tsx";
 import { fmtNum } from "../lib/format.ts";
