@@ -13,6 +13,12 @@ import type {
   Series,
   StatsSummary,
 } from "../telemetry/live_stats.ts";
+import type { FleetEvent } from "../telemetry/bus.ts";
+import type { RequestRecord } from "../telemetry/request_log.ts";
+
+export type { AgentFigures, AgentSeries, FleetEvent, Range, RequestRecord, Series };
+/** The windows the live figures are computed over (seconds), for the cards to say so. */
+export { PERCENTILE_WINDOW_S, RATE_WINDOW_S } from "../telemetry/live_stats.ts";
 
 export type {
   PlacementCell,

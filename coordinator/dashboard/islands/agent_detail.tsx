@@ -2,7 +2,7 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { AgentRow, StatsMessage } from "../wire.ts";
-import type { AgentFigures, AgentSeries, Range } from "../../telemetry/live_stats.ts";
+import type { AgentFigures, AgentSeries, Range } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { Chart, ChartsHead, mergeTail } from "../lib/chart.tsx";
 import { fmtBytes, fmtDateTime, fmtMs, fmtNum, fmtPercent } from "../lib/format.ts";

@@ -1,7 +1,7 @@
 /** The agents page: every agent with its health and load, sortable and filterable, live. */
 import { useEffect, useState } from "preact/hooks";
 import type { AgentRow, StatsMessage } from "../wire.ts";
-import type { AgentFigures } from "../../telemetry/live_stats.ts";
+import type { AgentFigures } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { fmtBytes, fmtNum, fmtPercent } from "../lib/format.ts";
 import { applyAgentMessage, listen, tick } from "../lib/live.ts";

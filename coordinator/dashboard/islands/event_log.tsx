@@ -1,6 +1,6 @@
 /** The events: registrations, status changes, drains, pulls, failures, newest first, live. */
 import { useEffect, useState } from "preact/hooks";
-import type { FleetEvent } from "../../telemetry/bus.ts";
+import type { FleetEvent } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { fmtDateTime } from "../lib/format.ts";
 import { listen } from "../lib/live.ts";

@@ -1,12 +1,13 @@
 /** The overview: the fleet's figures now and their charts over 5 minutes or an hour. */
 import { useEffect, useState } from "preact/hooks";
-import type { FleetSummary, StatsMessage } from "../wire.ts";
 import {
+  type FleetSummary,
   PERCENTILE_WINDOW_S,
   type Range,
   RATE_WINDOW_S,
   type Series,
-} from "../../telemetry/live_stats.ts";
+  type StatsMessage,
+} from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { Chart, ChartsHead, mergeTail } from "../lib/chart.tsx";
 import { fmtMs, fmtNum, fmtPct, fmtWindow } from "../lib/format.ts";

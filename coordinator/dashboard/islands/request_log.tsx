@@ -1,7 +1,7 @@
 /** The requests page: the recent request log with filters and exports; new requests appear live. */
 import { Fragment } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import type { RequestRecord } from "../../telemetry/request_log.ts";
+import type { RequestRecord } from "../wire.ts";
 import { api } from "../lib/api.ts";
 import { fmtMs, fmtNum, fmtTime } from "../lib/format.ts";
 import { listen } from "../lib/live.ts";

@@ -5,7 +5,7 @@
  */
 import { useState } from "preact/hooks";
 import { fmtTime } from "./format.ts";
-import type { Range } from "../../telemetry/live_stats.ts";
+import type { Range } from "../wire.ts";
 
 /** One line of a chart. */
 export interface ChartLine {
