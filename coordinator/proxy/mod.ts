@@ -75,6 +75,10 @@ async function acquire(
       tenant: req.tenant,
     });
   } catch (e) {
+    // Refused before any agent was tried: the key's requests per minute do not count it.
+    if (entry.tried.size === 0 && (req.signal.aborted || e instanceof NoAgentError)) {
+      entry.refund();
+    }
     if (req.signal.aborted) {
       entry.write({ status: 499, error: MESSAGES.clientClosedWhileQueued });
       return errorResponse(req.flavor, 499, MESSAGES.clientClosed, req.requestId);

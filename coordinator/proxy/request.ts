@@ -73,6 +73,14 @@ export class LogEntry {
     this.#ticket = ticket;
   }
 
+  /**
+   * Gives the quota admission back: the request was refused before it reached any agent (no
+   * agent, a full queue, the client gone while queued), and refused requests do not count.
+   */
+  refund(): void {
+    this.#ticket?.refund();
+  }
+
   /** Ends the quota admission without a record (the request failed in an unforeseen way). */
   abandon(): void {
     this.#ticket?.end(0);

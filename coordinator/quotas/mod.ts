@@ -27,10 +27,15 @@ export const LIMIT_NAMES: readonly LimitName[] = [
   "queue_share",
 ];
 
-/** An admitted request: end it exactly once with the tokens it used (a second call is ignored). */
+/**
+ * An admitted request: end it exactly once, with the tokens it used, or refund it when it never
+ * reached an agent (a second call of either is ignored).
+ */
 export interface Ticket {
   readonly ok: true;
   end(tokens: number): void;
+  /** Ends it as if it had not been admitted: it leaves the requests-per-minute count too. */
+  refund(): void;
 }
 
 /** A refused request: the client gets 429 with `Retry-After: retryAfter`. */
@@ -74,7 +79,7 @@ interface KeyState {
 }
 
 /** Admission for nothing: a request without a key is never limited. */
-const FREE: Ticket = { ok: true, end() {} };
+const FREE: Ticket = { ok: true, end() {}, refund() {} };
 
 /** See the module documentation. */
 export class Quotas {
@@ -139,13 +144,19 @@ export class Quotas {
     s.inFlight++;
     s.requests.add(now);
     let open = true;
+    const close = () => {
+      if (!open) return false;
+      open = false;
+      s.inFlight = Math.max(0, s.inFlight - 1);
+      return true;
+    };
     return {
       ok: true,
       end: (tokens: number) => {
-        if (!open) return;
-        open = false;
-        s.inFlight = Math.max(0, s.inFlight - 1);
-        if (tokens > 0) s.tokens.add(this.#now(), tokens);
+        if (close() && tokens > 0) s.tokens.add(this.#now(), tokens);
+      },
+      refund: () => {
+        if (close()) s.requests.remove(now);
       },
     };
   }

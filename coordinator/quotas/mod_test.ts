@@ -115,3 +115,19 @@ Deno.test("quotas - a revoked key's counts are dropped once its requests end", (
   running.end(10);
   assert.deepEqual([...quotas.counts().keys()], []);
 });
+
+Deno.test("quotas - a refunded request leaves the window and its slot", () => {
+  const { clock, quotas } = setup({ k: { requests_per_minute: 1, concurrent: 1 } });
+  const first = ticket(quotas.admit("k"));
+  clock.advance(1_500);
+  first.refund();
+  // A refund after the request's own second still takes it out of that second.
+  const second = ticket(quotas.admit("k"));
+  assert.equal(quotas.inFlight("k"), 1);
+  second.refund();
+  second.end(100); // ignored: the ticket is closed
+  assert.equal(quotas.inFlight("k"), 0);
+  assert.equal(quotas.counts().get("k")?.tokensLastMinute, 0);
+  ticket(quotas.admit("k")).end(0);
+  assert.equal(refusal(quotas.admit("k")).limit, "requests_per_minute");
+});

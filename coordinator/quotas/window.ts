@@ -22,6 +22,13 @@ export class MinuteWindow {
     this.#counts[i] += n;
   }
 
+  /** Takes back `n` added at `at` (epoch ms), if that second is still in the window. */
+  remove(at: number, n = 1): void {
+    const second = Math.floor(at / 1000);
+    const i = second % SLOTS;
+    if (this.#seconds[i] === second) this.#counts[i] = Math.max(0, this.#counts[i] - n);
+  }
+
   /** The sum over the last 60 seconds, this one included. */
   total(now: number): number {
     const oldest = Math.floor(now / 1000) - SLOTS + 1;

@@ -159,6 +159,38 @@ Deno.test("quotas - tokens per minute count what answers used; concurrent reques
   await again!.body?.cancel();
 });
 
+Deno.test("quotas - requests refused before any agent do not use up the key's requests per minute", async () => {
+  await using fleet = await startFleet([{ name: "gpu-a" }]);
+  const limited = await createKey(fleet, "limited", { requests_per_minute: 2 });
+  // No agent has this model: 404, three times, and the key keeps both of its requests.
+  for (let i = 0; i < 3; i++) {
+    const missing = await call(fleet, limited.key, "/api/chat", { ...chat, model: "mistral:7b" });
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+  }
+  for (let i = 0; i < 2; i++) {
+    const ok = await call(fleet, limited.key, "/api/chat", chat);
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  }
+  // Anthropic's route refuses the third in Anthropic's shape.
+  const over = await fetch(`${fleet.url}/v1/messages`, {
+    method: "POST",
+    headers: { "x-api-key": limited.key, "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "llama3.2",
+      max_tokens: 8,
+      messages: [{ role: "user", content: "hi" }],
+    }),
+  });
+  assert.equal(over.status, 429);
+  assert.ok(Number(over.headers.get("retry-after")) >= 1);
+  const body = await over.json();
+  assert.equal(body.type, "error");
+  assert.equal(body.error.type, "rate_limit_error");
+  assert.match(body.error.message, /2 requests per minute/);
+});
+
 Deno.test("quotas - a lowered limit applies to the key's next request", async () => {
   await using fleet = await startFleet([{ name: "gpu-a" }]);
   const k = await createKey(fleet, "k");
