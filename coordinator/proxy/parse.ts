@@ -32,6 +32,8 @@ export function routingInfo(
     return "request body must be a JSON object";
   }
   const b = body as Record<string, unknown>;
+  const respelled = respelledField(b);
+  if (respelled) return respelled;
   const field = b.model === undefined || b.model === null ? "name" : "model";
   const raw = b.model ?? (options.flavor === "ollama" ? b.name : undefined);
   if (raw === undefined || raw === null || raw === "") return MESSAGES.modelRequired;
@@ -46,6 +48,27 @@ export function routingInfo(
   const stream = options.streams &&
     (options.flavor === "ollama" ? b.stream !== false : b.stream === true);
   return { model, field, stream, affinity: affinityKey(model, b.messages) };
+}
+
+/** The members routing reads, as Ollama names them. */
+const ROUTED_FIELDS = new Set(["model", "name", "stream"]);
+
+/**
+ * Refuses a routed member spelled another way (`MODEL`, `Stream`, `ſtream`). Ollama's JSON decoder
+ * (Go's) matches member names case-insensitively, the last match winning, so
+ * `{"model":"a","MODEL":"b"}` would be routed as `a` (its pins, its log row) while the agent runs
+ * `b`. Such a body gets a 400 instead; the common case costs a length check per member.
+ */
+function respelledField(b: Record<string, unknown>): string | undefined {
+  for (const key in b) {
+    if (key.length < 4 || key.length > 6 || ROUTED_FIELDS.has(key)) continue;
+    // Go's case folding also takes the long s (ſ) for an s.
+    const folded = key.replaceAll("\u017f", "s").toLowerCase();
+    if (ROUTED_FIELDS.has(folded)) {
+      return `field ${JSON.stringify(key)} would be read as "${folded}": write it in lower case`;
+    }
+  }
+  return undefined;
 }
 
 /**

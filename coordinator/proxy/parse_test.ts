@@ -62,3 +62,28 @@ Deno.test("parse - every turn of a conversation has the same affinity key", () =
   assert.equal(affinityKey("m", [system]), undefined);
   assert.equal(affinityKey("m", "not a list"), undefined);
 });
+
+Deno.test("routingInfo - a routed member spelled another way is refused, as Ollama would read it", () => {
+  for (const flavor of ["ollama", "openai", "anthropic"] as const) {
+    const options = { flavor, streams: true };
+    for (
+      const body of [
+        { model: "a", MODEL: "b" },
+        { Model: "b" },
+        { model: "a", stream: false, Stream: true },
+        { model: "a", "\u017ftream": true },
+      ]
+    ) {
+      const result = routingInfo(bytes(body), options);
+      assert.equal(typeof result, "string", JSON.stringify(body));
+      assert.match(result as string, /would be read as "(model|stream)": write it in lower case/);
+    }
+    // Other members are not looked at; those spelled as Ollama spells them pass.
+    const ok = routingInfo(bytes({ model: "a", stream: true, Options: {}, MESSAGES: [] }), options);
+    assert.equal((ok as { model: string }).model, "a");
+  }
+  assert.match(
+    routingInfo(bytes({ NAME: "b" }), { flavor: "ollama", streams: true }) as string,
+    /"NAME" would be read as "name"/,
+  );
+});
