@@ -307,7 +307,8 @@ const SETTINGS = {
   placementInterval: {
     env: "PLACEMENT_INTERVAL",
     flag: "placement-interval",
-    schema: seconds,
+    // Each round plans every rule over every agent: not more often than once a second.
+    schema: z.coerce.number().min(1).max(86_400),
     default: "10",
     help: "Seconds between two comparisons of the placement rules with the fleet",
   },

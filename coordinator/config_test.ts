@@ -30,6 +30,9 @@ Deno.test("config - a bad value names the setting and the value", () => {
   );
   assert.throws(() => loadConfig(["--nope"], {}), ConfigError);
   assert.throws(() => loadConfig([], { HEALTH_CHECK_INTERVAL: "-1" }), /HEALTH_CHECK_INTERVAL/);
+  // Placement rounds plan every rule over every agent: at most one a second.
+  assert.throws(() => loadConfig([], { PLACEMENT_INTERVAL: "0.01" }), /PLACEMENT_INTERVAL/);
+  assert.equal((loadConfig([], { PLACEMENT_INTERVAL: "1" }) as Config).placementInterval, 1);
 });
 
 Deno.test("config - --help lists every setting", () => {
