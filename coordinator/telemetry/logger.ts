@@ -10,9 +10,11 @@ import { LineWriter } from "./line_writer.ts";
 
 // Standard output and error written behind, never synchronously on a request's way (a line per
 // request would otherwise cost a blocking write each), and never through `console`, which
-// `routeConsole` may replace, so that a logger's lines never loop back through the logger.
-const stdout = new LineWriter(Deno.stdout);
-const stderr = new LineWriter(Deno.stderr);
+// `routeConsole` may replace, so that a logger's lines never loop back through the logger. Lines
+// go out every LOG_DELAY_MS: one write per request cost about 25 µs of CPU per request.
+const LOG_DELAY_MS = 20;
+const stdout = new LineWriter(Deno.stdout, { delayMs: LOG_DELAY_MS });
+const stderr = new LineWriter(Deno.stderr, { delayMs: LOG_DELAY_MS });
 // Lines still queued when the process exits are written before it goes.
 globalThis.addEventListener("unload", () => {
   stdout.flushSync();
