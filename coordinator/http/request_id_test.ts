@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
 import type { AppEnv } from "./env.ts";
-import { requestId } from "./request_id.ts";
+import { newRequestId, requestId } from "./request_id.ts";
 import { testApp } from "../testing/app.ts";
 
 Deno.test("request id - set once by middleware, read as c.var.requestId, on every answer", async () => {
@@ -29,4 +29,14 @@ Deno.test("request id - the app's own answers carry one, errors included; the cl
     await res.body?.cancel();
   }
   await t.close();
+});
+
+Deno.test("request id - a time-ordered UUID (version 7): later ids sort after earlier ones", () => {
+  const ids = [newRequestId(1_700_000_000_000), newRequestId(1_700_000_000_001)];
+  for (const id of ids) {
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  }
+  assert.ok(ids[0] < ids[1]);
+  assert.ok(ids[0].startsWith("018bcfe5-6800-"), ids[0]);
+  assert.notEqual(newRequestId(1), newRequestId(1));
 });

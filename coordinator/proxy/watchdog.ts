@@ -3,7 +3,7 @@
  * every `periodMs` fires the watches past their limit, at most one period late. Restarting a
  * watch is one assignment, where a timer per request and per streamed chunk cost a setTimeout
  * and a clearTimeout each (a few percent of the proxy's CPU at c=32, more with many streams).
- * The sweep runs only while something is watched.
+ * The sweep runs only while something is watched (and one period after).
  *
  * @module
  */
@@ -18,16 +18,36 @@ export interface Watch {
   stop(): void;
 }
 
-interface Entry extends Watch {
+class Entry implements Watch {
   since: number;
-  running: boolean;
-  limitMs: number;
-  onExpire: () => void;
+  running = true;
+
+  constructor(
+    readonly dog: Watchdog,
+    readonly limitMs: number,
+    readonly onExpire: () => void,
+  ) {
+    this.since = dog.now();
+  }
+
+  restart(): void {
+    this.since = this.dog.now();
+    this.running = true;
+  }
+
+  pause(): void {
+    this.running = false;
+  }
+
+  stop(): void {
+    this.dog.entries.delete(this);
+  }
 }
 
 /** Watches time limits; see the module documentation. */
 export class Watchdog {
-  readonly #entries = new Set<Entry>();
+  /** @internal The watched limits (read by their own `stop`). */
+  readonly entries = new Set<Entry>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -38,48 +58,39 @@ export class Watchdog {
 
   /** Calls `onExpire` once the clock has run for `limitMs` without a restart. */
   watch(limitMs: number, onExpire: () => void): Watch {
-    const entries = this.#entries;
-    const now = this.now;
-    const entry: Entry = {
-      since: now(),
-      running: true,
-      limitMs,
-      onExpire,
-      restart() {
-        entry.since = now();
-        entry.running = true;
-      },
-      pause() {
-        entry.running = false;
-      },
-      stop: () => {
-        entries.delete(entry);
-        if (entries.size === 0) this.#idle();
-      },
-    };
-    entries.add(entry);
+    const entry = new Entry(this, limitMs, onExpire);
+    this.entries.add(entry);
     this.#timer ??= setInterval(() => this.sweep(), this.periodMs);
     return entry;
   }
 
-  /** How many watches there are. */
-  get size(): number {
-    return this.#entries.size;
+  /** Whether the sweep timer runs. */
+  get ticking(): boolean {
+    return this.#timer !== undefined;
   }
 
-  /** Fires every watch past its limit (run by the timer; public for tests). */
+  /** How many watches there are. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * Fires every watch past its limit (run by the timer; public for tests). The timer stops here,
+   * at the first sweep that finds nothing watched, rather than when the last watch stops: at
+   * concurrency 1 that would start and clear a timer for every request.
+   */
   sweep(): void {
     const now = this.now();
-    for (const e of this.#entries) {
+    if (this.entries.size === 0) return this.#idle();
+    for (const e of this.entries) {
       if (!e.running || now - e.since < e.limitMs) continue;
-      this.#entries.delete(e);
+      this.entries.delete(e);
       try {
         e.onExpire();
       } catch (error) {
         console.error("A watchdog callback failed:", error);
       }
     }
-    if (this.#entries.size === 0) this.#idle();
   }
 
   #idle() {

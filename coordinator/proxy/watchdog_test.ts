@@ -72,3 +72,16 @@ Deno.test("watchdog - the proxy's period is a tenth of the shortest limit, withi
   assert.equal(watchdogPeriod(300, 120_000), 30);
   assert.equal(watchdogPeriod(50), 10);
 });
+
+Deno.test("watchdog - the timer outlives the last watch until a sweep finds nothing watched", () => {
+  let now = 0;
+  const dog = new Watchdog(10, () => now);
+  dog.watch(100, () => {}).stop();
+  // The next request's watch reuses the timer instead of starting one of its own.
+  assert.equal(dog.ticking, true);
+  const next = dog.watch(100, () => {});
+  next.stop();
+  now = 10;
+  dog.sweep();
+  assert.equal(dog.ticking, false);
+});

@@ -86,10 +86,11 @@ export class WriteBehind<T, R = T> {
       }
       this.dropped += excess;
     }
-    // A write in progress goes on with the rows that came meanwhile; a store that is failing is
-    // tried again on the retry timer, not once per row that arrives.
+    // A write in progress goes on with full batches of the rows that came meanwhile (the rest
+    // waits for the timer); a store that is failing is tried again on the retry timer, not once
+    // per row that arrives.
     if (this.#pending.length >= this.#o.batchSize && !this.#failing && !this.#writing) {
-      void this.flush();
+      void this.#flush(false);
     } else this.#schedule(this.#failing ? this.#o.retryMs : this.#o.delayMs);
   }
 
@@ -97,7 +98,7 @@ export class WriteBehind<T, R = T> {
     if (this.#timer !== undefined || this.#closed) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      void this.flush();
+      void this.#flush(false);
     }, ms);
   }
 
@@ -107,22 +108,42 @@ export class WriteBehind<T, R = T> {
    * asked for during a write share one run after it, however many they are.
    */
   flush(): Promise<void> {
+    return this.#flush(true);
+  }
+
+  /** `all`: write until the buffer is empty; else see {@linkcode WriteBehind.#run}. */
+  #flush(all: boolean): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#writing) {
+      if (!all) {
+        // The write in progress goes on with full batches; the rest is for the timer.
+        this.#schedule(this.#o.delayMs);
+        return this.#writing;
+      }
       this.#next ??= this.#writing.then(() => {
         this.#next = undefined;
         return this.flush();
       });
       return this.#next;
     }
-    const settled = this.#run().finally(() => this.#writing = undefined);
+    const settled = this.#run(all).finally(() => this.#writing = undefined);
     this.#writing = settled;
     return settled;
   }
 
-  async #run(): Promise<void> {
-    while (this.#pending.length > 0) {
+  /**
+   * Writes batches: with `all`, until the buffer is empty; else (the timer, a full batch) the
+   * rows waiting when it starts, then only full batches. Rows that come during a write and fill
+   * no batch wait for the timer: written at once, a steady stream went out in one small batch
+   * per round trip to the store (about 40 rows at 1,200 requests/s) instead of full ones.
+   */
+  async #run(all: boolean): Promise<void> {
+    let owed = this.#pending.length;
+    while (
+      this.#pending.length > 0 &&
+      (all || owed > 0 || this.#pending.length >= this.#o.batchSize)
+    ) {
       const batch = this.#pending.slice(0, this.#o.batchSize);
       let rows: R[];
       try {
@@ -140,6 +161,7 @@ export class WriteBehind<T, R = T> {
       const dropped = this.#pending.indexOf(batch[batch.length - 1]) + 1;
       this.#pending.splice(0, dropped);
       this.written += batch.length;
+      owed -= batch.length;
       if (this.#failing) {
         this.#failing = false;
         this.#o.log(`The ${this.#o.what} is written again`);
@@ -156,6 +178,7 @@ export class WriteBehind<T, R = T> {
       }
       this.#o.onWritten?.(rows);
     }
+    if (this.#pending.length > 0) this.#schedule(this.#o.delayMs);
   }
 
   /** Writes what is buffered and takes no more rows. */

@@ -145,3 +145,36 @@ Deno.test("write behind - a full buffer says when it starts dropping rows and ho
   ]);
   await buffer.close();
 });
+
+Deno.test("write behind - rows that come during a write wait for a full batch or the timer", async () => {
+  const batches: number[][] = [];
+  let release = () => {};
+  const wb = new WriteBehind<number, number>({
+    what: "test rows",
+    write: (batch) => {
+      batches.push([...batch]);
+      return new Promise((resolve) => release = () => resolve(batch));
+    },
+    delayMs: 3_600_000,
+    batchSize: 3,
+  });
+  for (let i = 0; i < 3; i++) wb.add(i);
+  // The full batch is being written; two rows come meanwhile.
+  wb.add(3);
+  wb.add(4);
+  release();
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  // Not written in a small batch of their own as soon as the store answered.
+  assert.deepEqual(batches, [[0, 1, 2]]);
+  assert.equal(wb.buffered, 2);
+  wb.add(5);
+  assert.deepEqual(batches, [[0, 1, 2], [3, 4, 5]]);
+  release();
+  wb.add(6);
+  const flushed = wb.flush();
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  release();
+  await flushed;
+  assert.deepEqual(batches, [[0, 1, 2], [3, 4, 5], [6]]);
+  await wb.close();
+});

@@ -1,6 +1,8 @@
 /**
  * Log lines written behind: lines are queued and written to the stream in batches, one write
- * per turn of the event loop however many lines came in it, and never synchronously. A request
+ * per turn of the event loop however many lines came in it (or, with `delayMs`, per that many
+ * milliseconds: a write to standard output costs about as much CPU as a small proxied request, so
+ * one per request would be a large share of the proxy's cost), and never synchronously. A request
  * therefore never waits for its log line, and a stream that stops taking data (a full pipe, a
  * stuck terminal) costs a bounded buffer, whose overflow is dropped and counted, instead of
  * stalling the coordinator. What is queued when the process exits is written synchronously.
@@ -21,13 +23,17 @@ export class LineWriter {
   #queue: string[] = [];
   #chars = 0;
   #writing: Promise<void> | undefined;
+  readonly #delayMs: number;
+  /** Ends the wait of a drain that waits for `delayMs` (a flush does not wait for it). */
+  #wake: (() => void) | undefined;
   /** Lines dropped because the sink did not keep up. */
   dropped = 0;
   #droppedSeen = 0;
 
-  constructor(sink: LineSink, options: { maxChars?: number } = {}) {
+  constructor(sink: LineSink, options: { maxChars?: number; delayMs?: number } = {}) {
     this.#sink = sink;
     this.#maxChars = options.maxChars ?? 4 * 1024 * 1024;
+    this.#delayMs = options.delayMs ?? 0;
   }
 
   /** Queues one line (without its newline). */
@@ -42,8 +48,9 @@ export class LineWriter {
   }
 
   async #drain(): Promise<void> {
-    // Lines written in the same turn of the event loop go out together.
-    await Promise.resolve();
+    // Lines written in the same turn of the event loop (or within `delayMs`) go out together.
+    if (this.#delayMs > 0) await this.#wait();
+    else await Promise.resolve();
     try {
       while (this.#queue.length > 0) {
         if (this.dropped > this.#droppedSeen) {
@@ -67,8 +74,25 @@ export class LineWriter {
     }
   }
 
+  /**
+   * Waits `delayMs`, or until a flush. The timer does not keep the process alive: what is queued
+   * at exit is written by {@linkcode flushSync}.
+   */
+  #wait(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), this.#delayMs);
+      Deno.unrefTimer(timer);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
+  }
+
   /** Resolves once every queued line was written. */
   async flush(): Promise<void> {
+    this.#wake?.();
     while (this.#writing) await this.#writing;
   }
 

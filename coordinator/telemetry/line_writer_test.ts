@@ -63,3 +63,15 @@ Deno.test("line writer - what is queued at exit is written synchronously", () =>
   w.flushSync();
   assert.deepEqual(s.writes, ["last words\n"]);
 });
+
+Deno.test("line writer - with a delay, lines until it passes go out in one write; a flush does not wait", async () => {
+  const s = sink();
+  const w = new LineWriter(s, { delayMs: 60_000 });
+  w.write("a");
+  await new Promise((r) => setTimeout(r, 0));
+  w.write("b");
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(s.writes, []);
+  await w.flush();
+  assert.deepEqual(s.writes, ["a\nb\n"]);
+});

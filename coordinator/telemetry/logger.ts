@@ -10,9 +10,11 @@ import { LineWriter } from "./line_writer.ts";
 
 // Standard output and error written behind, never synchronously on a request's way (a line per
 // request would otherwise cost a blocking write each), and never through `console`, which
-// `routeConsole` may replace, so that a logger's lines never loop back through the logger.
-const stdout = new LineWriter(Deno.stdout);
-const stderr = new LineWriter(Deno.stderr);
+// `routeConsole` may replace, so that a logger's lines never loop back through the logger. Lines
+// go out every LOG_DELAY_MS: one write per request cost about 25 µs of CPU per request.
+const LOG_DELAY_MS = 20;
+const stdout = new LineWriter(Deno.stdout, { delayMs: LOG_DELAY_MS });
+const stderr = new LineWriter(Deno.stderr, { delayMs: LOG_DELAY_MS });
 // Lines still queued when the process exits are written before it goes.
 globalThis.addEventListener("unload", () => {
   stdout.flushSync();
@@ -42,6 +44,9 @@ export async function flushLogs(): Promise<void> {
  */
 // deno-lint-ignore no-control-regex
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+/** The same, to test for (a global expression's `test` keeps state between calls). */
+// deno-lint-ignore no-control-regex
+const HAS_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 /** Those of them that JSON.stringify leaves as they are. */
 const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029]/g;
 // deno-lint-ignore no-control-regex
@@ -55,11 +60,12 @@ function escapeChar(ch: string): string {
 
 /** `s` with every unsafe character written as an escape (`\n`, `\u001b`). */
 function escapeControl(s: string): string {
-  return s.replace(UNSAFE, escapeChar);
+  return HAS_UNSAFE.test(s) ? s.replace(UNSAFE, escapeChar) : s;
 }
 
 /** A field's value in a text line: bare when it is one plain word, else quoted and escaped. */
 function textValue(v: unknown): string {
+  if (typeof v === "number") return String(v);
   const s = String(v);
   if (!NEEDS_QUOTES.test(s)) return s;
   return JSON.stringify(s).replace(UNSAFE_IN_JSON, escapeChar);
@@ -69,6 +75,14 @@ function textValue(v: unknown): string {
 export const LEVELS = ["debug", "info", "warn", "error"] as const;
 /** A log level. */
 export type Level = typeof LEVELS[number];
+
+/** Each level as a text line shows it, padded to one width. */
+const LABELS: Record<Level, string> = {
+  debug: "DEBUG",
+  info: "INFO ",
+  warn: "WARN ",
+  error: "ERROR",
+};
 
 /** A structured logger writing one line per entry. */
 export class Logger {
@@ -100,14 +114,13 @@ export class Logger {
       );
       return;
     }
-    const parts = Object.entries(fields)
-      .filter(([, v]) => v !== null && v !== undefined && v !== "")
-      .map(([k, v]) => `${escapeControl(k)}=${textValue(v)}`);
-    this.#write(
-      `${time} ${level.toUpperCase().padEnd(5)} ${escapeControl(msg)}${
-        parts.length ? " " + parts.join(" ") : ""
-      }`,
-    );
+    // Built by hand, without intermediate arrays: it runs once per proxied request.
+    let line = `${time} ${LABELS[level]} ${escapeControl(msg)}`;
+    for (const k in fields) {
+      const v = fields[k];
+      if (v !== null && v !== undefined && v !== "") line += ` ${escapeControl(k)}=${textValue(v)}`;
+    }
+    this.#write(line);
   }
 
   debug(msg: string, fields?: Record<string, unknown>): void {
