@@ -4,6 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { AgentRow, StatsMessage } from "../wire.ts";
 import type { AgentFigures, AgentSeries, Range } from "../wire.ts";
 import { api } from "../lib/api.ts";
+import { useAction } from "../lib/action.ts";
 import { Chart, ChartsHead, mergeTail } from "../lib/chart.tsx";
 import { fmtBytes, fmtDateTime, fmtMs, fmtNum, fmtPercent } from "../lib/format.ts";
 import { listen, tick } from "../lib/live.ts";
@@ -46,8 +47,7 @@ export default function AgentDetail(props: AgentDetailProps) {
   const [removed, setRemoved] = useState(false);
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState({ display_name: "", labels: "", weight: "1" });
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run: act } = useAction();
   const range = series.range;
 
   useEffect(() => {
@@ -88,19 +88,6 @@ export default function AgentDetail(props: AgentDetailProps) {
     });
   }, []);
 
-  const act = async (fn: () => Promise<unknown>): Promise<boolean> => {
-    setBusy(true);
-    setError("");
-    try {
-      await fn();
-      return true;
-    } catch (e) {
-      setError((e as Error).message);
-      return false;
-    } finally {
-      setBusy(false);
-    }
-  };
   const patch = (body: Record<string, unknown>) =>
     act(async () => {
       const view = await api<AgentRow>(`/api/agents/${id}`, { method: "PATCH", json: body });

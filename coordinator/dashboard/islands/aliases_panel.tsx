@@ -5,6 +5,7 @@
 import { useState } from "preact/hooks";
 import type { AliasView } from "../wire.ts";
 import { api } from "../lib/api.ts";
+import { useAction } from "../lib/action.ts";
 
 /** Props of the aliases panel. */
 export interface AliasesPanelProps {
@@ -19,22 +20,10 @@ export default function AliasesPanel(props: AliasesPanelProps) {
   const [alias, setAlias] = useState("");
   const [model, setModel] = useState("");
   const [listed, setListed] = useState(false);
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
 
-  const call = async (method: "PUT" | "DELETE", json: unknown) => {
-    setError("");
-    setBusy(true);
-    try {
-      setAliases(await api<AliasView[]>("/api/admin/aliases", { method, json }));
-      return true;
-    } catch (err) {
-      setError((err as Error).message);
-      return false;
-    } finally {
-      setBusy(false);
-    }
-  };
+  const call = (method: "PUT" | "DELETE", json: unknown) =>
+    run(async () => setAliases(await api<AliasView[]>("/api/admin/aliases", { method, json })));
 
   const submit = async (e: Event) => {
     e.preventDefault();

@@ -7,6 +7,7 @@ import { Fragment } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { KeyLimits, KeyRow, KeyUsage, UsageRange } from "../wire.ts";
 import { api } from "../lib/api.ts";
+import { useAction } from "../lib/action.ts";
 import { Chart } from "../lib/chart.tsx";
 import { fmtNum } from "../lib/format.ts";
 import { listen, tick } from "../lib/live.ts";
@@ -163,8 +164,7 @@ export default function KeysView(props: KeysViewProps) {
   const [draft, setDraft] = useState(EMPTY_DRAFT);
   const [created, setCreated] = useState<{ name: string; key: string } | null>(null);
   const [editing, setEditing] = useState<{ id: string; draft: LimitsDraft } | null>(null);
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run: act } = useAction();
   const range = usage.range;
 
   useEffect(() => {
@@ -196,20 +196,6 @@ export default function KeysView(props: KeysViewProps) {
       stop();
     };
   }, [range]);
-
-  const act = async (fn: () => Promise<void>): Promise<boolean> => {
-    setBusy(true);
-    setError("");
-    try {
-      await fn();
-      return true;
-    } catch (e) {
-      setError((e as Error).message);
-      return false;
-    } finally {
-      setBusy(false);
-    }
-  };
 
   const create = (e: Event) => {
     e.preventDefault();

@@ -12,6 +12,7 @@ import type {
   PlacementStatus,
 } from "../wire.ts";
 import { api } from "../lib/api.ts";
+import { useAction } from "../lib/action.ts";
 import { fmtBytes, fmtDateTime } from "../lib/format.ts";
 import { listen, now, tick } from "../lib/live.ts";
 import {
@@ -191,8 +192,7 @@ function RuleEditor(
     onSaved: () => void;
   },
 ) {
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
   const field = (name: keyof RuleForm) => ({
     value: form[name],
     onInput: (e: Event) => setForm({ ...form, [name]: (e.target as HTMLInputElement).value }),
@@ -202,16 +202,11 @@ function RuleEditor(
     setError("");
     const parsed = ruleFromForm(form);
     if ("error" in parsed) return setError(parsed.error);
-    setBusy(true);
-    try {
+    await run(async () => {
       await api("/api/admin/placements", { method: "PUT", json: parsed.rule });
       setForm(EMPTY_FORM);
       onSaved();
-    } catch (err) {
-      setError((err as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   const where = (w: RuleForm["where"], text: string) => (
     <button

@@ -5,6 +5,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { PullProgress } from "../wire.ts";
 import { api } from "../lib/api.ts";
+import { useAction } from "../lib/action.ts";
 import { fmtBytes } from "../lib/format.ts";
 import { listen } from "../lib/live.ts";
 import { agentName } from "../lib/models.ts";
@@ -60,8 +61,7 @@ export default function PullPanel(props: PullPanelProps) {
   const [chosen, setChosen] = useState<string[] | "all">(
     props.agents.length === 1 ? [props.agents[0].id] : "all",
   );
-  const [error, setError] = useState("");
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
   const [agents, setAgents] = useState(props.agents);
   const single = props.agents.length === 1;
   /** On an agent's page only its pulls show; on the models page every pull does. */
@@ -101,8 +101,7 @@ export default function PullPanel(props: PullPanelProps) {
     setError("");
     if (!model.trim()) return setError("Name a model to pull, e.g. llama3.2");
     if (chosen !== "all" && chosen.length === 0) return setError("Choose at least one agent");
-    setBusy(true);
-    try {
+    await run(async () => {
       const res = await api<{ pulls: { id: string; agent_id: string }[] }>("/api/models/pull", {
         json: { model: model.trim(), agents: chosen },
       });
@@ -119,11 +118,7 @@ export default function PullPanel(props: PullPanelProps) {
         )
       );
       setModel("");
-    } catch (err) {
-      setError((err as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   const toggle = (id: string, on: boolean) => {
