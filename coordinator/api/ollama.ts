@@ -14,7 +14,8 @@ import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
 import { readLines } from "../proxy/lines.ts";
 import { errorResponse, type Flavor } from "../http/errors.ts";
-import { access, clientTenant } from "../http/access.ts";
+import { access } from "../http/access.ts";
+import { laneHandler } from "../http/fast_lane.ts";
 import { AGENT_HEADER, agentHeaderValue, pinOf } from "../http/agent_header.ts";
 import { HOP_HEADER, nextHops } from "../http/loop.ts";
 import { MESSAGES } from "../http/messages.ts";
@@ -61,9 +62,7 @@ export function inferenceHandler(
   },
 ) {
   const { flavor } = options;
-  return async (c: Context<AppEnv>): Promise<Response> => {
-    const req = c.req.raw;
-    const requestId = c.var.requestId;
+  return laneHandler(async (req, { requestId, tenant }) => {
     const bytes = await bodyOf(req, { limit: INFERENCE_BODY_LIMIT, flavor, requestId });
     if (bytes instanceof Response) return bytes;
     const info = routingInfo(bytes, { flavor, streams: options.streams });
@@ -90,9 +89,9 @@ export function inferenceHandler(
       signal: req.signal,
       affinity: info.affinity,
       agentId: pinned?.id,
-      tenant: clientTenant(c),
+      tenant,
     });
-  };
+  });
 }
 
 function online(ctx: AppContext): Agent[] {
