@@ -72,11 +72,10 @@ export function inferenceHandler(
     if (pin !== undefined && pin !== "all" && !pinned) {
       return errorResponse(flavor, 404, MESSAGES.unknownAgent, requestId);
     }
-    const url = new URL(req.url);
     const alias = options.aliases?.resolve(info.model);
     return proxyInference(deps, {
       route: options.route,
-      upstreamPath: (options.upstreamPath ?? url.pathname) + url.search,
+      upstreamPath: upstreamPathOf(req.url, options.upstreamPath),
       method: req.method,
       headers: req.headers,
       body: alias ? replaceMember(bytes, info.field, alias.model) : bytes,
@@ -92,6 +91,18 @@ export function inferenceHandler(
       tenant,
     });
   });
+}
+
+/**
+ * The path and query a request goes upstream with: its own (a URL's path starts at the first `/`
+ * after the scheme's `//`), or `path` instead of its path.
+ */
+export function upstreamPathOf(url: string, path?: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start === -1) return path ?? "/";
+  if (path === undefined) return url.slice(start);
+  const query = url.indexOf("?", start);
+  return query === -1 ? path : path + url.slice(query);
 }
 
 function online(ctx: AppContext): Agent[] {
