@@ -14,7 +14,8 @@ import { INFERENCE_BODY_LIMIT, routingInfo } from "../proxy/parse.ts";
 import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
 import { readLines } from "../proxy/lines.ts";
 import { errorResponse, type Flavor } from "../http/errors.ts";
-import { access, clientTenant } from "../http/access.ts";
+import { access } from "../http/access.ts";
+import { laneHandler } from "../http/fast_lane.ts";
 import { AGENT_HEADER, agentHeaderValue, pinOf } from "../http/agent_header.ts";
 import { HOP_HEADER, nextHops } from "../http/loop.ts";
 import { MESSAGES } from "../http/messages.ts";
@@ -61,9 +62,7 @@ export function inferenceHandler(
   },
 ) {
   const { flavor } = options;
-  return async (c: Context<AppEnv>): Promise<Response> => {
-    const req = c.req.raw;
-    const requestId = c.var.requestId;
+  return laneHandler(async (req, { requestId, tenant }) => {
     const bytes = await bodyOf(req, { limit: INFERENCE_BODY_LIMIT, flavor, requestId });
     if (bytes instanceof Response) return bytes;
     const info = routingInfo(bytes, { flavor, streams: options.streams });
@@ -73,11 +72,10 @@ export function inferenceHandler(
     if (pin !== undefined && pin !== "all" && !pinned) {
       return errorResponse(flavor, 404, MESSAGES.unknownAgent, requestId);
     }
-    const url = new URL(req.url);
     const alias = options.aliases?.resolve(info.model);
     return proxyInference(deps, {
       route: options.route,
-      upstreamPath: (options.upstreamPath ?? url.pathname) + url.search,
+      upstreamPath: upstreamPathOf(req.url, options.upstreamPath),
       method: req.method,
       headers: req.headers,
       body: alias ? replaceMember(bytes, info.field, alias.model) : bytes,
@@ -90,9 +88,21 @@ export function inferenceHandler(
       signal: req.signal,
       affinity: info.affinity,
       agentId: pinned?.id,
-      tenant: clientTenant(c),
+      tenant,
     });
-  };
+  });
+}
+
+/**
+ * The path and query a request goes upstream with: its own (a URL's path starts at the first `/`
+ * after the scheme's `//`), or `path` instead of its path.
+ */
+export function upstreamPathOf(url: string, path?: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start === -1) return path ?? "/";
+  if (path === undefined) return url.slice(start);
+  const query = url.indexOf("?", start);
+  return query === -1 ? path : path + url.slice(query);
 }
 
 function online(ctx: AppContext): Agent[] {

@@ -166,11 +166,28 @@ function under(path: string, prefix: string): boolean {
 }
 
 /**
+ * The check of the `client` class: the id of the client key a request carries (`env:…` for a key
+ * from API_KEYS), undefined while no key exists (the API is open), null when the key is missing
+ * or wrong. A key's use is noted as it is checked.
+ */
+export function clientAccess(ctx: AppContext): (req: Request) => string | undefined | null {
+  const envKeys = new Set(ctx.config.apiKeys.map(sha256));
+  return (req) => {
+    if (envKeys.size === 0 && !ctx.security.hasClientKeys()) return undefined;
+    const token = clientKey(req);
+    if (token === null) return null;
+    const hash = sha256(token);
+    if (envKeys.has(hash)) return `env:${hash.slice(0, 12)}`;
+    return ctx.security.useKey(token)?.id ?? null;
+  };
+}
+
+/**
  * The middleware that applies the check the reached route declares, and answers 404 for a
  * request that reaches no declared route. Mount it last among the app-wide middleware.
  */
 export function accessControl(ctx: AppContext): MiddlewareHandler<AppEnv> {
-  const envKeys = new Set(ctx.config.apiKeys.map(sha256));
+  const tenantOf = clientAccess(ctx);
   const tokenFailures = new FailureLimit({ ...AGENT_TOKEN_LIMITS, now: ctx.now });
   const resolve = (declared: Access): Access => {
     if (declared === "model_management") {
@@ -242,26 +259,14 @@ export function accessControl(ctx: AppContext): MiddlewareHandler<AppEnv> {
         break;
       }
       case "client": {
-        if (envKeys.size === 0 && !ctx.security.hasClientKeys()) break;
-        const token = clientKey(c.req.raw);
-        const hash = token === null ? "" : sha256(token);
-        const tenant = token === null
-          ? undefined
-          : envKeys.has(hash)
-          ? `env:${hash.slice(0, 12)}`
-          : ctx.security.useKey(token)?.id;
-        if (tenant === undefined) {
+        const tenant = tenantOf(c.req.raw);
+        if (tenant === null) {
           return unauthorized(flavorOfPath(path), MESSAGES.apiKeyRequired, c.var.requestId);
         }
-        c.set("tenant", tenant);
+        if (tenant !== undefined) c.set("tenant", tenant);
         break;
       }
     }
     await next();
   };
-}
-
-/** The API key a client request came with (set by {@linkcode accessControl} when keys are on). */
-export function clientTenant(c: Context<AppEnv>): string | undefined {
-  return c.var.tenant;
 }

@@ -18,8 +18,9 @@ import { placementRoutes } from "../api/admin/placements.ts";
 import { dashboardRoutes, favicon, staticRoutes } from "../dashboard/pages.tsx";
 import { authRoutes } from "../api/admin/auth.tsx";
 import { keyRoutes } from "../api/admin/keys.ts";
-import { access, accessControl } from "./access.ts";
-import { errorFor } from "./errors.ts";
+import { access, accessControl, clientAccess } from "./access.ts";
+import { errorFor, errorResponse, flavorOfPath } from "./errors.ts";
+import { installFastLane } from "./fast_lane.ts";
 import type { AppEnv } from "./env.ts";
 import { apiCors, pageHeaders } from "./headers.ts";
 import { hostCheck, hostPolicy } from "./hosts.ts";
@@ -27,22 +28,19 @@ import { loopGuard } from "./loop.ts";
 import { MESSAGES } from "./messages.ts";
 import { CLIENT_REQUEST_ID_HEADER, clientRequestId, requestId } from "./request_id.ts";
 
-/** Builds the coordinator's HTTP application. */
-export function createApp(ctx: AppContext): Hono<AppEnv> {
+/**
+ * Builds the coordinator's HTTP application; `fastLane: false` leaves out the inference fast lane
+ * (`fast_lane.ts`), for tests that hold the two paths side by side.
+ */
+export function createApp(
+  ctx: AppContext,
+  options: { fastLane?: boolean } = {},
+): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const deps = ctx;
   const hosts = hostPolicy(ctx.config);
 
-  app.onError((err, c) => {
-    // A change the database could not take: nothing changed, the client may try again.
-    if (err instanceof StoreError && err.unavailable) {
-      console.error(`${c.req.method} ${c.req.path}: ${err.message}`);
-      const headers = { "retry-after": "5" };
-      return errorFor(c, 503, STORE_UNAVAILABLE, headers);
-    }
-    console.error(`Unhandled error on ${c.req.method} ${c.req.path}:`, err);
-    return errorFor(c, 500, MESSAGES.internal);
-  });
+  app.onError((err, c) => failure(err, c.req.raw, c.get("requestId")));
 
   // Cross-cutting, in order: the request id (ours on every answer; the client's own echoed),
   // loops (before access control: a request that came back here carries no credentials), the host
@@ -105,5 +103,23 @@ export function createApp(ctx: AppContext): Hono<AppEnv> {
         headers: { "content-type": "text/plain" },
       })
   );
+  // Last, once every route is mounted: plain API clients' inference skips the chain above.
+  if (options.fastLane !== false) {
+    installFastLane(app, { hosts, tenantOf: clientAccess(ctx), onError: failure });
+  }
   return app;
+}
+
+/** The answer to a handler that threw. */
+function failure(err: unknown, req: Request, requestId?: string): Response {
+  const path = new URL(req.url).pathname;
+  const flavor = flavorOfPath(path);
+  // A change the database could not take: nothing changed, the client may try again.
+  if (err instanceof StoreError && err.unavailable) {
+    console.error(`${req.method} ${path}: ${err.message}`);
+    const headers = { "retry-after": "5" };
+    return errorResponse(flavor, 503, STORE_UNAVAILABLE, requestId, headers);
+  }
+  console.error(`Unhandled error on ${req.method} ${path}:`, err);
+  return errorResponse(flavor, 500, MESSAGES.internal, requestId);
 }

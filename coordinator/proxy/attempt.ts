@@ -134,7 +134,7 @@ class Attempt {
   }
 
   /** A non-streaming answer (or an error), read whole and sent with its length. */
-  async #buffered(res: UpstreamResponse, headers: Headers): Promise<Response> {
+  async #buffered(res: UpstreamResponse, headers: [string, string][]): Promise<Response> {
     let bytes: Uint8Array<ArrayBuffer>;
     try {
       bytes = await res.readAll(ANSWER_LIMIT);
@@ -158,7 +158,7 @@ class Attempt {
       ...usageFields(usage, outcome),
       error: ok ? null : upstreamMessage(new TextDecoder().decode(bytes)) ?? `HTTP ${res.status}`,
     });
-    headers.set("content-length", String(bytes.byteLength));
+    headers.push(["content-length", String(bytes.byteLength)]);
     return new Response(bytes, { status: res.status, headers });
   }
 
@@ -179,7 +179,7 @@ class Attempt {
   }
 
   /** A stream: the first chunk is awaited (a failure before it can still be retried), then relayed. */
-  async #streamed(res: UpstreamResponse, headers: Headers): Promise<Response> {
+  async #streamed(res: UpstreamResponse, headers: [string, string][]): Promise<Response> {
     let first: Uint8Array | null;
     try {
       first = await res.read();

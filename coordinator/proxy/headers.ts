@@ -53,12 +53,13 @@ function passes(name: string, named: Set<string> | undefined): boolean {
 
 /**
  * The head of a proxied answer: the agent's headers that may reach the client (names in lower
- * case), then which agent served it, by name, and the request id.
+ * case), then which agent served it, by name, and the request id. Pairs rather than `Headers`:
+ * a `Response` takes them as they are, where a `Headers` is sorted again to be read.
  */
 export function clientResponseHeaders(
   upstream: Iterable<[string, string]>,
   options: { agentName: string; requestId: string },
-): Headers {
+): [string, string][] {
   const pairs = [...upstream];
   // Headers the agent's Connection header names are hop-by-hop too (rare: only then a set).
   let named: Set<string> | undefined;
@@ -67,11 +68,14 @@ export function clientResponseHeaders(
     named ??= new Set();
     for (const token of value.split(",")) named.add(token.trim().toLowerCase());
   }
-  const h = new Headers();
-  for (const [name, value] of pairs) {
-    if (passes(name, named)) h.append(name, value);
+  const out: [string, string][] = [];
+  for (const pair of pairs) {
+    const name = pair[0];
+    // Ours replace the agent's own.
+    if (name === AGENT_HEADER || name === "x-request-id") continue;
+    if (passes(name, named)) out.push(pair);
   }
-  h.set(AGENT_HEADER, agentHeaderValue(options.agentName));
-  h.set("x-request-id", options.requestId);
-  return h;
+  out.push([AGENT_HEADER, agentHeaderValue(options.agentName)]);
+  out.push(["x-request-id", options.requestId]);
+  return out;
 }

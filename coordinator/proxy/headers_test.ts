@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { clientResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 
 Deno.test("proxy headers - an agent's cookies, challenges and hop-by-hop headers stay behind", () => {
-  const h = clientResponseHeaders([
+  const h = new Headers(clientResponseHeaders([
     ["content-type", "application/x-ndjson"],
     ["set-cookie", "session=agent; Path=/"],
     ["set-cookie2", "old=1"],
@@ -24,7 +24,7 @@ Deno.test("proxy headers - an agent's cookies, challenges and hop-by-hop headers
     ["x-coordinator-agent", "spoofed"],
     ["x-ollama-extra", "kept"],
     ["cache-control", "no-cache"],
-  ], { agentName: "gpu-箱", requestId: "req-1" });
+  ], { agentName: "gpu-箱", requestId: "req-1" }));
   assert.deepEqual([...h.entries()], [
     ["cache-control", "no-cache"],
     ["content-type", "application/x-ndjson"],

@@ -8,6 +8,8 @@ import { MESSAGES } from "../http/messages.ts";
 /** Largest inference body accepted (images travel inline as base64). */
 export const INFERENCE_BODY_LIMIT = 64 * 1024 * 1024;
 
+const decoder = new TextDecoder();
+
 /** What routing needs from a body. */
 export interface RoutingInfo {
   model: string;
@@ -24,7 +26,7 @@ export function routingInfo(
 ): RoutingInfo | string {
   let body: unknown;
   try {
-    body = JSON.parse(new TextDecoder().decode(bytes));
+    body = JSON.parse(decoder.decode(bytes));
   } catch {
     return bytes.byteLength === 0 ? "missing request body" : MESSAGES.invalidJson;
   }

@@ -426,7 +426,12 @@ function headEnd(conn: Conn, from: number): number {
   return -1;
 }
 
+/** A header name as `Headers` takes it (RFC 9110 token, lower case). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+
 function parseHead(text: string): Head {
+  // A NUL would make the answer's headers unusable: `Headers` refuses it.
+  if (text.includes("\0")) throw new UpstreamError("malformed header line", "protocol");
   const lines = text.split(/\r?\n/);
   const m = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0]);
   if (!m) throw new UpstreamError("malformed status line", "protocol");
@@ -436,7 +441,9 @@ function parseHead(text: string): Head {
     if (line === "") continue;
     const colon = line.indexOf(":");
     if (colon <= 0) throw new UpstreamError("malformed header line", "protocol");
-    headers.push([line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()]);
+    const name = line.slice(0, colon).trim().toLowerCase();
+    if (!TOKEN.test(name)) throw new UpstreamError("malformed header line", "protocol");
+    headers.push([name, line.slice(colon + 1).trim()]);
   }
   return { status: Number(m[1]), headers };
 }

@@ -260,7 +260,16 @@ Deno.test("upstream - refused, cut and malformed answers are errors of their kin
   assertEquals(e.kind, "lost");
   await closed.close();
 
-  for (const bad of ["SMTP ready\r\n\r\n", "HTTP/1.1 200 OK\r\nno colon\r\n\r\n"]) {
+  // A header no Response could carry (a NUL, a name that is not a token) makes the head malformed.
+  for (
+    const bad of [
+      "SMTP ready\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nx-bad: a\0b\r\nContent-Length: 0\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nx(bad): ab\r\nContent-Length: 0\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nx bad: ab\r\nContent-Length: 0\r\n\r\n",
+    ]
+  ) {
     const server = rawServer(() => [bad]);
     const err = await assertRejects(() => client.request(request(server.baseUrl)), UpstreamError);
     assertEquals(err.kind, "protocol");
