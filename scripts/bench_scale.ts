@@ -308,7 +308,9 @@ async function holdStreams(target: StreamTarget): Promise<StreamCost> {
   const readers: ReadableStreamDefaultReader<Uint8Array>[] = [];
   const clients = Array.from({ length: STREAMS }, async () => {
     const res = await fetch(`${target.url}${target.path}`, { method: "POST", body });
-    if (!res.ok || !res.body) throw new Error(`Cannot open a stream: HTTP ${res.status}`);
+    if (!res.ok || !res.body) {
+      throw new Error(`Cannot open a stream: HTTP ${res.status} ${await res.text()}`);
+    }
     const reader = res.body.getReader();
     readers.push(reader);
     opened++;
