@@ -109,7 +109,12 @@ function tooSlow(req: Request, timeoutMs: number): BodyError {
 function concat(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
   if (chunks.length === 0) return EMPTY;
   const only = chunks[0];
-  if (chunks.length === 1 && only.buffer instanceof ArrayBuffer) {
+  // A piece is often a view of the stream's 64 KiB read buffer: kept as it is, a 2 KB prompt
+  // would hold all of it for as long as its request lives (a stream's whole length).
+  if (
+    chunks.length === 1 && only.buffer instanceof ArrayBuffer &&
+    only.byteLength === only.buffer.byteLength
+  ) {
     return only as Uint8Array<ArrayBuffer>;
   }
   const out = new Uint8Array(size);

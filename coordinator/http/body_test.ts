@@ -52,6 +52,21 @@ Deno.test("readBody - reads a body with a declared length, and none for GET", as
   }
 });
 
+Deno.test("readBody - a body holds no more memory than its bytes", async () => {
+  // Deno hands a body of a few hundred bytes or more over as a view of a 64 KiB buffer.
+  const server = serve({ hostname: "127.0.0.1", port: 0 }, async (req) => {
+    const bytes = await readBody(req, { limit: 10_000 });
+    return new Response(`${bytes.byteLength} ${bytes.buffer.byteLength}`);
+  });
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    const res = await fetch(url, { method: "POST", body: "x".repeat(2000) });
+    assert.equal(await res.text(), "2000 2000");
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("readBody - reads a chunked body sent in pieces", async () => {
   const { server, port } = start();
   const conn = await connect(port);
