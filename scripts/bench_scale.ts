@@ -2,7 +2,8 @@
  * `deno task bench:scale`: the coordinator at fleet scale, on loopback.
  * 1. 1,000 simulated agents heartbeating every 5 s: the coordinator's CPU share and memory.
  * 2. The time one scheduling decision takes with 1,000 agents (in process).
- * 3. 2,000 concurrent slow streams: resident memory per stream.
+ * 3. 2,000 concurrent slow streams: resident memory per stream, beside the same streams held by a
+ *    bare Deno pass-through to the same simulator and by a bare `Deno.serve` with no upstream.
  * 4. (cluster) The same 1,000 agents spread over two coordinators sharing one PostgreSQL (a
  *    throwaway server, as the tests start): each coordinator's CPU share and PostgreSQL's own
  *    (every postgres process's CPU time from /proc, the server's exited backends included).
@@ -10,7 +11,7 @@
  * in the cluster, < 10% of one core per coordinator.
  * `--only heartbeats,decisions` runs some parts; `--runs 5` measures parts 1 and 4 in five windows
  * in a row and prints their median (the machine may be busy with other work: one window can
- * mislead).
+ * mislead); `--prompt-bytes 2000` gives part 3's requests a longer prompt.
  */
 import { parseArgs } from "node:util";
 import {
@@ -35,6 +36,8 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "30" },
     // Heartbeat measuring windows, one after the other on the same fleet (median reported).
     runs: { type: "string", default: "1" },
+    // The prompt of each stream's request, in bytes (a chat's history makes real ones longer).
+    "prompt-bytes": { type: "string", default: "4" },
     // Parts to run, comma-separated: heartbeats, decisions, streams, cluster (all by default).
     only: { type: "string", default: "heartbeats,decisions,streams,cluster" },
   },
@@ -51,6 +54,7 @@ const AGENTS = Number(values.agents);
 const STREAMS = Number(values.streams);
 const SECONDS = Number(values.seconds);
 const RUNS = Math.max(1, Math.floor(Number(values.runs)));
+const PROMPT = "x".repeat(Math.max(0, Math.floor(Number(values["prompt-bytes"]))));
 const MODELS = [
   "llama3.2:latest",
   "qwen3:8b",
@@ -261,6 +265,132 @@ async function decisions() {
   await store.close();
 }
 
+/** One row of part 3: a server holding the streams, and what each stream asks it. */
+interface StreamTarget {
+  url: string;
+  pid: number;
+  path: string;
+  /** Warms the path up before the baseline is taken. */
+  warm: () => Promise<void>;
+}
+
+/** What holding `STREAMS` streams cost a server, measured while all of them are open. */
+interface StreamCost {
+  base: number;
+  /** Median resident memory while every stream is open. */
+  held: number;
+  perStreamKb: number;
+  cpu: number;
+  chunkRate: number;
+  /** Streams open at the end of the window (all of them, or the figure means little). */
+  open: number;
+}
+
+/**
+ * Opens `STREAMS` streams on `target` at once and samples the server's resident memory every
+ * 250 ms over a 5 s window that starts 2 s after the last stream has opened (a single sample
+ * says more about when the garbage collector last ran than about the streams); the median is
+ * reported. The streams would last four minutes: all stay open through the window however long
+ * a busy machine takes to open them, and are cancelled after it.
+ */
+async function holdStreams(target: StreamTarget): Promise<StreamCost> {
+  await target.warm();
+  await sleep(500);
+  const base = rssBytes(target.pid);
+  const body = JSON.stringify({
+    model: "llama3.2",
+    prompt: PROMPT,
+    options: { num_predict: 1000 },
+  });
+  let opened = 0;
+  let ended = 0;
+  let chunks = 0;
+  const readers: ReadableStreamDefaultReader<Uint8Array>[] = [];
+  const clients = Array.from({ length: STREAMS }, async () => {
+    const res = await fetch(`${target.url}${target.path}`, { method: "POST", body });
+    if (!res.ok || !res.body) {
+      throw new Error(`Cannot open a stream: HTTP ${res.status} ${await res.text()}`);
+    }
+    const reader = res.body.getReader();
+    readers.push(reader);
+    opened++;
+    try {
+      while (!(await reader.read()).done) chunks++;
+    } catch { /* cancelled below */ }
+    ended++;
+  });
+  while (opened < STREAMS) await sleep(100);
+  await sleep(2000);
+  const samples: number[] = [];
+  const cpu0 = cpuSeconds(target.pid);
+  const chunks0 = chunks;
+  const t0 = performance.now();
+  while (performance.now() - t0 < 5000) {
+    samples.push(rssBytes(target.pid));
+    await sleep(250);
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const held = median(samples);
+  const cost = {
+    base,
+    held,
+    perStreamKb: (held - base) / STREAMS / 1024,
+    cpu: (cpuSeconds(target.pid) - cpu0) / wall,
+    chunkRate: (chunks - chunks0) / wall,
+    open: opened - ended,
+  };
+  await Promise.all(readers.map((r) => r.cancel().catch(() => {})));
+  await Promise.all(clients);
+  return cost;
+}
+
+function describeCost(c: StreamCost): string {
+  return `${fmt(c.held / 1e6, 1)} MB (baseline ${fmt(c.base / 1e6, 1)} MB, ${
+    fmt(c.perStreamKb, 1)
+  } KB per stream), CPU ${fmt(c.cpu * 100, 1)}% of one core, ${fmt(c.chunkRate, 0)} chunks/s` +
+    (c.open < STREAMS ? `; only ${c.open} streams were open at the end of the window` : "");
+}
+
+/** Starts a script of scripts/bench/ as a server on a free port and waits until it answers. */
+async function spawnScript(script: string, args: string[]) {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `scripts/bench/${script}`, ...args, String(port)],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilUp(url);
+  return {
+    url,
+    pid: child.pid,
+    async stop() {
+      child.kill();
+      await child.status;
+    },
+  };
+}
+
+const warmGenerate = (url: string) => async () => {
+  for (let i = 0; i < 50; i++) {
+    await (await fetch(`${url}/api/generate`, {
+      method: "POST",
+      body: JSON.stringify({
+        model: "llama3.2",
+        prompt: "w",
+        stream: false,
+        options: { num_predict: 1 },
+      }),
+    })).text();
+  }
+};
+
+/**
+ * Part 3: the same slow streams held by the coordinator (file database, as users run it), by a
+ * bare Deno pass-through to the same simulator (the fair floor: it too holds a client and an
+ * upstream connection per stream), and by a bare `Deno.serve` with nothing behind it (Deno's
+ * own share for the client side alone).
+ */
 async function streams() {
   const sim = await spawnSimulator([
     "--tps",
@@ -272,111 +402,80 @@ async function streams() {
     "--models",
     "llama3.2",
   ]);
-  const co = await spawnCoordinator({
-    DATABASE_URL: "sqlite::memory:",
-    LOG_LEVEL: "error",
-    QUEUE_MAX_LENGTH: "100000",
-  });
-  // An agent has at most 1,024 slots: several agents share the one simulator.
-  for (let i = 0; i * 500 < STREAMS + 10; i++) {
-    await registerSim(co.url, `slow-${i}`, sim, 500, { keepAlive: true });
-  }
-  // Warm up the proxy path, then take the baseline.
-  for (let i = 0; i < 50; i++) {
-    await (await fetch(`${co.url}/api/generate`, {
-      method: "POST",
-      body: JSON.stringify({
-        model: "llama3.2",
-        prompt: "w",
-        stream: false,
-        options: { num_predict: 1 },
-      }),
-    })).text();
-  }
-  await sleep(500);
-  const base = rssBytes(co.process.pid);
-  const readers: Promise<number>[] = [];
-  let chunks = 0;
-  let open = 0;
-  for (let i = 0; i < STREAMS; i++) {
-    readers.push((async () => {
-      const res = await fetch(`${co.url}/api/generate`, {
-        method: "POST",
-        body: JSON.stringify({ model: "llama3.2", prompt: `s${i}`, options: { num_predict: 60 } }),
-      });
-      open++;
-      let lines = 0;
-      for await (const chunk of res.body!) {
-        lines += chunk.byteLength > 0 ? 1 : 0;
-        chunks++;
+  try {
+    const co = await spawnCoordinator({ LOG_LEVEL: "error", QUEUE_MAX_LENGTH: "100000" });
+    let coordinator: StreamCost;
+    try {
+      // An agent has at most 1,024 slots: several agents share the one simulator. They report
+      // the model in memory, as a real agent would once it has answered: else the scheduler
+      // queues the streams for the one agent that has (its estimate counts in a model load).
+      for (let i = 0; i * 500 < STREAMS + 10; i++) {
+        await registerSim(co.url, `slow-${i}`, sim, 500, {
+          keepAlive: true,
+          loaded: ["llama3.2:latest"],
+        });
       }
-      return lines;
-    })());
+      coordinator = await holdStreams({
+        url: co.url,
+        pid: co.process.pid,
+        path: "/api/generate",
+        warm: warmGenerate(co.url),
+      });
+    } finally {
+      await co.stop();
+    }
+    console.log(
+      `3. ${STREAMS} concurrent streams at 4 tokens/s each (prompt of ${PROMPT.length} bytes):`,
+    );
+    console.log(`   coordinator (file database): ${describeCost(coordinator)}`);
+    const pass = await spawnScript("passthrough.ts", [sim.url]);
+    let passthrough: StreamCost;
+    try {
+      passthrough = await holdStreams({
+        url: pass.url,
+        pid: pass.pid,
+        path: "/api/generate",
+        warm: warmGenerate(pass.url),
+      });
+    } finally {
+      await pass.stop();
+    }
+    console.log(
+      `   bare Deno pass-through to the same simulator (fair floor): ${describeCost(passthrough)}`,
+    );
+    const bare = await spawnScript("stream_floor.ts", []);
+    let floor: StreamCost;
+    try {
+      floor = await holdStreams({
+        url: bare.url,
+        pid: bare.pid,
+        path: "/",
+        warm: async () => {
+          await Promise.all(
+            Array.from(
+              { length: 50 },
+              async () => await (await fetch(`${bare.url}/?lines=1`)).text(),
+            ),
+          );
+        },
+      });
+    } finally {
+      await bare.stop();
+    }
+    console.log(
+      `   bare Deno.serve with no upstream (client side only): ${describeCost(floor)}`,
+    );
+    console.log(
+      `   coordinator per stream: ${fmt(coordinator.perStreamKb / passthrough.perStreamKb, 2)}× ` +
+        `the pass-through's, ${fmt(coordinator.perStreamKb / floor.perStreamKb, 2)}× the bare ` +
+        `Deno.serve's`,
+    );
+  } finally {
+    await sim.stop();
   }
-  while (open < STREAMS) await sleep(100);
-  await sleep(2000);
-  const peak = rssBytes(co.process.pid);
-  const cpu0 = cpuSeconds(co.process.pid);
-  const chunks0 = chunks;
-  await sleep(5000);
-  const cpu = (cpuSeconds(co.process.pid) - cpu0) / 5;
-  const chunkRate = (chunks - chunks0) / 5;
-  console.log(
-    `3. ${STREAMS} concurrent streams at 4 tokens/s each: coordinator resident ${
-      fmt(peak / 1e6, 1)
-    } MB ` +
-      `(baseline ${fmt(base / 1e6, 1)} MB, ${
-        fmt((peak - base) / STREAMS / 1024, 1)
-      } KB per stream), CPU ${fmt(cpu * 100, 1)}% of one core, ${
-        fmt(chunkRate, 0)
-      } chunks/s relayed`,
-  );
-  const counts = await Promise.all(readers);
-  console.log(`   all ${counts.filter((c) => c > 0).length} streams completed`);
-  await co.stop();
-  await sim.stop();
-}
-
-/** The same streams held by a bare Deno.serve with nothing behind it: Deno's own share. */
-async function streamFloor() {
-  const port = freePort();
-  const floor = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "scripts/bench/stream_floor.ts", String(port)],
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  await waitUntilUp(url);
-  await Promise.all(
-    Array.from({ length: 50 }, async () => await (await fetch(`${url}/?lines=1`)).text()),
-  );
-  await sleep(500);
-  const base = rssBytes(floor.pid);
-  let open = 0;
-  const readers = Array.from({ length: STREAMS }, async () => {
-    const res = await fetch(url, { method: "POST", body: "{}" });
-    open++;
-    for await (const _ of res.body!) { /* drain */ }
-  });
-  while (open < STREAMS) await sleep(100);
-  await sleep(2000);
-  const peak = rssBytes(floor.pid);
-  console.log(
-    `   for comparison, a bare Deno.serve holding ${STREAMS} such streams (no proxy): ${
-      fmt(peak / 1e6, 1)
-    } MB (baseline ${fmt(base / 1e6, 1)} MB, ${
-      fmt((peak - base) / STREAMS / 1024, 1)
-    } KB per stream)`,
-  );
-  await Promise.all(readers);
-  floor.kill();
-  await floor.status;
 }
 
 if (ONLY.has("decisions")) await decisions();
 if (ONLY.has("heartbeats")) await heartbeats();
-if (ONLY.has("streams")) {
-  await streams();
-  await streamFloor();
-}
+if (ONLY.has("streams")) await streams();
 if (ONLY.has("cluster")) await cluster();

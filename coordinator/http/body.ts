@@ -70,8 +70,16 @@ export async function readBody(
   });
   const chunks: Uint8Array[] = [];
   let size = 0;
+  const length = declared === null ? NaN : Number(declared);
   try {
     for (;;) {
+      // Every declared byte is in: the end is not read, as that read would leave a 64 KiB
+      // buffer of the stream pending on the request for as long as it lives (a streamed
+      // answer's whole length). Cancelling keeps the connection alive all the same.
+      if (size === length) {
+        reader.cancel().catch(() => {});
+        break;
+      }
       let result: ReadableStreamReadResult<Uint8Array>;
       try {
         result = await reader.read();
@@ -109,7 +117,12 @@ function tooSlow(req: Request, timeoutMs: number): BodyError {
 function concat(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
   if (chunks.length === 0) return EMPTY;
   const only = chunks[0];
-  if (chunks.length === 1 && only.buffer instanceof ArrayBuffer) {
+  // A piece is often a view of the stream's 64 KiB read buffer: kept as it is, a 2 KB prompt
+  // would hold all of it for as long as its request lives (a stream's whole length).
+  if (
+    chunks.length === 1 && only.buffer instanceof ArrayBuffer &&
+    only.byteLength === only.buffer.byteLength
+  ) {
     return only as Uint8Array<ArrayBuffer>;
   }
   const out = new Uint8Array(size);

@@ -190,6 +190,9 @@ class Attempt {
     }
     this.#settled = true;
     this.#firstByte.stop();
+    // No other attempt can follow once the answer streams: the body (a prompt with its chat
+    // history) is let go rather than held for as long as the stream lasts.
+    this.#req.body = null;
     // Time to first token as the client sees it: queueing and failed attempts included.
     const ttftMs = this.#deps.now() - this.#entry.started;
     const upstream = this.#upstream;

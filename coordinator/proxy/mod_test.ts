@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { TEST_AGENT_TOKEN } from "../config.ts";
 import { registration, startFleet } from "../testing/app.ts";
+import { collectGarbage } from "../testing/gc.ts";
+import { proxyInference } from "./mod.ts";
 
 const chatBody = (stream: boolean, content = "Tell me a story") =>
   JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content }], stream });
@@ -166,6 +168,41 @@ Deno.test("proxy - a client that disconnects aborts the upstream request at once
   const agent = fleet.coordinator.ctx.registry.find("slow")!;
   for (let i = 0; i < 100 && agent.inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(agent.inFlight, 0);
+});
+
+Deno.test("proxy - a stream under way no longer holds the request's body", async () => {
+  // A prompt with its chat history can be large, and a stream can last minutes.
+  await using fleet = await startFleet([{
+    name: "slow",
+    models: ["llama3.2"],
+    tokensPerSecond: 5,
+  }]);
+  let body: Uint8Array<ArrayBuffer> | undefined = new TextEncoder().encode(
+    chatBody(true, "x".repeat(10_000)),
+  );
+  const held = new WeakRef(body);
+  const res = await proxyInference(fleet.coordinator.ctx, {
+    route: "/api/chat",
+    upstreamPath: "/api/chat",
+    method: "POST",
+    headers: new Headers({ "content-type": "application/json" }),
+    body,
+    model: "llama3.2",
+    stream: true,
+    flavor: "ollama",
+    requestId: "body-test",
+    signal: new AbortController().signal,
+  });
+  body = undefined;
+  const reader = res.body!.getReader();
+  assert.ok((await reader.read()).value);
+  await collectGarbage();
+  assert.equal(held.deref(), undefined);
+  await reader.cancel();
+  const sim = fleet.sims.slow;
+  for (let i = 0; i < 100 && sim.stats.inFlight > 0; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
 });
 
 Deno.test("proxy - the request log records route, agent, tokens and speed", async () => {

@@ -309,20 +309,23 @@ export class UpstreamClient {
     head: Uint8Array,
     req: UpstreamRequest,
   ): Promise<UpstreamResponse> {
+    // The closures below outlive the request (a stream lasts minutes): they take its signal
+    // only, never `req`, which holds the body (a prompt with its chat history).
+    const signal = req.signal;
     const onAbort = () => conn.close();
-    req.signal.addEventListener("abort", onAbort, { once: true });
+    signal.addEventListener("abort", onAbort, { once: true });
     let handedOver = false;
     try {
       await writeAll(conn, head, req.body);
       const res = await readHead(conn);
       const framing = bodyFraming(req.method, res.status, res.headers);
       const body = new BodyReader(conn, framing, () => {
-        req.signal.removeEventListener("abort", onAbort);
+        signal.removeEventListener("abort", onAbort);
         this.#active.delete(conn);
         if (framing.keepAlive) this.#release(origin, conn);
         else conn.close();
       }, () => {
-        req.signal.removeEventListener("abort", onAbort);
+        signal.removeEventListener("abort", onAbort);
         this.#active.delete(conn);
         conn.close();
       });
@@ -330,12 +333,12 @@ export class UpstreamClient {
       return {
         status: res.status,
         headers: res.headers,
-        read: () => body.read(req.signal),
-        readAll: (limit) => body.readAll(req.signal, limit),
+        read: () => body.read(signal),
+        readAll: (limit) => body.readAll(signal, limit),
         cancel: () => body.cancel(),
       };
     } finally {
-      if (!handedOver) req.signal.removeEventListener("abort", onAbort);
+      if (!handedOver) signal.removeEventListener("abort", onAbort);
     }
   }
 }

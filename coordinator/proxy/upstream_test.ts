@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { UpstreamClient, UpstreamError, type UpstreamResponse } from "./upstream.ts";
+import { collectGarbage } from "../testing/gc.ts";
 
 const assertEquals = (actual: unknown, expected: unknown) => assert.deepEqual(actual, expected);
 
@@ -331,6 +332,25 @@ Deno.test("upstream - aborting closes the connection while waiting for the head 
   client.close();
   listener.close();
   await serving;
+});
+
+Deno.test("upstream - an answer being read does not hold on to the request's body", async () => {
+  // A stream can last minutes, and a prompt with its chat history can be large.
+  const server = rawServer(() => [
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "5\r\nfirst\r\n",
+  ], { keepOpen: true });
+  const client = new UpstreamClient();
+  let req: ReturnType<typeof request> | undefined = request(server.baseUrl, "x".repeat(10_000));
+  const body = new WeakRef(req.body!);
+  const res = await client.request(req);
+  req = undefined;
+  assertEquals(dec.decode((await res.read())!), "first");
+  await collectGarbage();
+  assertEquals(body.deref(), undefined);
+  res.cancel();
+  client.close();
+  await server.close();
 });
 
 Deno.test("upstream - readAll enforces its limit", async () => {

@@ -177,7 +177,11 @@ export async function registerSim(
   name: string,
   sim: Child,
   parallel = 4,
-  options: { keepAlive?: boolean } = {},
+  options: {
+    keepAlive?: boolean;
+    /** Models the agent reports in memory (else none: the scheduler counts in a load for them). */
+    loaded?: string[];
+  } = {},
 ): Promise<string> {
   const tags = await (await fetch(`${sim.url}/api/tags`)).json();
   const res = await fetch(`${coordinatorUrl}/api/agents`, {
@@ -190,6 +194,7 @@ export async function registerSim(
       ollama_version: "0.12.6",
       parallel,
       models: tags.models,
+      ...(options.loaded ? { loaded_models: options.loaded.map((name) => ({ name })) } : {}),
     }),
   });
   const reply = await res.json();

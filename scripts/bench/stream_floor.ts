@@ -1,6 +1,7 @@
 /**
  * The floor for bench:scale's stream memory: a bare Deno.serve that answers every request with
- * a slow NDJSON stream (60 lines at 4 per second, like the simulator), with no proxy behind it.
+ * a slow NDJSON stream (lines at 4 per second, like the simulator, for four minutes or until the
+ * client leaves), with no proxy behind it.
  * What it holds per open stream is what Deno itself costs.
  *
  * Usage: deno run -A scripts/bench/stream_floor.ts PORT
@@ -9,7 +10,7 @@ const encoder = new TextEncoder();
 
 Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} }, (req) => {
   // `?lines=N` for short warm-up requests.
-  const lines = Number(new URL(req.url).searchParams.get("lines") ?? 60);
+  const lines = Number(new URL(req.url).searchParams.get("lines") ?? 1000);
   let n = 0;
   let timer: ReturnType<typeof setInterval>;
   const body = new ReadableStream<Uint8Array>({
