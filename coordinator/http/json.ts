@@ -7,6 +7,8 @@ import { MESSAGES } from "./messages.ts";
 /** Largest management API body accepted (the agent's model lists make up most of it). */
 export const MANAGEMENT_BODY_LIMIT = 1024 * 1024;
 
+const decoder = new TextDecoder();
+
 /** A parsed body, or the error response to send instead. */
 export type Parsed<T> = { ok: true; data: T } | { ok: false; response: Response };
 
@@ -25,7 +27,7 @@ export async function readJson<S extends z.core.$ZodType>(
   }
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder().decode(bytes));
+    value = JSON.parse(decoder.decode(bytes));
   } catch {
     return { ok: false, response: ollamaError(400, MESSAGES.invalidManagementJson) };
   }
