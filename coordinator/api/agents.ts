@@ -87,7 +87,7 @@ export function agentRoutes(ctx: AppContext): Hono {
   app.post("/api/health", access.agent, async (c) => {
     const body = await readJson(c.req.raw, HealthBody);
     if (!body.ok) return body.response;
-    if (body.data.agent_id !== c.var.agentId) {
+    if (body.data.agent_id !== c.get("agentId")) {
       return ollamaError(403, "The agent secret belongs to another agent");
     }
     const agent = registry.heartbeat(body.data);
@@ -104,7 +104,7 @@ export function agentRoutes(ctx: AppContext): Hono {
     const id = c.req.param("id");
     const body = await readJson(c.req.raw, CommandProgress);
     if (!body.ok) return body.response;
-    if (id !== c.var.agentId) {
+    if (id !== c.get("agentId")) {
       return ollamaError(403, "The agent secret belongs to another agent");
     }
     if (!registry.get(id)) return ollamaError(404, `Agent "${id}" is not registered`);

@@ -243,7 +243,7 @@ async function modelTransfer(
   c: Context<AppEnv>,
   verb: "pull" | "push",
 ): Promise<Response> {
-  const requestId = c.var.requestId;
+  const requestId = c.get("requestId");
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   const model = modelOf(body, "model", "name");
@@ -357,7 +357,7 @@ function fanOutStream(
 /** Blob uploads: the create that uses them must reach the same agent (see `Placement`). */
 function blob(ctx: AppContext, c: Context<AppEnv>): Response | Promise<Response> {
   const digest = c.req.param("digest") ?? "";
-  const requestId = c.var.requestId;
+  const requestId = c.get("requestId");
   if (!/^sha256[:-][0-9a-f]{64}$/.test(digest)) {
     return errorResponse("ollama", 400, MESSAGES.invalidDigest(digest), requestId);
   }
@@ -382,7 +382,7 @@ function blob(ctx: AppContext, c: Context<AppEnv>): Response | Promise<Response>
 
 /** Create: to the agent holding the uploaded blobs, else one with the base model, else any. */
 async function create(ctx: AppContext, c: Context<AppEnv>): Promise<Response> {
-  const requestId = c.var.requestId;
+  const requestId = c.get("requestId");
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   if (!modelOf(body, "model", "name")) {
@@ -416,7 +416,7 @@ async function onEveryHolder(
   c: Context<AppEnv>,
   verb: "copy" | "delete",
 ): Promise<Response> {
-  const requestId = c.var.requestId;
+  const requestId = c.get("requestId");
   const body = await jsonBody(c, requestId);
   if (body instanceof Response) return body;
   const model = verb === "copy" ? modelOf(body, "source") : modelOf(body, "model", "name");

@@ -261,7 +261,7 @@ export function accessControl(ctx: AppContext): MiddlewareHandler<AppEnv> {
       case "client": {
         const tenant = tenantOf(c.req.raw);
         if (tenant === null) {
-          return unauthorized(flavorOfPath(path), MESSAGES.apiKeyRequired, c.var.requestId);
+          return unauthorized(flavorOfPath(path), MESSAGES.apiKeyRequired, c.get("requestId"));
         }
         if (tenant !== undefined) c.set("tenant", tenant);
         break;

@@ -10,7 +10,11 @@ export interface RequestVariables {
   agentId?: string;
 }
 
-/** The Hono environment of the coordinator's app: `new Hono<AppEnv>()`, `c.var.requestId`. */
+/**
+ * The Hono environment of the coordinator's app: `new Hono<AppEnv>()`, `c.get("requestId")`.
+ * Read the variables with `c.get`: Hono's `c.var` copies all of them into a new object on every
+ * read.
+ */
 export interface AppEnv {
   /** What `Deno.serve` passes along with each request (tests may pass a peer address). */
   Bindings: { remoteAddr?: { hostname: string } };

@@ -33,7 +33,7 @@ const calls = new WeakMap<object, LaneCall>();
 /** The Hono handler for `call`, marked so that {@linkcode installFastLane} may take its route. */
 export function laneHandler(call: LaneCall): (c: Context<AppEnv>) => Promise<Response> {
   const handler = (c: Context<AppEnv>) =>
-    call(c.req.raw, { requestId: c.var.requestId, tenant: c.var.tenant });
+    call(c.req.raw, { requestId: c.get("requestId"), tenant: c.get("tenant") });
   calls.set(handler, call);
   return handler;
 }
