@@ -352,6 +352,21 @@ function describeCost(c: StreamCost): string {
 }
 
 /** Starts a script of scripts/bench/ as a server on a free port and waits until it answers. */
+/** {@linkcode holdStreams} through a bench script of its own (a floor), stopped afterwards. */
+async function holdThrough(
+  script: string,
+  args: string[],
+  path: string,
+  warm: (url: string) => () => Promise<void>,
+): Promise<StreamCost> {
+  const child = await spawnScript(script, args);
+  try {
+    return await holdStreams({ url: child.url, pid: child.pid, path, warm: warm(child.url) });
+  } finally {
+    await child.stop();
+  }
+}
+
 async function spawnScript(script: string, args: string[]) {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
@@ -428,40 +443,20 @@ async function streams() {
       `3. ${STREAMS} concurrent streams at 4 tokens/s each (prompt of ${PROMPT.length} bytes):`,
     );
     console.log(`   coordinator (file database): ${describeCost(coordinator)}`);
-    const pass = await spawnScript("passthrough.ts", [sim.url]);
-    let passthrough: StreamCost;
-    try {
-      passthrough = await holdStreams({
-        url: pass.url,
-        pid: pass.pid,
-        path: "/api/generate",
-        warm: warmGenerate(pass.url),
-      });
-    } finally {
-      await pass.stop();
-    }
+    const passthrough = await holdThrough(
+      "passthrough.ts",
+      [sim.url],
+      "/api/generate",
+      warmGenerate,
+    );
     console.log(
       `   bare Deno pass-through to the same simulator (fair floor): ${describeCost(passthrough)}`,
     );
-    const bare = await spawnScript("stream_floor.ts", []);
-    let floor: StreamCost;
-    try {
-      floor = await holdStreams({
-        url: bare.url,
-        pid: bare.pid,
-        path: "/",
-        warm: async () => {
-          await Promise.all(
-            Array.from(
-              { length: 50 },
-              async () => await (await fetch(`${bare.url}/?lines=1`)).text(),
-            ),
-          );
-        },
-      });
-    } finally {
-      await bare.stop();
-    }
+    const floor = await holdThrough("stream_floor.ts", [], "/", (url) => async () => {
+      await Promise.all(
+        Array.from({ length: 50 }, async () => await (await fetch(`${url}/?lines=1`)).text()),
+      );
+    });
     console.log(
       `   bare Deno.serve with no upstream (client side only): ${describeCost(floor)}`,
     );
