@@ -15,7 +15,7 @@ import { fanOut, forwardTo, refreshModels } from "../proxy/local.ts";
 import { readLines } from "../proxy/lines.ts";
 import { errorResponse, type Flavor } from "../http/errors.ts";
 import { access } from "../http/access.ts";
-import { laneHandler } from "../http/fast_lane.ts";
+import { laneHandler, pathAndQuery } from "../http/fast_lane.ts";
 import { AGENT_HEADER, agentHeaderValue, pinOf } from "../http/agent_header.ts";
 import { HOP_HEADER, nextHops } from "../http/loop.ts";
 import { MESSAGES } from "../http/messages.ts";
@@ -57,7 +57,6 @@ export function inferenceHandler(
     flavor: Flavor;
     route: string;
     streams: boolean;
-    upstreamPath?: string;
     aliases?: ModelAliases;
   },
 ) {
@@ -75,7 +74,7 @@ export function inferenceHandler(
     const alias = options.aliases?.resolve(info.model);
     return proxyInference(deps, {
       route: options.route,
-      upstreamPath: upstreamPathOf(req.url, options.upstreamPath),
+      upstreamPath: pathAndQuery(req.url),
       method: req.method,
       headers: req.headers,
       body: alias ? replaceMember(bytes, info.field, alias.model) : bytes,
@@ -91,18 +90,6 @@ export function inferenceHandler(
       tenant,
     });
   });
-}
-
-/**
- * The path and query a request goes upstream with: its own (a URL's path starts at the first `/`
- * after the scheme's `//`), or `path` instead of its path.
- */
-export function upstreamPathOf(url: string, path?: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start === -1) return path ?? "/";
-  if (path === undefined) return url.slice(start);
-  const query = url.indexOf("?", start);
-  return query === -1 ? path : path + url.slice(query);
 }
 
 function online(ctx: AppContext): Agent[] {

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { Ollama } from "../../shared/test_clients.ts";
 import { startFleet } from "../testing/app.ts";
-import { upstreamPathOf } from "./ollama.ts";
 
 const FLEET = [
   {
@@ -312,11 +311,4 @@ Deno.test("ollama API - a body that cannot be read is a 400 in the route's shape
   const ok = await fetch(`${fleet.url}/api/version`);
   assert.equal(ok.status, 200);
   await ok.body?.cancel();
-});
-
-Deno.test("ollama api - upstreamPathOf keeps the path and query as sent, or swaps the path", () => {
-  assert.equal(upstreamPathOf("http://127.0.0.1:11434/api/chat"), "/api/chat");
-  assert.equal(upstreamPathOf("http://[::1]:80/api/chat?a=1&b=/x"), "/api/chat?a=1&b=/x");
-  assert.equal(upstreamPathOf("http://h/v1/chat/completions?x=1", "/api/chat"), "/api/chat?x=1");
-  assert.equal(upstreamPathOf("http://h/v1/embeddings", "/api/embed"), "/api/embed");
 });

@@ -4,7 +4,7 @@
  * allowed `Host` and, once keys are on, a valid key. Such a request passes every app-wide check
  * of `app.ts` with nothing to add but its request id, so it goes straight to its route's handler,
  * past Hono's middleware chain and router: 10–20% of the coordinator's CPU per proxied request
- * (see specs/performance). Everything else takes the full path, refusals included (403, 401,
+ * (see specs/proxy). Everything else takes the full path, refusals included (403, 401,
  * 405, 508, CORS), so each check keeps one implementation and one answer.
  *
  * The lane learns its routes from the app itself: a POST route whose handler was made by
@@ -109,15 +109,26 @@ export function laneRoutes(app: Hono<AppEnv>): Map<string, LaneCall> {
   return lane;
 }
 
+/** Where a request URL's path begins: the first `/` after the scheme's `//`, or -1. */
+function pathStart(url: string): number {
+  return url.indexOf("/", url.indexOf("://") + 3);
+}
+
 /**
  * The path of a request URL as the router would match it; a path the router would decode
  * (`%`) or one with a fragment is returned as `""`, which no lane route has.
  */
 export function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("://") + 3);
+  const start = pathStart(url);
   if (start === -1) return "/";
   let end = url.indexOf("?", start);
   if (end === -1) end = url.length;
   const path = url.slice(start, end);
   return path.includes("%") || path.includes("#") ? "" : path;
+}
+
+/** The path and query of a request URL as sent (what goes upstream), without parsing it. */
+export function pathAndQuery(url: string): string {
+  const start = pathStart(url);
+  return start === -1 ? "/" : url.slice(start);
 }

@@ -4,7 +4,7 @@ import { startSimulator } from "@oc/simulator";
 import { access } from "./access.ts";
 import { createApp } from "./app.ts";
 import type { AppEnv } from "./env.ts";
-import { installFastLane, laneHandler, laneRoutes, pathOf } from "./fast_lane.ts";
+import { installFastLane, laneHandler, laneRoutes, pathAndQuery, pathOf } from "./fast_lane.ts";
 import { HOP_HEADER } from "./loop.ts";
 import { hostPolicy } from "./hosts.ts";
 import { OLLAMA_INFERENCE } from "../api/ollama.ts";
@@ -18,6 +18,13 @@ Deno.test("fast lane - pathOf takes the path a router matches, and none it would
   assert.equal(pathOf("http://[::1]:8080/v1/chat/completions"), "/v1/chat/completions");
   assert.equal(pathOf("http://h"), "/");
   assert.equal(pathOf("http://h/api/%63hat"), "");
+});
+
+Deno.test("fast lane - pathAndQuery keeps the path and query as sent", () => {
+  assert.equal(pathAndQuery("http://127.0.0.1:11434/api/chat"), "/api/chat");
+  assert.equal(pathAndQuery("http://[::1]:80/api/chat?a=1&b=/x"), "/api/chat?a=1&b=/x");
+  assert.equal(pathAndQuery("http://h/api/%63hat"), "/api/%63hat");
+  assert.equal(pathAndQuery("http://h"), "/");
 });
 
 /** Answers of the lane and of the full path, side by side, for one request. */
