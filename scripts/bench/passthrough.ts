@@ -3,13 +3,20 @@
  * coordinator's upstream client out, bytes piped) with no routing, scheduling, logging or
  * security. What the coordinator adds beyond this row is its own cost; this row is Deno's.
  *
+ * It samples its event loop's delay with the coordinator's own sampler and serves it at
+ * `GET /metrics` in the coordinator's format, so the bench reads the floor's delay as it reads
+ * the coordinator's: what a loop serving the same load with nothing else to do shows.
+ *
  * Usage: deno run -A scripts/bench/passthrough.ts UPSTREAM_URL PORT
  */
 import { UpstreamClient } from "../../coordinator/proxy/upstream.ts";
+import { EventLoopDelay } from "../../coordinator/telemetry/metrics.ts";
 
 const [upstream, port] = Deno.args;
 const client = new UpstreamClient();
 const HOP = new Set(["connection", "keep-alive", "transfer-encoding", "content-length"]);
+const loop = new EventLoopDelay();
+loop.start();
 
 Deno.serve({
   hostname: "127.0.0.1",
@@ -18,6 +25,11 @@ Deno.serve({
   // A client that leaves mid-request (wrk stopping) is not news.
   onError: () => new Response(null, { status: 502 }),
 }, async (req) => {
+  if (req.method === "GET" && req.url.endsWith("/metrics")) {
+    const out: string[] = [];
+    loop.render(out);
+    return new Response(out.join("\n") + "\n");
+  }
   const body = req.body ? new Uint8Array(await req.arrayBuffer()) : null;
   const url = new URL(req.url);
   const type = req.headers.get("content-type");
