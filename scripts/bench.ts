@@ -26,6 +26,10 @@
  * - 200 streams: 200 concurrent streaming chats of 400 tokens, each started again when it ends;
  *   NDJSON lines per second counted by this process (the same client for every row, so the rows
  *   compare; the direct row is lower because its chunks arrive one line at a time).
+ * For every proxy row, the CPU time per request at c=1 and c=32: the proxy's process (all its
+ * threads, nginx's worker included) over the phase, divided by the requests wrk completed. It
+ * moves less than req/s when the machine is shared, and coordinator minus pass-through is the
+ * coordinator's own work in µs.
  * For the coordinator rows and the pass-through, the event loop's delay inside the process during
  * each phase (p50, p99, max): how late its 10 ms sampling timer fired, i.e. how long a request
  * could wait for work not its own, such as a synchronous database write. Read from /metrics before
@@ -51,7 +55,7 @@ import {
 } from "../coordinator/testing/process.ts";
 import { type LoopDelay, withLoopDelay } from "./bench/loop_delay.ts";
 import { startNginx } from "./bench/nginx.ts";
-import { fmt, median, rssBytes } from "./bench/procs.ts";
+import { fmt, median, rssBytes, treeCpuSeconds } from "./bench/procs.ts";
 import { which, wrk } from "./bench/wrk.ts";
 
 const { values } = parseArgs({
@@ -179,8 +183,13 @@ interface Row {
   url: string;
   /** Where its event-loop delay is read (the coordinators and the pass-through sample theirs). */
   loop?: { url: string; cookie: string };
+  /** The proxy's process, whose CPU time per request is measured. */
+  pid?: number;
 }
 interface Sample {
+  /** CPU µs per request at c=1 and c=32 (NaN for a row without a process to read). */
+  c1cpu: number;
+  c32cpu: number;
   c1p50: number;
   c1p99: number;
   rps: number;
@@ -193,14 +202,18 @@ interface Sample {
 /** One run of the three phases against a row. */
 async function measure(row: Row, seconds: number): Promise<Sample> {
   const load = async (connections: number) => {
+    const cpu0 = row.pid ? treeCpuSeconds(row.pid) : NaN;
     const r = await wrk(`${row.url}/api/chat`, { connections, seconds, body: SMALL });
+    const cpu = row.pid ? ((treeCpuSeconds(row.pid) - cpu0) / r.requests) * 1e6 : NaN;
     if (r.errors) console.log(`  (wrk saw ${r.errors} errors at ${row.name}, c=${connections})`);
-    return r;
+    return { ...r, cpu };
   };
   const c1 = await withLoopDelay(row.loop, () => load(1));
   const c32 = await withLoopDelay(row.loop, () => load(32));
   const streams = await withLoopDelay(row.loop, () => streamRate(row.url, seconds));
   return {
+    c1cpu: c1.result.cpu,
+    c32cpu: c32.result.cpu,
     c1p50: c1.result.p50,
     c1p99: c1.result.p99,
     rps: c32.result.rps,
@@ -231,10 +244,25 @@ const FILE = "coordinator (file db)";
 const MEMORY = "coordinator (memory db)";
 const rows: Row[] = [
   { name: "direct", url: upstream.url },
-  ...(nginx ? [{ name: "nginx", url: nginx.url }] : []),
-  { name: "deno pass-through", url: floor.url, loop: { url: floor.url, cookie: "" } },
-  { name: FILE, url: fileDb.child.url, loop: { url: fileDb.child.url, ...fileDb } },
-  { name: MEMORY, url: memoryDb.child.url, loop: { url: memoryDb.child.url, ...memoryDb } },
+  ...(nginx ? [{ name: "nginx", url: nginx.url, pid: nginx.pid }] : []),
+  {
+    name: "deno pass-through",
+    url: floor.url,
+    loop: { url: floor.url, cookie: "" },
+    pid: floor.process.pid,
+  },
+  {
+    name: FILE,
+    url: fileDb.child.url,
+    loop: { url: fileDb.child.url, ...fileDb },
+    pid: fileDb.child.process.pid,
+  },
+  {
+    name: MEMORY,
+    url: memoryDb.child.url,
+    loop: { url: memoryDb.child.url, ...memoryDb },
+    pid: memoryDb.child.process.pid,
+  },
 ];
 
 const [load1] = Deno.loadavg();
@@ -282,6 +310,15 @@ for (const name of ["deno pass-through", FILE, MEMORY]) {
   console.log(`| ${name} | ${cell("c1")} | ${cell("c32")} | ${cell("streams")} |`);
 }
 
+console.log(`\nCPU time per request, µs (the proxy's process, all its threads; medians):\n`);
+console.log("| path | c=1 | c=32 |");
+console.log("| --- | --- | --- |");
+for (const { name, pid } of rows) {
+  if (pid) {
+    console.log(`| ${name} | ${fmt(med(name, "c1cpu"), 0)} | ${fmt(med(name, "c32cpu"), 0)} |`);
+  }
+}
+
 const ratio = (a: number, b: number) => `${fmt(a / b)}×`;
 const plus = (a: number, b: number) => `${a >= b ? "+" : ""}${fmt(a - b, 3)} ms`;
 const pass = "deno pass-through";
@@ -312,6 +349,13 @@ if (nginx) {
       `${ratio(med(pass, "tokens"), med("nginx", "tokens"))} stream tokens/s`,
   );
 }
+console.log(
+  `${FILE}'s own work over the ${pass}: ${
+    fmt(med(FILE, "c32cpu") - med(pass, "c32cpu"), 0)
+  } µs of CPU per request at c=32 (${ratio(med(FILE, "c32cpu"), med(pass, "c32cpu"))}), ${
+    fmt(med(FILE, "c1cpu") - med(pass, "c1cpu"), 0)
+  } µs at c=1`,
+);
 console.log(
   `${FILE} vs ${MEMORY}: ${ratio(med(FILE, "rps"), med(MEMORY, "rps"))} req/s at c=32, ` +
     `c=1 p99 ${plus(med(FILE, "c1p99"), med(MEMORY, "c1p99"))}`,

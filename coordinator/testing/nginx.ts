@@ -74,6 +74,8 @@ export interface AccessLine {
 export interface Nginx {
   url: string;
   port: number;
+  /** The master process (its worker is its child). */
+  pid: number;
   /** The lines of the access log so far (empty without `accessLog`). */
   accessLog(): Promise<AccessLine[]>;
   /** The error log so far (warnings and errors: upstreams that failed, and how). */
@@ -155,6 +157,7 @@ http {
   return {
     url,
     port,
+    pid: child.pid,
     async accessLog() {
       let text = "";
       try {

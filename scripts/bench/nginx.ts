@@ -10,6 +10,6 @@ import { startNginx as start } from "../../coordinator/testing/nginx.ts";
 /** nginx proxying to `upstreamPort` on loopback, or null when nginx is not installed. */
 export async function startNginx(
   upstreamPort: number,
-): Promise<{ url: string; stop: () => Promise<void> } | null> {
+): Promise<{ url: string; pid: number; stop: () => Promise<void> } | null> {
   return await start([upstreamPort], { balance: "least_conn" }) ?? null;
 }

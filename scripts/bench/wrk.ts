@@ -19,6 +19,8 @@ export function which(cmd: string): string | null {
 /** What one wrk run reports; latencies in ms. */
 export interface WrkResult {
   rps: number;
+  /** Requests completed in the run. */
+  requests: number;
   p50: number;
   p99: number;
   /** Socket errors (connect, read, write, timeout) plus non-2xx/3xx answers. */
@@ -34,11 +36,18 @@ export function parseWrk(text: string): WrkResult {
     return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
   };
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  const requests = /(\d+) requests in /.exec(text);
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(text);
   const errors = (socket ? socket.slice(1).reduce((n, x) => n + Number(x), 0) : 0) +
     (non2xx ? Number(non2xx[1]) : 0);
-  return { rps: rps ? Number(rps[1]) : NaN, p50: ms("50"), p99: ms("99"), errors };
+  return {
+    rps: rps ? Number(rps[1]) : NaN,
+    requests: requests ? Number(requests[1]) : NaN,
+    p50: ms("50"),
+    p99: ms("99"),
+    errors,
+  };
 }
 
 /**
@@ -50,7 +59,7 @@ export async function wrk(
   options: { connections: number; seconds: number; body: string },
 ): Promise<WrkResult> {
   const bin = which("wrk");
-  if (!bin) return { rps: NaN, p50: NaN, p99: NaN, errors: 0 };
+  if (!bin) return { rps: NaN, requests: NaN, p50: NaN, p99: NaN, errors: 0 };
   const script = await Deno.makeTempFile({ suffix: ".lua" });
   await Deno.writeTextFile(
     script,

@@ -19,11 +19,18 @@ Transfer/sec:      3.82MB
 `;
 
 Deno.test("bench wrk - reads req/s, p50 and p99 in ms, and errors from wrk's report", () => {
-  assert.deepEqual(parseWrk(REPORT), { rps: 8908.49, p50: 0.056, p99: 1100, errors: 9 });
+  assert.deepEqual(parseWrk(REPORT), {
+    rps: 8908.49,
+    requests: 8944,
+    p50: 0.056,
+    p99: 1100,
+    errors: 9,
+  });
 });
 
 Deno.test("bench wrk - a report without figures reads as NaN, not as zero", () => {
   const r = parseWrk("unable to connect to 127.0.0.1:1 Connection refused");
   assert.ok(Number.isNaN(r.rps) && Number.isNaN(r.p50) && Number.isNaN(r.p99));
+  assert.ok(Number.isNaN(r.requests));
   assert.equal(r.errors, 0);
 });
