@@ -85,3 +85,46 @@ Deno.test("watchdog - the timer outlives the last watch until a sweep finds noth
   dog.sweep();
   assert.equal(dog.ticking, false);
 });
+
+Deno.test("watchdog - a callback may stop an expired watch or start a new one during a sweep", () => {
+  let now = 0;
+  const dog = new Watchdog(10, () => now);
+  const fired: string[] = [];
+  let b: { stop(): void } | undefined;
+  dog.watch(10, () => {
+    fired.push("a");
+    b?.stop();
+    dog.watch(10, () => fired.push("late"));
+  });
+  b = dog.watch(10, () => fired.push("b"));
+  dog.watch(10, () => fired.push("c"));
+  now = 10;
+  dog.sweep();
+  // b was stopped by a's callback before its turn; the watch a started waits for its own limit.
+  assert.deepEqual(fired, ["a", "c"]);
+  assert.equal(dog.size, 1);
+  now = 20;
+  dog.sweep();
+  assert.deepEqual(fired, ["a", "c", "late"]);
+  assert.equal(dog.size, 0);
+});
+
+Deno.test("watchdog - stopping twice, or after firing, changes nothing", () => {
+  let now = 0;
+  const dog = new Watchdog(10, () => now);
+  const a = dog.watch(10, () => {});
+  const b = dog.watch(50, () => {});
+  const c = dog.watch(50, () => {});
+  now = 10;
+  dog.sweep();
+  a.stop();
+  b.stop();
+  b.stop();
+  assert.equal(dog.size, 1);
+  c.stop();
+  assert.equal(dog.size, 0);
+  const d = dog.watch(10, () => {});
+  assert.equal(dog.size, 1);
+  d.stop();
+  assert.equal(dog.size, 0);
+});
