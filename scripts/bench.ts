@@ -56,7 +56,7 @@ import {
 import { type LoopDelay, withLoopDelay } from "./bench/loop_delay.ts";
 import { startNginx } from "./bench/nginx.ts";
 import { fmt, median, rssBytes, treeCpuSeconds } from "./bench/procs.ts";
-import { which, wrk } from "./bench/wrk.ts";
+import { SMALL_CHAT as SMALL, which, wrk } from "./bench/wrk.ts";
 
 const { values } = parseArgs({
   options: {
@@ -79,12 +79,6 @@ const WARMUP = Number(values.warmup);
 const UPSTREAMS = Number(values.upstreams);
 const STREAMS = 200;
 
-const SMALL = JSON.stringify({
-  model: "llama3.2",
-  messages: [{ role: "user", content: "hi" }],
-  stream: false,
-  options: { num_predict: 8 },
-});
 const STREAM = JSON.stringify({
   model: "llama3.2",
   messages: [{ role: "user", content: "go" }],

@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "../coordinator/config.ts";
 import { freePort, registerSim, waitUntilUp } from "../coordinator/testing/process.ts";
 import { fmt, median } from "./bench/procs.ts";
-import { which, wrk } from "./bench/wrk.ts";
+import { SMALL_CHAT as CHAT, which, wrk } from "./bench/wrk.ts";
 import { type GcEvent, type GcFigures, gcFigures, parseGcLine } from "./bench/gc_trace.ts";
 
 const { values } = parseArgs({
@@ -33,12 +33,6 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs);
 const DURATION = Number(values.duration);
 const CONNECTIONS = Number(values.connections);
-const CHAT = JSON.stringify({
-  model: "llama3.2",
-  messages: [{ role: "user", content: "hi" }],
-  stream: false,
-  options: { num_predict: 8 },
-});
 
 /** A process of this repository with GC tracing on; its GC lines are collected, the rest dropped. */
 function traced(args: string[], env: Record<string, string> = {}) {

@@ -16,7 +16,7 @@ import { spawnCoordinator } from "../coordinator/testing/process.ts";
 import { startPostgres } from "../coordinator/testing/postgres.ts";
 import { openPostgresStore } from "../coordinator/store/postgres/store.ts";
 import { serveUpstream } from "./bench/upstream.ts";
-import { which, wrk } from "./bench/wrk.ts";
+import { SMALL_CHAT as SMALL, which, wrk } from "./bench/wrk.ts";
 import { cpuSeconds, fmt, treeCpuSeconds } from "./bench/procs.ts";
 
 const { values } = parseArgs({
@@ -27,12 +27,6 @@ const { values } = parseArgs({
 });
 const SECONDS = Number(values.seconds);
 const WARMUP = Number(values.warmup);
-const SMALL = JSON.stringify({
-  model: "llama3.2",
-  messages: [{ role: "user", content: "hi" }],
-  stream: false,
-  options: { num_predict: 8 },
-});
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 if (!which("wrk")) {

@@ -16,6 +16,17 @@ export function which(cmd: string): string | null {
   return null;
 }
 
+/**
+ * The small non-streaming chat the benchmarks post with wrk: the bench upstream answers it with 8
+ * tokens at once, so what is measured is the proxy, not the generation.
+ */
+export const SMALL_CHAT = JSON.stringify({
+  model: "llama3.2",
+  messages: [{ role: "user", content: "hi" }],
+  stream: false,
+  options: { num_predict: 8 },
+});
+
 /** What one wrk run reports; latencies in ms. */
 export interface WrkResult {
   rps: number;
