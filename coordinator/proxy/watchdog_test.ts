@@ -90,13 +90,14 @@ Deno.test("watchdog - a callback may stop an expired watch or start a new one du
   let now = 0;
   const dog = new Watchdog(10, () => now);
   const fired: string[] = [];
-  let b: { stop(): void } | undefined;
+  // b is watched after a, whose callback stops it.
+  const later: { b?: { stop(): void } } = {};
   dog.watch(10, () => {
     fired.push("a");
-    b?.stop();
+    later.b?.stop();
     dog.watch(10, () => fired.push("late"));
   });
-  b = dog.watch(10, () => fired.push("b"));
+  later.b = dog.watch(10, () => fired.push("b"));
   dog.watch(10, () => fired.push("c"));
   now = 10;
   dog.sweep();
