@@ -51,11 +51,17 @@ import {
   freePort,
   registerSim,
   spawnCoordinator,
-  waitUntilUp,
 } from "../coordinator/testing/process.ts";
 import { type LoopDelay, withLoopDelay } from "./bench/loop_delay.ts";
 import { startNginx } from "./bench/nginx.ts";
-import { fmt, median, rssBytes, treeCpuSeconds } from "./bench/procs.ts";
+import {
+  fmt,
+  median,
+  rssBytes,
+  spawnScript,
+  spawnUpstream,
+  treeCpuSeconds,
+} from "./bench/procs.ts";
 import { SMALL_CHAT as SMALL, which, wrk } from "./bench/wrk.ts";
 
 const { values } = parseArgs({
@@ -85,57 +91,6 @@ const STREAM = JSON.stringify({
   stream: true,
   options: { num_predict: 400 },
 });
-
-/** Runs a script of this repository as a child process listening on `port`. */
-async function spawnScript(path: string, args: string[], port: number): Promise<Child> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(path, import.meta.url).pathname, ...args],
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  await waitUntilUp(url);
-  return childOf([process], port);
-}
-
-function childOf(processes: Deno.ChildProcess[], port: number): Child {
-  const kill = (signal: Deno.Signal = "SIGKILL") => {
-    for (const p of processes) {
-      try {
-        p.kill(signal);
-      } catch { /* gone */ }
-    }
-  };
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    process: processes[0],
-    kill,
-    stop: async () => {
-      kill();
-      await Promise.all(processes.map((p) => p.status));
-    },
-  };
-}
-
-/** `count` upstream processes sharing one port; resolves once every one of them listens. */
-async function spawnUpstream(count: number): Promise<Child> {
-  const port = freePort();
-  const script = new URL("./bench/upstream.ts", import.meta.url).pathname;
-  const processes = await Promise.all(Array.from({ length: count }, async () => {
-    const process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--unstable-net", script, String(port)],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    // It prints one line when it listens; the rest of its output is not read.
-    const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    await reader.read();
-    reader.releaseLock();
-    return process;
-  }));
-  return childOf(processes, port);
-}
 
 /** A coordinator as users run it, with the upstream registered; `databaseUrl` is the change. */
 async function startCoordinator(databaseUrl: string, upstream: Child) {
@@ -224,7 +179,7 @@ if (!which("wrk")) {
 const upstream = await spawnUpstream(UPSTREAMS);
 const floorPort = freePort();
 const floor = await spawnScript(
-  "./bench/passthrough.ts",
+  "./passthrough.ts",
   [upstream.url, String(floorPort)],
   floorPort,
 );

@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import { TEST_ADMIN_PASSWORD, TEST_AGENT_TOKEN } from "../coordinator/config.ts";
 import { freePort, registerSim, waitUntilUp } from "../coordinator/testing/process.ts";
-import { fmt, median } from "./bench/procs.ts";
+import { fmt, median, spawnUpstream } from "./bench/procs.ts";
 import { SMALL_CHAT as CHAT, which, wrk } from "./bench/wrk.ts";
 import { type GcEvent, type GcFigures, gcFigures, parseGcLine } from "./bench/gc_trace.ts";
 
@@ -76,18 +76,9 @@ if (!which("wrk")) {
   console.log("wrk not found: apt-get install -y wrk");
   Deno.exit(1);
 }
-const upstreamPort = freePort();
-const upstream = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", "--unstable-net", "scripts/bench/upstream.ts", String(upstreamPort)],
-  cwd: new URL("..", import.meta.url).pathname,
-  stdout: "null",
-  stderr: "inherit",
-}).spawn();
-const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
-await waitUntilUp(upstreamUrl);
-
+const upstream = await spawnUpstream(1);
 const floorPort = freePort();
-const floor = traced(["scripts/bench/passthrough.ts", upstreamUrl, String(floorPort)]);
+const floor = traced(["scripts/bench/passthrough.ts", upstream.url, String(floorPort)]);
 const dbDir = await Deno.makeTempDir({ prefix: "bench-gc-" });
 const coordinatorPort = freePort();
 const coordinator = traced(["coordinator/main.ts"], {
@@ -102,68 +93,66 @@ const rows = [
   { name: "deno pass-through", url: `http://127.0.0.1:${floorPort}`, proc: floor },
   { name: "coordinator (file db)", url: `http://127.0.0.1:${coordinatorPort}`, proc: coordinator },
 ];
-for (const row of rows) await waitUntilUp(row.url);
-const sim = {
-  url: upstreamUrl,
-  port: upstreamPort,
-  process: upstream,
-  kill() {},
-  stop: async () => {},
-};
-await registerSim(rows[1].url, "bench", sim, 512, { keepAlive: true });
-
-console.log(
-  `GC per request: ${RUNS} phases of ${DURATION} s at c=${CONNECTIONS} per row, medians; ` +
-    `load average ${Deno.loadavg()[0].toFixed(2)} on ${navigator.hardwareConcurrency} CPUs`,
-);
-const samples = new Map<string, GcFigures[]>(rows.map((r) => [r.name, []]));
-for (const row of rows) {
-  await wrk(`${row.url}/api/chat`, { connections: CONNECTIONS, seconds: 2, body: CHAT });
-}
-for (let run = 0; run < RUNS; run++) {
-  for (const row of rows) {
-    row.proc.take();
-    const r = await wrk(`${row.url}/api/chat`, {
-      connections: CONNECTIONS,
-      seconds: DURATION,
-      body: CHAT,
-    });
-    // The last lines of the phase may still be on their way.
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    if (r.errors) console.log(`  (wrk saw ${r.errors} errors at ${row.name})`);
-    samples.get(row.name)!.push(gcFigures(row.proc.take(), r.requests));
-  }
+try {
+  for (const row of rows) await waitUntilUp(row.url);
+  await registerSim(rows[1].url, "bench", upstream, 512, { keepAlive: true });
+  await measureAndPrint();
+} finally {
+  await coordinator.stop();
+  await floor.stop();
+  await upstream.stop();
+  await Deno.remove(dbDir, { recursive: true });
 }
 
-const med = (name: string, k: keyof GcFigures) => median(samples.get(name)!.map((s) => s[k]));
-console.log(
-  "\n| path | allocated per request (KB) | scavenges | scavenge pause (ms) | pause per request (µs) | kept per scavenge (KB) | promoted per scavenge (KB) | promoted per request (B) | major GC per request (µs) |",
-);
-console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-for (const { name } of rows) {
+/** The phases, row by row in turn, and the table of their medians. */
+async function measureAndPrint(): Promise<void> {
   console.log(
-    `| ${name} | ${fmt(med(name, "allocatedPerRequest") / 1024, 1)} | ${
-      fmt(med(name, "scavenges"), 0)
-    } | ${fmt(med(name, "scavengePauseMs"), 2)} | ${fmt(med(name, "pausePerRequestUs"), 1)} | ${
-      fmt(med(name, "survivedPerScavenge") / 1024, 0)
-    } | ${fmt(med(name, "promotedPerScavenge") / 1024, 0)} | ${
-      fmt(med(name, "promotedPerRequest"), 0)
-    } | ${fmt(med(name, "majorPausePerRequestUs"), 1)} |`,
+    `GC per request: ${RUNS} phases of ${DURATION} s at c=${CONNECTIONS} per row, medians; ` +
+      `load average ${Deno.loadavg()[0].toFixed(2)} on ${navigator.hardwareConcurrency} CPUs`,
+  );
+  const samples = new Map<string, GcFigures[]>(rows.map((r) => [r.name, []]));
+  for (const row of rows) {
+    await wrk(`${row.url}/api/chat`, { connections: CONNECTIONS, seconds: 2, body: CHAT });
+  }
+  for (let run = 0; run < RUNS; run++) {
+    for (const row of rows) {
+      row.proc.take();
+      const r = await wrk(`${row.url}/api/chat`, {
+        connections: CONNECTIONS,
+        seconds: DURATION,
+        body: CHAT,
+      });
+      // The last lines of the phase may still be on their way.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      if (r.errors) console.log(`  (wrk saw ${r.errors} errors at ${row.name})`);
+      samples.get(row.name)!.push(gcFigures(row.proc.take(), r.requests));
+    }
+  }
+
+  const med = (name: string, k: keyof GcFigures) => median(samples.get(name)!.map((s) => s[k]));
+  console.log(
+    "\n| path | allocated per request (KB) | scavenges | scavenge pause (ms) | pause per request (µs) | kept per scavenge (KB) | promoted per scavenge (KB) | promoted per request (B) | major GC per request (µs) |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const { name } of rows) {
+    console.log(
+      `| ${name} | ${fmt(med(name, "allocatedPerRequest") / 1024, 1)} | ${
+        fmt(med(name, "scavenges"), 0)
+      } | ${fmt(med(name, "scavengePauseMs"), 2)} | ${fmt(med(name, "pausePerRequestUs"), 1)} | ${
+        fmt(med(name, "survivedPerScavenge") / 1024, 0)
+      } | ${fmt(med(name, "promotedPerScavenge") / 1024, 0)} | ${
+        fmt(med(name, "promotedPerRequest"), 0)
+      } | ${fmt(med(name, "majorPausePerRequestUs"), 1)} |`,
+    );
+  }
+  const [pass, co] = rows.map((r) => r.name);
+  console.log(
+    `\n${co} vs ${pass}: ${
+      fmt(med(co, "allocatedPerRequest") / med(pass, "allocatedPerRequest"))
+    }× the bytes allocated per request, promoted ${fmt(med(co, "promotedPerRequest"), 0)} against ${
+      fmt(med(pass, "promotedPerRequest"), 0)
+    } B per request, scavenges pause ${fmt(med(co, "scavengePauseMs"), 2)} against ${
+      fmt(med(pass, "scavengePauseMs"), 2)
+    } ms`,
   );
 }
-const [pass, co] = rows.map((r) => r.name);
-console.log(
-  `\n${co} vs ${pass}: ${
-    fmt(med(co, "allocatedPerRequest") / med(pass, "allocatedPerRequest"))
-  }× the bytes allocated per request, promoted ${fmt(med(co, "promotedPerRequest"), 0)} against ${
-    fmt(med(pass, "promotedPerRequest"), 0)
-  } B per request, scavenges pause ${fmt(med(co, "scavengePauseMs"), 2)} against ${
-    fmt(med(pass, "scavengePauseMs"), 2)
-  } ms`,
-);
-
-await coordinator.stop();
-await floor.stop();
-upstream.kill("SIGKILL");
-await upstream.status;
-await Deno.remove(dbDir, { recursive: true });

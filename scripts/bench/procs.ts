@@ -1,4 +1,64 @@
-/** Process helpers shared by the benchmarks: RSS and CPU time of a child from /proc. */
+/**
+ * Process helpers shared by the benchmarks: the bench upstream and scripts started as children,
+ * and RSS and CPU time of a child from /proc.
+ */
+import { type Child, freePort, waitUntilUp } from "../../coordinator/testing/process.ts";
+
+/**
+ * Runs a script of scripts/bench/ (`path` relative to this module) as a child process listening on
+ * `port`; resolves once it answers.
+ */
+export async function spawnScript(path: string, args: string[], port: number): Promise<Child> {
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(path, import.meta.url).pathname, ...args],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilUp(url);
+  return childOf([process], port);
+}
+
+/** One `Child` for processes sharing a port: killed and awaited together. */
+export function childOf(processes: Deno.ChildProcess[], port: number): Child {
+  const kill = (signal: Deno.Signal = "SIGKILL") => {
+    for (const p of processes) {
+      try {
+        p.kill(signal);
+      } catch { /* gone */ }
+    }
+  };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    process: processes[0],
+    kill,
+    stop: async () => {
+      kill();
+      await Promise.all(processes.map((p) => p.status));
+    },
+  };
+}
+
+/**
+ * `count` processes of the bench upstream (scripts/bench/upstream.ts) sharing one port; resolves once every one of them listens. */
+export async function spawnUpstream(count: number): Promise<Child> {
+  const port = freePort();
+  const script = new URL("./upstream.ts", import.meta.url).pathname;
+  const processes = await Promise.all(Array.from({ length: count }, async () => {
+    const process = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--unstable-net", script, String(port)],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    // It prints one line when it listens; the rest of its output is not read.
+    const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    await reader.read();
+    reader.releaseLock();
+    return process;
+  }));
+  return childOf(processes, port);
+}
 
 /** Resident memory of a process in bytes (Linux), or NaN. */
 export function rssBytes(pid: number): number {
