@@ -20,17 +20,26 @@ export function openaiErrorBody(status: number, message: string): string {
   });
 }
 
-/** Builds an Ollama-shaped JSON error response. */
+/**
+ * The headers of an error answer with its content type. A `Headers` passed in is taken over (its
+ * content type set), not copied: building headers is most of an error answer's cost, and the
+ * callers build theirs for this answer only.
+ */
+function typed(headers: HeadersInit | undefined, type: string): Headers {
+  const h = headers instanceof Headers ? headers : new Headers(headers);
+  h.set("content-type", type);
+  return h;
+}
+
+/** Builds an Ollama-shaped JSON error response (a `Headers` passed in is taken over). */
 export function ollamaError(status: number, message: string, headers?: HeadersInit): Response {
-  const h = new Headers(headers);
-  h.set("content-type", "application/json; charset=utf-8");
+  const h = typed(headers, "application/json; charset=utf-8");
   return new Response(ollamaErrorBody(message), { status, headers: h });
 }
 
-/** Builds an OpenAI-shaped JSON error response. */
+/** Builds an OpenAI-shaped JSON error response (a `Headers` passed in is taken over). */
 export function openaiError(status: number, message: string, headers?: HeadersInit): Response {
-  const h = new Headers(headers);
-  h.set("content-type", "application/json");
+  const h = typed(headers, "application/json");
   return new Response(openaiErrorBody(status, message), { status, headers: h });
 }
 
@@ -61,10 +70,12 @@ export function anthropicErrorBody(status: number, message: string, requestId?: 
   return JSON.stringify(body);
 }
 
-/** Builds an Anthropic-shaped JSON error response (the request id from `x-request-id`). */
+/**
+ * Builds an Anthropic-shaped JSON error response (the request id from `x-request-id`; a `Headers`
+ * passed in is taken over).
+ */
 export function anthropicError(status: number, message: string, headers?: HeadersInit): Response {
-  const h = new Headers(headers);
-  h.set("content-type", "application/json");
+  const h = typed(headers, "application/json");
   const body = anthropicErrorBody(status, message, h.get("x-request-id") ?? undefined);
   return new Response(body, { status, headers: h });
 }

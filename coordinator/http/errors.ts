@@ -23,6 +23,8 @@ export function errorResponse(
   requestId?: string,
   headers?: HeadersInit,
 ): Response {
+  // Built once here and taken over by the shape's builder (converting headers costs more than
+  // the rest of a refusal's answer).
   const h = new Headers(headers);
   if (requestId) h.set("x-request-id", requestId);
   if (flavor === "openai") return openaiError(status, message, h);
