@@ -38,11 +38,19 @@
  * the floor: a saturated loop runs the turns of many requests back to back, so the timer waits
  * for them even with nothing else to do.
  *
+ * Before the runs every proxy row is warmed up: `--warmup` seconds of c=32 load in 2 s windows
+ * (the CPU time per request of the first and last window is printed), then one short pass of
+ * every phase. A Deno process's JIT compiles its hot paths in background threads, which get
+ * little CPU while the load keeps both cores busy: here the coordinator took 15–20 s of c=32 load
+ * (about 100,000 requests) to fall from about 200 to about 90 µs of CPU per request, the
+ * pass-through about 5 s (less code). A coordinator that has run a while is warm, so the runs
+ * measure it warm; the first window shows what a cold one costs.
+ *
  * wrk is a C client with one thread: a fetch loop in Deno costs as much per request as the
  * servers it would measure. The machine's load average is printed first: on a shared machine,
  * compare rows of the same run rather than figures across days.
  *
- * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 2] [--upstreams CPUS]
+ * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 20] [--upstreams CPUS]
  */
 import { parseArgs } from "node:util";
 import {
@@ -68,7 +76,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: "string", default: "5" },
     duration: { type: "string", default: "5" },
-    warmup: { type: "string", default: "2" },
+    warmup: { type: "string", default: "20" },
     upstreams: { type: "string", default: String(navigator.hardwareConcurrency) },
     help: { type: "boolean", short: "h" },
   },
@@ -84,6 +92,10 @@ const DURATION = Number(values.duration);
 const WARMUP = Number(values.warmup);
 const UPSTREAMS = Number(values.upstreams);
 const STREAMS = 200;
+/** Seconds of the short pass of every phase after the warm-up (c=1 and streams run other code). */
+const PRIMER = 2;
+/** Seconds per warm-up window. */
+const WINDOW = 2;
 
 const STREAM = JSON.stringify({
   model: "llama3.2",
@@ -146,6 +158,20 @@ interface Sample {
   c32p99: number;
   tokens: number;
   delay: Partial<Record<Phase, LoopDelay>>;
+}
+
+/**
+ * c=32 load for `seconds` in windows of {@linkcode WINDOW} s: the CPU µs per request of each
+ * window (none for a row without a process to read).
+ */
+async function warmUp(row: Row, seconds: number): Promise<number[]> {
+  const windows: number[] = [];
+  for (let elapsed = 0; elapsed < seconds; elapsed += WINDOW) {
+    const cpu0 = row.pid ? treeCpuSeconds(row.pid) : NaN;
+    const r = await wrk(`${row.url}/api/chat`, { connections: 32, seconds: WINDOW, body: SMALL });
+    if (row.pid) windows.push(((treeCpuSeconds(row.pid) - cpu0) / r.requests) * 1e6);
+  }
+  return windows;
 }
 
 /** One run of the three phases against a row. */
@@ -219,7 +245,19 @@ console.log(
   `Ollama Coordinator benchmark: ${RUNS} runs of ${DURATION} s per phase, medians; loopback; ` +
     `load average ${load1.toFixed(2)} on ${navigator.hardwareConcurrency} CPUs before the runs`,
 );
-for (const row of rows) await measure(row, WARMUP);
+for (const row of rows) {
+  if (!row.pid) continue;
+  const windows = await warmUp(row, WARMUP);
+  if (windows.length > 1) {
+    console.log(
+      `warm-up at c=32, ${row.name}: ${fmt(windows[0], 0)} µs of CPU per request in the first ` +
+        `${WINDOW} s, ${fmt(windows.at(-1)!, 0)} µs in the last (${
+          windows.map((w) => fmt(w, 0)).join(", ")
+        })`,
+    );
+  }
+}
+for (const row of rows) await measure(row, PRIMER);
 const samples: Record<string, Sample[]> = Object.fromEntries(rows.map((r) => [r.name, []]));
 for (let run = 0; run < RUNS; run++) {
   // Rotating the order spreads a slow spell of a shared machine over every row.
