@@ -41,16 +41,23 @@
  * Before the runs every proxy row is warmed up: `--warmup` seconds of c=32 load in 2 s windows
  * (the CPU time per request of the first and last window is printed), then one short pass of
  * every phase. A Deno process's JIT compiles its hot paths in background threads, which get
- * little CPU while the load keeps both cores busy: here the coordinator took 15–20 s of c=32 load
- * (about 100,000 requests) to fall from about 200 to about 90 µs of CPU per request, the
- * pass-through about 5 s (less code). A coordinator that has run a while is warm, so the runs
+ * little CPU while the load keeps both cores busy: here the coordinator's first 2 s of c=32 cost
+ * 234–328 µs of CPU per request, most of the fall to 125–135 came within 4–6 s, and V8 went on
+ * optimizing for 15–20 s (`--trace-opt`); the pass-through settles within 4 s (less code). A coordinator that has run a while is warm, so the runs
  * measure it warm; the first window shows what a cold one costs.
+ *
+ * Each row also gets `--rewarm` (4) s of c=32 right before its turn in every run. Between its
+ * turns a row idles about a minute while the others are measured, and V8's memory reducer then
+ * gives back the heap the load grew: the coordinator's first 2 s after such a pause cost about
+ * twice the CPU per request (with `--v8-flags=--no-memory-reducer` they did not, but the idle
+ * process kept 208 MB instead of 121). The runs measure a coordinator under load; the median of
+ * the first re-warm window is printed as what the first seconds after an idle minute cost.
  *
  * wrk is a C client with one thread: a fetch loop in Deno costs as much per request as the
  * servers it would measure. The machine's load average is printed first: on a shared machine,
  * compare rows of the same run rather than figures across days.
  *
- * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 20] [--upstreams CPUS]
+ * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 20] [--rewarm 4] [--upstreams CPUS]
  */
 import { parseArgs } from "node:util";
 import {
@@ -77,19 +84,22 @@ const { values } = parseArgs({
     runs: { type: "string", default: "5" },
     duration: { type: "string", default: "5" },
     warmup: { type: "string", default: "20" },
+    rewarm: { type: "string", default: "4" },
     upstreams: { type: "string", default: String(navigator.hardwareConcurrency) },
     help: { type: "boolean", short: "h" },
   },
 });
 if (values.help) {
   console.log(
-    "Usage: deno task bench [--runs N] [--duration SECONDS] [--warmup SECONDS] [--upstreams N]",
+    "Usage: deno task bench [--runs N] [--duration SECONDS] [--warmup SECONDS] [--rewarm SECONDS]" +
+      " [--upstreams N]",
   );
   Deno.exit(0);
 }
 const RUNS = Number(values.runs);
 const DURATION = Number(values.duration);
 const WARMUP = Number(values.warmup);
+const REWARM = Number(values.rewarm);
 const UPSTREAMS = Number(values.upstreams);
 const STREAMS = 200;
 /** Seconds of the short pass of every phase after the warm-up (c=1 and streams run other code). */
@@ -259,10 +269,13 @@ for (const row of rows) {
 }
 for (const row of rows) await measure(row, PRIMER);
 const samples: Record<string, Sample[]> = Object.fromEntries(rows.map((r) => [r.name, []]));
+/** Per row, the CPU µs per request of the first re-warm window of each run (after its pause). */
+const afterPause: Record<string, number[]> = Object.fromEntries(rows.map((r) => [r.name, []]));
 for (let run = 0; run < RUNS; run++) {
   // Rotating the order spreads a slow spell of a shared machine over every row.
   for (let i = 0; i < rows.length; i++) {
     const row = rows[(i + run) % rows.length];
+    if (row.pid && REWARM > 0) afterPause[row.name].push((await warmUp(row, REWARM))[0]);
     samples[row.name].push(await measure(row, DURATION));
   }
 }
@@ -304,6 +317,15 @@ for (const { name, pid } of rows) {
   if (pid) {
     console.log(`| ${name} | ${fmt(med(name, "c1cpu"), 0)} | ${fmt(med(name, "c32cpu"), 0)} |`);
   }
+}
+if (REWARM > 0) {
+  const cold = rows.filter((r) => r.pid).map((r) =>
+    `${r.name} ${fmt(median(afterPause[r.name]), 0)}`
+  );
+  console.log(
+    `\nThe first ${WINDOW} s of c=32 after each row's pause between its turns (about a minute ` +
+      `idle), CPU µs per request (medians): ${cold.join(", ")}`,
+  );
 }
 
 const ratio = (a: number, b: number) => `${fmt(a / b)}×`;
