@@ -39,12 +39,13 @@
  * for them even with nothing else to do.
  *
  * Before the runs every proxy row is warmed up: `--warmup` seconds of c=32 load in 2 s windows
- * (the CPU time per request of the first and last window is printed), then one short pass of
- * every phase. A Deno process's JIT compiles its hot paths in background threads, which get
- * little CPU while the load keeps both cores busy: here the coordinator's first 2 s of c=32 cost
- * 234–328 µs of CPU per request, most of the fall to 125–135 came within 4–6 s, and V8 went on
- * optimizing for 15–20 s (`--trace-opt`); the pass-through settles within 4 s (less code). A coordinator that has run a while is warm, so the runs
- * measure it warm; the first window shows what a cold one costs.
+ * (rounded up to whole windows; the CPU time per request of the first and last is printed), then
+ * one short pass of every phase. A Deno process's JIT compiles its hot paths in background
+ * threads, which get little CPU while the load keeps both cores busy: here the coordinator's
+ * first 2 s of c=32 cost 234–328 µs of CPU per request, most of the fall to 125–135 came within
+ * 4–6 s, and V8 went on optimizing for 15–20 s (`--trace-opt`); the pass-through settles within
+ * 4 s (less code). A coordinator that has run a while is warm, so the runs measure it warm; the
+ * first window shows what a cold one costs.
  *
  * Each row also gets `--rewarm` (4) s of c=32 right before its turn in every run. Between its
  * turns a row idles about a minute while the others are measured, and V8's memory reducer then
@@ -171,15 +172,15 @@ interface Sample {
 }
 
 /**
- * c=32 load for `seconds` in windows of {@linkcode WINDOW} s: the CPU µs per request of each
- * window (none for a row without a process to read).
+ * c=32 load on `url` for `seconds`, rounded up to windows of {@linkcode WINDOW} s: the CPU µs per
+ * request of process `pid` in each window.
  */
-async function warmUp(row: Row, seconds: number): Promise<number[]> {
+async function warmUp(url: string, pid: number, seconds: number): Promise<number[]> {
   const windows: number[] = [];
   for (let elapsed = 0; elapsed < seconds; elapsed += WINDOW) {
-    const cpu0 = row.pid ? treeCpuSeconds(row.pid) : NaN;
-    const r = await wrk(`${row.url}/api/chat`, { connections: 32, seconds: WINDOW, body: SMALL });
-    if (row.pid) windows.push(((treeCpuSeconds(row.pid) - cpu0) / r.requests) * 1e6);
+    const cpu0 = treeCpuSeconds(pid);
+    const r = await wrk(`${url}/api/chat`, { connections: 32, seconds: WINDOW, body: SMALL });
+    windows.push(((treeCpuSeconds(pid) - cpu0) / r.requests) * 1e6);
   }
   return windows;
 }
@@ -257,7 +258,7 @@ console.log(
 );
 for (const row of rows) {
   if (!row.pid) continue;
-  const windows = await warmUp(row, WARMUP);
+  const windows = await warmUp(row.url, row.pid, WARMUP);
   if (windows.length > 1) {
     console.log(
       `warm-up at c=32, ${row.name}: ${fmt(windows[0], 0)} µs of CPU per request in the first ` +
@@ -275,7 +276,9 @@ for (let run = 0; run < RUNS; run++) {
   // Rotating the order spreads a slow spell of a shared machine over every row.
   for (let i = 0; i < rows.length; i++) {
     const row = rows[(i + run) % rows.length];
-    if (row.pid && REWARM > 0) afterPause[row.name].push((await warmUp(row, REWARM))[0]);
+    if (row.pid && REWARM > 0) {
+      afterPause[row.name].push((await warmUp(row.url, row.pid, REWARM))[0]);
+    }
     samples[row.name].push(await measure(row, DURATION));
   }
 }
