@@ -341,11 +341,20 @@ Deno.test({
     const run = await killOneBehindNginx("error timeout http_502 http_503 non_idempotent");
     const failed = run.outcomes.filter((o) => !o.ok);
     const resent = run.outcomes.filter((o) => run.log.get(o.id)!.upstreams.length > 1);
-    assert.deepEqual(failed, []);
     assert.ok(resent.length > 0, "nginx re-sent none");
+    // Nothing can re-send an answer nginx had begun to relay: a chat killed between its head and
+    // its body (a Deno server sends them apart once they pass ~512 bytes) ends in a body error.
+    // Those are the only failures allowed: on the killed coordinator, in flight at the kill.
+    for (const o of failed) {
+      assert.match(o.error ?? "", /body/, `request ${o.id} failed otherwise: ${JSON.stringify(o)}`);
+      assert.deepEqual(run.log.get(o.id)!.upstreams, [run.killed], `request ${o.id} elsewhere`);
+      assert.ok(o.start < run.killAt && o.end > run.killAt, `request ${o.id} not in flight`);
+    }
+    assert.ok(failed.length <= 16, `${failed.length} answers cut`);
     console.log(
-      `processes: with non_idempotent, 1000 of 1000 chats ok in ${run.seconds.toFixed(1)} s, ` +
-        `${resent.length} re-sent by nginx after the kill`,
+      `processes: with non_idempotent, ${1000 - failed.length} of 1000 chats ok in ${
+        run.seconds.toFixed(1)
+      } s, ${resent.length} re-sent by nginx after the kill, ${failed.length} cut mid-answer`,
     );
   },
 });

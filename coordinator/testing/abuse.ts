@@ -16,6 +16,12 @@ export interface Responsiveness {
   maxMs: number;
   heartbeats: number;
   heartbeatFailures: number;
+  /**
+   * Probes and heartbeats sent once more because the kept-alive connection they went out on had
+   * just been closed by the coordinator (at its connection cap, idle connections go): what
+   * browsers and Go's client do. Only a second failure counts as a failure.
+   */
+  resent: number;
   /** The coordinator's resident memory when watching began and at its highest, sampled every 100 ms (MB). */
   rssStartMb: number;
   rssPeakMb: number;
@@ -130,7 +136,10 @@ export function describeResponsiveness(attack: string, r: Responsiveness, extra 
     : `; RSS ${r.rssStartMb.toFixed(0)} → peak ${r.rssPeakMb.toFixed(0)} MB`;
   return `abuse: ${attack}: ${r.probes} probes, p50 ${f(r.p50Ms)} ms, p99 ${f(r.p99Ms)} ms, ` +
     `max ${f(r.maxMs)} ms, ${r.probeFailures} failed; ${r.heartbeats} heartbeats, ` +
-    `${r.heartbeatFailures} failed${rss}${extra ? `; ${extra}` : ""}`;
+    `${r.heartbeatFailures} failed${
+      r.resent ? ` (${r.resent} re-sent after a closed idle connection)` : ""
+    }` +
+    `${rss}${extra ? `; ${extra}` : ""}`;
 }
 
 /** Mounts a tmpfs of `size` at a new folder; null where this machine cannot mount (not root). */

@@ -20,14 +20,29 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
   let probeFailures = 0;
   let heartbeats = 0;
   let heartbeatFailures = 0;
+  let resent = 0;
   let running = true;
+  /**
+   * Fetches once more when the kept-alive connection the request went out on turned out closed
+   * before any answer (the coordinator sheds idle connections at its cap), as browsers and Go's
+   * client do; `init` is called per try for a fresh time limit.
+   */
+  const send = async (path: string, init: () => RequestInit): Promise<Response> => {
+    try {
+      return await fetch(`${url}${path}`, init());
+    } catch (e) {
+      if (!/connection closed before message completed/.test(failure(e))) throw e;
+      resent++;
+      return await fetch(`${url}${path}`, init());
+    }
+  };
   const rssStartMb = pid === undefined ? NaN : residentMb(pid);
   let rssPeakMb = rssStartMb;
   const probe = (async () => {
     while (running) {
       const t0 = performance.now();
       try {
-        const res = await fetch(`${url}/api/version`, { signal: AbortSignal.timeout(2000) });
+        const res = await send("/api/version", () => ({ signal: AbortSignal.timeout(2000) }));
         await res.body?.cancel();
         if (!res.ok) {
           probeFailures++;
@@ -44,7 +59,7 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
   const beat = (async () => {
     while (running) {
       try {
-        const res = await fetch(`${url}/api/health`, {
+        const res = await send("/api/health", () => ({
           method: "POST",
           headers: { authorization: `Bearer ${secret}` },
           body: JSON.stringify({
@@ -54,7 +69,7 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
             active_requests: 0,
           }),
           signal: AbortSignal.timeout(2000),
-        });
+        }));
         await res.body?.cancel();
         if (res.ok) heartbeats++;
         else {
@@ -87,6 +102,7 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
       maxMs: sorted.at(-1) ?? NaN,
       heartbeats,
       heartbeatFailures,
+      resent,
       rssStartMb,
       rssPeakMb,
       errors,
