@@ -17,9 +17,9 @@ export interface Responsiveness {
   heartbeats: number;
   heartbeatFailures: number;
   /**
-   * Probes and heartbeats sent once more because the kept-alive connection they went out on had
-   * just been closed by the coordinator (at its connection cap, idle connections go): what
-   * browsers and Go's client do. Only a second failure counts as a failure.
+   * Probes and heartbeats sent once more because the connection they went out on was closed or
+   * reset by the coordinator before any answer (at its connection cap, idle connections and ones
+   * without a head go): what browsers and Go's client do. Only a second failure counts.
    */
   resent: number;
   /** The coordinator's resident memory when watching began and at its highest, sampled every 100 ms (MB). */
@@ -137,7 +137,7 @@ export function describeResponsiveness(attack: string, r: Responsiveness, extra 
   return `abuse: ${attack}: ${r.probes} probes, p50 ${f(r.p50Ms)} ms, p99 ${f(r.p99Ms)} ms, ` +
     `max ${f(r.maxMs)} ms, ${r.probeFailures} failed; ${r.heartbeats} heartbeats, ` +
     `${r.heartbeatFailures} failed${
-      r.resent ? ` (${r.resent} re-sent after a closed idle connection)` : ""
+      r.resent ? ` (${r.resent} re-sent after a connection closed or reset before its answer)` : ""
     }` +
     `${rss}${extra ? `; ${extra}` : ""}`;
 }

@@ -12,6 +12,10 @@ import { quantile, residentMb, type Responsiveness, type WatchOrders } from "./a
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How Deno's fetch reports a connection that ended before its answer's head. */
+const CLOSED_BEFORE_ANSWER =
+  /connection closed before message completed|Connection reset by peer|Broken pipe/;
+
 function watch(orders: WatchOrders): () => Promise<Responsiveness> {
   const { url, agentId, secret, pid } = orders;
   const latencies: number[] = [];
@@ -23,15 +27,16 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
   let resent = 0;
   let running = true;
   /**
-   * Fetches once more when the kept-alive connection the request went out on turned out closed
-   * before any answer (the coordinator sheds idle connections at its cap), as browsers and Go's
+   * Fetches once more when the connection the request went out on was closed or reset before any
+   * answer (at its cap the coordinator closes idle connections and ones that have not sent a head
+   * yet; a close with the request unread reaches the client as a reset), as browsers and Go's
    * client do; `init` is called per try for a fresh time limit.
    */
   const send = async (path: string, init: () => RequestInit): Promise<Response> => {
     try {
       return await fetch(`${url}${path}`, init());
     } catch (e) {
-      if (!/connection closed before message completed/.test(failure(e))) throw e;
+      if (!CLOSED_BEFORE_ANSWER.test(failure(e))) throw e;
       resent++;
       return await fetch(`${url}${path}`, init());
     }
