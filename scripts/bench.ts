@@ -47,18 +47,21 @@
  * 4 s (less code). A coordinator that has run a while is warm, so the runs measure it warm; the
  * first window shows what a cold one costs.
  *
- * Each row also gets `--rewarm` (4) s of c=32 right before its turn in every run. Between its
- * turns a row idles about a minute while the others are measured, and V8's memory reducer then
- * gives back the heap the load grew: the coordinator's first 2 s after such a pause cost about
- * twice the CPU per request (with `--v8-flags=--no-memory-reducer` they did not, but the idle
- * process kept 208 MB instead of 121). The runs measure a coordinator under load; the median of
- * the first re-warm window is printed as what the first seconds after an idle minute cost.
+ * Each row also gets `--rewarm` (8) s of c=32 right before its turn in every run. Between its
+ * turns a row idles about a minute while the others are measured, and the collections of V8's
+ * memory reducer then throw away optimized code: with `--trace-deopt`, about 340 functions (ours
+ * and Deno's serving code) were marked for deoptimization ("embedded weak objects cleared": the
+ * short-lived objects they were specialized to had all died) and were optimized again over the
+ * next ~6 s of load (`--trace-opt`), the first 2 s costing about twice the CPU per request. With
+ * `--v8-flags=--no-memory-reducer` none was, but the idle process kept 200–270 MB instead of
+ * 115–125. The runs measure a coordinator under load; the median of the first re-warm window is
+ * printed as what the first seconds after an idle minute cost.
  *
  * wrk is a C client with one thread: a fetch loop in Deno costs as much per request as the
  * servers it would measure. The machine's load average is printed first: on a shared machine,
  * compare rows of the same run rather than figures across days.
  *
- * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 20] [--rewarm 4] [--upstreams CPUS]
+ * Usage: deno task bench [--runs 5] [--duration 5] [--warmup 20] [--rewarm 8] [--upstreams CPUS]
  */
 import { parseArgs } from "node:util";
 import {
@@ -85,7 +88,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "5" },
     duration: { type: "string", default: "5" },
     warmup: { type: "string", default: "20" },
-    rewarm: { type: "string", default: "4" },
+    rewarm: { type: "string", default: "8" },
     upstreams: { type: "string", default: String(navigator.hardwareConcurrency) },
     help: { type: "boolean", short: "h" },
   },
