@@ -16,6 +16,27 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CLOSED_BEFORE_ANSWER =
   /connection closed before message completed|Connection reset by peer|Broken pipe/;
 
+/**
+ * Fetches once more when the connection the request went out on was closed or reset before any
+ * answer (at its cap the coordinator closes idle connections and ones that have not sent a head
+ * yet; a close with the request unread reaches the client as a reset), as browsers and Go's
+ * client do; `init` is called per try for a fresh time limit, `onResend` once a retry goes out.
+ * Any other failure, or a second one, is thrown.
+ */
+export async function fetchOnceMore(
+  url: string,
+  init: () => RequestInit,
+  onResend: () => void = () => {},
+): Promise<Response> {
+  try {
+    return await fetch(url, init());
+  } catch (e) {
+    if (!CLOSED_BEFORE_ANSWER.test(failure(e))) throw e;
+    onResend();
+    return await fetch(url, init());
+  }
+}
+
 function watch(orders: WatchOrders): () => Promise<Responsiveness> {
   const { url, agentId, secret, pid } = orders;
   const latencies: number[] = [];
@@ -26,21 +47,8 @@ function watch(orders: WatchOrders): () => Promise<Responsiveness> {
   let heartbeatFailures = 0;
   let resent = 0;
   let running = true;
-  /**
-   * Fetches once more when the connection the request went out on was closed or reset before any
-   * answer (at its cap the coordinator closes idle connections and ones that have not sent a head
-   * yet; a close with the request unread reaches the client as a reset), as browsers and Go's
-   * client do; `init` is called per try for a fresh time limit.
-   */
-  const send = async (path: string, init: () => RequestInit): Promise<Response> => {
-    try {
-      return await fetch(`${url}${path}`, init());
-    } catch (e) {
-      if (!CLOSED_BEFORE_ANSWER.test(failure(e))) throw e;
-      resent++;
-      return await fetch(`${url}${path}`, init());
-    }
-  };
+  const send = (path: string, init: () => RequestInit) =>
+    fetchOnceMore(`${url}${path}`, init, () => resent++);
   const rssStartMb = pid === undefined ? NaN : residentMb(pid);
   let rssPeakMb = rssStartMb;
   const probe = (async () => {
